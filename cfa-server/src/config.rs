@@ -1,0 +1,548 @@
+//! Layered configuration: defaults, then a TOML file (`--config`), then `CFA_*` environment
+//! variables, then command-line flags.
+//!
+//! Every key has an environment name `CFA_<SECTION>__<KEY>` (`CFA_OUTBOX__BATCH_SIZE`); the common
+//! ones have short names too (`CFA_LISTEN`, `CFA_DATA_DIR`, `CFA_DATABASE_URL`). An unknown key in
+//! the file or in a `CFA_<SECTION>__<KEY>` variable is an error that names it; short `CFA_*` names
+//! the server does not know (`CFA_SERVER`, `CFA_API_KEY`, …) belong to the other tools and are
+//! left alone. Secrets serialise masked, so printing the effective configuration is safe.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Short environment names and the keys they set.
+const SHORT_ENV_NAMES: &[(&str, &str)] = &[
+    ("listen", "server.listen"),
+    ("data_dir", "server.data_dir"),
+    ("database_url", "database.url"),
+    ("amqp_url", "amqp.url"),
+    ("redis_url", "redis.url"),
+];
+
+/// The whole configuration of `cfa-server`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Listening socket, data directory, limits.
+    pub server: ServerSettings,
+    /// Which database, and how to use it.
+    pub database: DatabaseSettings,
+    /// The transactional outbox and its relay.
+    pub outbox: OutboxSettings,
+    /// Idempotency-key retention.
+    pub idempotency: IdempotencySettings,
+    /// Operator API keys.
+    pub auth: AuthSettings,
+    /// Log format and level.
+    pub log: LogSettings,
+}
+
+/// `[server]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address and port of the HTTP listener.
+    pub listen: SocketAddr,
+    /// Where the SQLite file and other local state live.
+    pub data_dir: PathBuf,
+    /// Largest accepted request body, in bytes.
+    pub body_limit_bytes: usize,
+    /// Longest a request may take before a 503, in seconds.
+    pub request_timeout_seconds: u64,
+    /// How long shutdown waits for in-flight requests, in seconds.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            data_dir: PathBuf::from("./data"),
+            body_limit_bytes: 64 * 1024,
+            request_timeout_seconds: 30,
+            shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+/// `[database]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// `postgres://…` or `sqlite://PATH`; empty means `sqlite://<data_dir>/cfa.db`.
+    pub url: DatabaseUrl,
+    /// Largest connection pool (readers, on SQLite).
+    pub max_connections: u32,
+    /// How long a request waits for a connection before the database counts as down, in seconds.
+    pub acquire_timeout_seconds: u64,
+    /// Apply pending migrations when `run` starts.
+    pub migrate_on_start: bool,
+    /// SQLite `synchronous` pragma: `full` (an acknowledged donation survives power loss) or
+    /// `normal` (faster; survives a crash of the process, not of the machine).
+    pub sqlite_synchronous: SqliteSync,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            url: DatabaseUrl(String::new()),
+            max_connections: 16,
+            acquire_timeout_seconds: 5,
+            migrate_on_start: true,
+            sqlite_synchronous: SqliteSync::Full,
+        }
+    }
+}
+
+impl DatabaseSettings {
+    /// The URL to connect to, with the SQLite default filled in.
+    pub fn effective_url(&self, data_dir: &Path) -> String {
+        if self.url.0.trim().is_empty() {
+            format!("sqlite://{}", data_dir.join("cfa.db").display())
+        } else {
+            self.url.0.trim().to_string()
+        }
+    }
+
+    /// How long to wait for a connection.
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_secs(self.acquire_timeout_seconds)
+    }
+}
+
+/// SQLite durability level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    /// fsync at every commit.
+    Full,
+    /// fsync at checkpoints only.
+    Normal,
+}
+
+/// A database URL whose password never prints.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&mask_url(&self.0))
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&mask_url(&self.0))
+    }
+}
+
+/// Replaces the password of a `scheme://user:password@host` URL with `****`.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((credentials, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:****@{host}"),
+        None => url.to_string(),
+    }
+}
+
+/// `[outbox]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxSettings {
+    /// Run the relay in this process.
+    pub relay_enabled: bool,
+    /// Rows claimed per batch.
+    pub batch_size: i64,
+    /// How often an idle relay looks for new rows, in milliseconds (new rows written by this
+    /// process wake it at once).
+    pub poll_interval_ms: u64,
+    /// How long a claimed row stays leased to one relay, in seconds.
+    pub lease_seconds: u64,
+    /// Longest back-off after failed deliveries, in milliseconds.
+    pub max_backoff_ms: u64,
+    /// How long delivered rows are kept, in hours.
+    pub retention_hours: u64,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        OutboxSettings {
+            relay_enabled: true,
+            batch_size: 100,
+            poll_interval_ms: 250,
+            lease_seconds: 30,
+            max_backoff_ms: 10_000,
+            retention_hours: 168,
+        }
+    }
+}
+
+/// `[idempotency]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdempotencySettings {
+    /// How long a key's saved response is kept, in hours.
+    pub retention_hours: u64,
+    /// How often expired keys and delivered outbox rows are swept, in seconds.
+    pub sweep_interval_seconds: u64,
+}
+
+impl Default for IdempotencySettings {
+    fn default() -> Self {
+        IdempotencySettings {
+            retention_hours: 24,
+            sweep_interval_seconds: 300,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// Operator API keys (`Authorization: Bearer <key>`). Empty: operator endpoints are open,
+    /// which start-up and `/ready` both say.
+    #[serde(deserialize_with = "secrets_from_list_or_csv")]
+    pub api_keys: Vec<Secret>,
+}
+
+/// `[log]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `auto` (JSON unless stderr is a terminal), `json` or `pretty`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `cfa_server=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::Auto,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON unless on a terminal.
+    Auto,
+    /// JSON lines.
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
+/// A secret string that serialises and debug-prints as `****`.
+#[derive(Clone)]
+pub struct Secret(pub SecretString);
+
+impl Secret {
+    /// The secret itself, for comparison only.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Secret(SecretString::from(value))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("****")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("****")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| Secret(SecretString::from(s)))
+    }
+}
+
+/// Accepts a list of strings, or one comma-separated string (handy in environment variables).
+fn secrets_from_list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    let values = match ListOrCsv::deserialize(d)? {
+        ListOrCsv::List(list) => list,
+        ListOrCsv::Csv(csv) => csv.split(',').map(str::to_string).collect(),
+    };
+    Ok(values
+        .iter()
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .map(Secret::from)
+        .collect())
+}
+
+/// Values given on the command line; they override everything else.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--listen`
+    pub listen: Option<String>,
+    /// `--data-dir`
+    pub data_dir: Option<PathBuf>,
+    /// `--database-url`
+    pub database_url: Option<String>,
+}
+
+/// A configuration that could not be loaded; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Settings {
+    /// Loads the configuration from an optional file, the process environment and overrides.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Settings, ConfigError> {
+        Self::load_from(file, Env::prefixed("CFA_"), overrides)
+    }
+
+    fn load_from(
+        file: Option<&Path>,
+        env: Env,
+        overrides: &Overrides,
+    ) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(env.filter_map(|key| env_key(key.as_str()).map(Into::into)));
+        if let Some(listen) = &overrides.listen {
+            figment = figment.merge(Serialized::default("server.listen", listen));
+        }
+        if let Some(dir) = &overrides.data_dir {
+            figment = figment.merge(Serialized::default("server.data_dir", dir));
+        }
+        if let Some(url) = &overrides.database_url {
+            figment = figment.merge(Serialized::default("database.url", url));
+        }
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| ConfigError(describe(e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks the values serde cannot: ranges and relations between keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("server.body_limit_bytes", self.server.body_limit_bytes as u64),
+            ("server.request_timeout_seconds", self.server.request_timeout_seconds),
+            ("database.max_connections", u64::from(self.database.max_connections)),
+            ("database.acquire_timeout_seconds", self.database.acquire_timeout_seconds),
+            ("outbox.poll_interval_ms", self.outbox.poll_interval_ms),
+            ("outbox.lease_seconds", self.outbox.lease_seconds),
+            ("outbox.max_backoff_ms", self.outbox.max_backoff_ms),
+            ("idempotency.retention_hours", self.idempotency.retention_hours),
+            ("idempotency.sweep_interval_seconds", self.idempotency.sweep_interval_seconds),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError(format!("{key} must be greater than 0")));
+        }
+        if !(1..=10_000).contains(&self.outbox.batch_size) {
+            return Err(ConfigError(
+                "outbox.batch_size must be between 1 and 10000".into(),
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(ConfigError(format!(
+                "log.level: {:?} is not a valid filter (try \"info\" or \"cfa_server=debug\")",
+                self.log.level
+            )));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets masked.
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.server.data_dir
+    }
+}
+
+/// Maps an environment variable name (prefix stripped) to a configuration key, or `None` for a
+/// short name that belongs to another tool.
+fn env_key(name: &str) -> Option<String> {
+    let name = name.to_ascii_lowercase();
+    if name.contains("__") {
+        return Some(name.replace("__", "."));
+    }
+    SHORT_ENV_NAMES
+        .iter()
+        .find(|(short, _)| *short == name)
+        .map(|(_, key)| (*key).to_string())
+}
+
+/// Turns figment's error into one line that names the key and where it came from.
+fn describe(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let key = if e.path.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", e.path.join("."))
+            };
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| match &m.source {
+                    Some(src) => format!(" (from {} {src})", m.name),
+                    None => format!(" (from {})", m.name),
+                })
+                .unwrap_or_default();
+            format!("{key}{}{source}", e.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)], overrides: Overrides) -> Result<Settings, ConfigError> {
+        let mut out = None;
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            for (k, v) in env {
+                jail.set_env(k, v);
+            }
+            jail.create_file("cfa.toml", toml)?;
+            out = Some(Settings::load_from(
+                Some(Path::new("cfa.toml")),
+                Env::prefixed("CFA_"),
+                &overrides,
+            ));
+            Ok(())
+        });
+        out.expect("the jail ran")
+    }
+
+    #[test]
+    fn defaults_listen_on_8000_with_sqlite_under_data() {
+        let s = load("", &[], Overrides::default()).expect("defaults load");
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:8000");
+        assert_eq!(
+            s.database.effective_url(s.data_dir()),
+            "sqlite://./data/cfa.db"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_flags_override_both() {
+        let s = load(
+            "[server]\nlisten = \"127.0.0.1:9000\"\n[outbox]\nbatch_size = 5\n",
+            &[("CFA_LISTEN", "127.0.0.1:9100"), ("CFA_OUTBOX__BATCH_SIZE", "7")],
+            Overrides::default(),
+        )
+        .expect("loads");
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:9100");
+        assert_eq!(s.outbox.batch_size, 7);
+
+        let s = load(
+            "[server]\nlisten = \"127.0.0.1:9000\"\n",
+            &[("CFA_LISTEN", "127.0.0.1:9100")],
+            Overrides {
+                listen: Some("127.0.0.1:9200".into()),
+                ..Overrides::default()
+            },
+        )
+        .expect("loads");
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:9200");
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_named() {
+        let err = load("[server]\nlisen = \"x\"\n", &[], Overrides::default())
+            .expect_err("typo must fail");
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_sectioned_variable_is_named() {
+        let err = load("", &[("CFA_OUTBOX__BATCHSIZE", "3")], Overrides::default())
+            .expect_err("typo must fail");
+        assert!(err.to_string().contains("batchsize"), "{err}");
+    }
+
+    #[test]
+    fn short_names_of_other_tools_are_left_alone() {
+        load("", &[("CFA_SERVER", "http://x"), ("CFA_API_KEY", "k")], Overrides::default())
+            .expect("cfa-cli variables do not break the server");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let err = load("", &[("CFA_OUTBOX__BATCH_SIZE", "lots")], Overrides::default())
+            .expect_err("bad value must fail");
+        assert!(err.to_string().contains("outbox.batch_size"), "{err}");
+        let err = load("[server]\nlisten = \"nowhere\"\n", &[], Overrides::default())
+            .expect_err("bad address must fail");
+        assert!(err.to_string().contains("server.listen"), "{err}");
+        let err = load("[outbox]\nbatch_size = 0\n", &[], Overrides::default())
+            .expect_err("zero batch must fail");
+        assert!(err.to_string().contains("outbox.batch_size"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_masked_when_printed() {
+        let s = load(
+            "[auth]\napi_keys = [\"sekret-key\"]\n[database]\nurl = \"postgres://app:hunter2@db/cfa\"\n",
+            &[],
+            Overrides::default(),
+        )
+        .expect("loads");
+        let printed = s.to_masked_toml();
+        assert!(!printed.contains("sekret-key"), "{printed}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("postgres://app:****@db/cfa"), "{printed}");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn api_keys_accept_a_comma_separated_variable() {
+        let s = load("", &[("CFA_AUTH__API_KEYS", "one,two")], Overrides::default()).expect("loads");
+        let keys: Vec<&str> = s.auth.api_keys.iter().map(Secret::expose).collect();
+        assert_eq!(keys, ["one", "two"]);
+    }
+}

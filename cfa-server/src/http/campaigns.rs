@@ -1,0 +1,245 @@
+//! `/api/v1/campaigns`: create, idempotent create-or-update with a client-chosen id, list, show.
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::json;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+use super::error::{ApiError, ApiJson, json_bytes, json_response};
+use super::{AppState, amount_json, begin_idempotent, page, parse_id, replayed};
+use crate::domain::campaign::{Campaign, CampaignStatus, parse_title};
+use crate::domain::event::EventEnvelope;
+use crate::domain::money::{Currency, MAX_GOAL_MAJOR};
+use crate::idempotency::Begin;
+
+/// The campaign routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/campaigns", post(create).get(list))
+        .route("/api/v1/campaigns/{id}", get(show).put(put))
+}
+
+/// Body of `POST` and `PUT`.
+#[derive(Deserialize)]
+struct CampaignRequest {
+    title: String,
+    goal_amount: Box<RawValue>,
+    currency: Option<String>,
+    status: Option<String>,
+}
+
+/// A campaign on the wire.
+#[derive(Serialize)]
+pub struct CampaignBody {
+    id: Uuid,
+    title: String,
+    goal_amount: Box<RawValue>,
+    goal_amount_minor: i64,
+    currency: &'static str,
+    status: &'static str,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<&Campaign> for CampaignBody {
+    fn from(c: &Campaign) -> Self {
+        CampaignBody {
+            id: c.id,
+            title: c.title.clone(),
+            goal_amount: amount_json(c.goal_minor, c.currency),
+            goal_amount_minor: c.goal_minor,
+            currency: c.currency.code(),
+            status: c.status.as_str(),
+            version: c.version,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+/// The validated fields of a request.
+struct Fields {
+    title: String,
+    goal_minor: i64,
+    currency: Option<Currency>,
+    status: Option<CampaignStatus>,
+}
+
+fn validate(req: &CampaignRequest) -> Result<Fields, ApiError> {
+    let title = parse_title(&req.title).map_err(|m| ApiError::field("title", m))?;
+    let currency = req
+        .currency
+        .as_deref()
+        .map(Currency::parse)
+        .transpose()
+        .map_err(|m| ApiError::field("currency", m))?;
+    let goal_minor = currency
+        .unwrap_or(Currency::USD)
+        .parse_amount(req.goal_amount.get(), MAX_GOAL_MAJOR)
+        .map_err(|m| ApiError::field("goal_amount", m))?;
+    let status = req
+        .status
+        .as_deref()
+        .map(CampaignStatus::parse)
+        .transpose()
+        .map_err(|m| ApiError::field("status", m))?;
+    Ok(Fields {
+        title,
+        goal_minor,
+        currency,
+        status,
+    })
+}
+
+fn event(kind: &str, c: &Campaign) -> EventEnvelope {
+    EventEnvelope::new(
+        kind,
+        "campaign",
+        c.id,
+        c.version,
+        c.updated_at,
+        json!({
+            "campaign_id": c.id,
+            "title": c.title,
+            "goal_minor": c.goal_minor,
+            "currency": c.currency.code(),
+            "status": c.status.as_str(),
+        }),
+    )
+}
+
+/// `POST /api/v1/campaigns`: a new campaign with a server-chosen id.
+async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: ApiJson<CampaignRequest>,
+) -> Result<Response, ApiError> {
+    let fields = validate(&body.value)?;
+    let mut owned = match begin_idempotent(&state, &headers, "POST /api/v1/campaigns", &body.document).await? {
+        Begin::Replay(saved) => return Ok(replayed(saved)),
+        Begin::Proceed(owned) => owned,
+    };
+    let now = crate::domain::now();
+    let campaign = Campaign {
+        id: Uuid::new_v4(),
+        title: fields.title,
+        goal_minor: fields.goal_minor,
+        currency: fields.currency.unwrap_or(Currency::USD),
+        status: fields.status.unwrap_or(CampaignStatus::Active),
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    owned.tx.insert_campaign(&campaign).await?;
+    owned.tx.insert_outbox(&event("campaign.created", &campaign)).await?;
+    let response = serde_json::to_vec(&CampaignBody::from(&campaign))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    owned.save(201, &response).await?;
+    state.outbox_written();
+    Ok(json_bytes(StatusCode::CREATED, response))
+}
+
+/// `PUT /api/v1/campaigns/{id}`: creates the campaign with this id (201), or updates it (200).
+/// Sending the same body again changes nothing and publishes no event.
+async fn put(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: ApiJson<CampaignRequest>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let fields = validate(&body.value)?;
+    let mut tx = state.store.begin().await?;
+    let now = crate::domain::now();
+    let fresh = Campaign {
+        id,
+        title: fields.title.clone(),
+        goal_minor: fields.goal_minor,
+        currency: fields.currency.unwrap_or(Currency::USD),
+        status: fields.status.unwrap_or(CampaignStatus::Active),
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    let (status, campaign) = if tx.insert_campaign(&fresh).await? {
+        tx.insert_outbox(&event("campaign.created", &fresh)).await?;
+        (StatusCode::CREATED, fresh)
+    } else {
+        let current = tx
+            .campaign_for_update(id)
+            .await?
+            .ok_or_else(|| ApiError::Conflict("the campaign was deleted concurrently; retry".into()))?;
+        if let Some(currency) = fields.currency
+            && currency != current.currency
+        {
+            return Err(ApiError::Unprocessable {
+                code: "currency_immutable",
+                field: Some("currency"),
+                message: format!(
+                    "a campaign's currency cannot change (it is {})",
+                    current.currency
+                ),
+            });
+        }
+        let goal_minor = current
+            .currency
+            .parse_amount(body.value.goal_amount.get(), MAX_GOAL_MAJOR)
+            .map_err(|m| ApiError::field("goal_amount", m))?;
+        let updated = Campaign {
+            title: fields.title,
+            goal_minor,
+            status: fields.status.unwrap_or(current.status),
+            ..current.clone()
+        };
+        if updated == current {
+            (StatusCode::OK, current)
+        } else {
+            let updated = Campaign {
+                version: current.version + 1,
+                updated_at: now,
+                ..updated
+            };
+            tx.update_campaign(&updated).await?;
+            tx.insert_outbox(&event("campaign.updated", &updated)).await?;
+            (StatusCode::OK, updated)
+        }
+    };
+    tx.commit().await?;
+    state.outbox_written();
+    Ok(json_response(status, &CampaignBody::from(&campaign)))
+}
+
+/// `GET /api/v1/campaigns?status=&limit=&offset=`
+async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (limit, offset) = page(&query)?;
+    let status = query
+        .get("status")
+        .map(|s| CampaignStatus::parse(s))
+        .transpose()
+        .map_err(|m| ApiError::field("status", m))?;
+    let campaigns = state.store.campaigns(status, limit, offset).await?;
+    let bodies: Vec<CampaignBody> = campaigns.iter().map(CampaignBody::from).collect();
+    Ok(json_response(StatusCode::OK, &bodies))
+}
+
+/// `GET /api/v1/campaigns/{id}`
+async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let campaign = state
+        .store
+        .campaign(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("campaign {id} not found")))?;
+    Ok(json_response(StatusCode::OK, &CampaignBody::from(&campaign)))
+}
+

@@ -1,0 +1,265 @@
+//! One error type for every handler, rendered as `{"detail": …, "code": …}`, and the JSON body
+//! extractor whose failures use the same format.
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::idempotency::IdempotencyError;
+use crate::storage::StoreError;
+
+/// Everything a handler can answer besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A field is missing, has the wrong type or an invalid value (422).
+    #[error("{field}: {message}")]
+    Validation {
+        /// Dotted path of the field.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The body is not JSON (400).
+    #[error("request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    /// The body is not declared as JSON (415).
+    #[error("send the body as JSON with Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// The body is larger than allowed (413).
+    #[error("request body is larger than the server accepts (server.body_limit_bytes)")]
+    PayloadTooLarge,
+    /// No such thing (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// A state change the life cycle forbids (400).
+    #[error("{0}")]
+    InvalidTransition(String),
+    /// A refused business rule, with its own code (422).
+    #[error("{message}")]
+    Unprocessable {
+        /// Stable code such as `campaign_closed`.
+        code: &'static str,
+        /// The field concerned.
+        field: Option<&'static str>,
+        /// Explanation.
+        message: String,
+    },
+    /// A concurrent change won (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// Missing or wrong API key (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Idempotency-Key conflicts (409 in flight, 422 reused).
+    #[error(transparent)]
+    Idempotency(#[from] IdempotencyError),
+    /// A backend is down (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug (500). The message is logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 422 for one field.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError::Validation {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// HTTP status and stable machine-readable code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation_error"),
+            ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+            ApiError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::InvalidTransition(_) => (StatusCode::BAD_REQUEST, "invalid_transition"),
+            ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Idempotency(IdempotencyError::InFlight) => {
+                (StatusCode::CONFLICT, "idempotency_in_flight")
+            }
+            ApiError::Idempotency(IdempotencyError::Mismatch) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+            }
+            ApiError::Idempotency(IdempotencyError::Store(e)) => store_status(e),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "backend_unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
+    match e {
+        StoreError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "backend_unavailable"),
+        StoreError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        StoreError::Other(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => ApiError::Unavailable(format!("the database is unavailable: {m}")),
+            StoreError::Conflict(c) => ApiError::Conflict(format!(
+                "a concurrent request changed the same record ({c}); retry"
+            )),
+            StoreError::Other(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+/// The error body.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    detail: String,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+/// The message of a 5xx, kept out of the response and logged by the middleware.
+#[derive(Clone, Debug)]
+pub struct InternalMessage(pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let field = match &self {
+            ApiError::Validation { field, .. } => Some(field.as_str()),
+            ApiError::Unprocessable { field, .. } => *field,
+            _ => None,
+        };
+        let detail = match (&self, status.is_server_error()) {
+            (ApiError::Unavailable(m), _) => m.clone(),
+            (_, true) => "internal error; the request id identifies it in the logs".to_string(),
+            (_, false) => self.to_string(),
+        };
+        let body = ErrorBody {
+            detail,
+            code,
+            field,
+        };
+        let mut response = json_response(status, &body);
+        if status.is_server_error() {
+            response
+                .extensions_mut()
+                .insert(InternalMessage(self.to_string()));
+        }
+        if matches!(self, ApiError::Unauthorized(_)) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let ApiError::Idempotency(IdempotencyError::InFlight) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// Serialises a value as compact JSON with the given status.
+pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => json_bytes(status, body),
+        Err(e) => ApiError::Internal(format!("serialising a response: {e}")).into_response(),
+    }
+}
+
+/// A response whose body is already JSON bytes.
+pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response()
+}
+
+/// A JSON body: the typed value, and the parsed document (for fingerprints).
+pub struct ApiJson<T> {
+    /// The typed request.
+    pub value: T,
+    /// The same body as a JSON document.
+    pub document: Value,
+}
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e: BytesRejection| match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+                _ => ApiError::MalformedJson(e.body_text()),
+            })?;
+        parse_json(&bytes)
+    }
+}
+
+/// Parses and types a JSON body, naming the failing field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<ApiJson<T>, ApiError> {
+    let document: Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    if !document.is_object() {
+        return Err(ApiError::MalformedJson(
+            "the body must be a JSON object".into(),
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde reports a missing field at the parent path; name the field itself.
+        let field = match inner.strip_prefix("missing field `") {
+            Some(rest) => rest.split('`').next().unwrap_or(&path).to_string(),
+            None if path == "." => "body".to_string(),
+            None => path,
+        };
+        ApiError::field(field, strip_position(&inner))
+    })?;
+    Ok(ApiJson { value, document })
+}
+
+/// serde_json appends " at line 1 column 42"; the field name says more.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false)
+}

@@ -1,0 +1,56 @@
+//! Liveness and readiness.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use serde_json::json;
+
+use super::AppState;
+use super::error::json_response;
+
+/// `/health`, `/ready` and the seed's per-service health aliases.
+pub fn router() -> Router<AppState> {
+    let mut router = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready));
+    for service in ["donations", "payments", "totals", "notifications"] {
+        router = router.route(&format!("/api/v1/{service}/health"), get(health));
+    }
+    router
+}
+
+/// The process is up.
+async fn health() -> Response {
+    json_response(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+/// Every backend answers; the body says which one does not.
+async fn ready(State(state): State<AppState>) -> Response {
+    let database = match state.store.ping().await {
+        Ok(()) => json!({"status": "up", "backend": state.store.backend().as_str()}),
+        Err(e) => json!({"status": "down", "backend": state.store.backend().as_str(), "error": e.to_string()}),
+    };
+    let database_up = database["status"] == "up";
+    let mut warnings = Vec::new();
+    if state.settings.auth.api_keys.is_empty() {
+        warnings.push(
+            "operator endpoints are open: no auth.api_keys configured (development default)",
+        );
+    }
+    let body = json!({
+        "status": if database_up { "ready" } else { "unavailable" },
+        "checks": {
+            "database": database,
+            "bus": {"status": "up", "backend": state.bus_name},
+        },
+        "warnings": warnings,
+    });
+    let status = if database_up {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, &body)
+}

@@ -1,0 +1,189 @@
+//! The HTTP layer: handlers that translate between JSON and the domain, and the middleware
+//! every request passes through.
+//!
+//! # Layout
+//! - [`error`]: [`error::ApiError`] and the JSON body extractor.
+//! - [`auth`]: the operator-key extractor.
+//! - [`health`]: `/health`, `/ready` and the per-service aliases.
+//! - [`campaigns`], [`donations`]: the resources.
+
+pub mod auth;
+pub mod campaigns;
+pub mod donations;
+pub mod error;
+pub mod health;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use tokio::sync::Notify;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use uuid::Uuid;
+
+use crate::config::Settings;
+use crate::domain::money::Currency;
+use crate::idempotency::{self, Begin, IdempotencyKey, IdempotentRequest, InFlightGate};
+use crate::storage::{IdempotencyRecord, Store};
+use error::{ApiError, InternalMessage, json_response};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: Arc<dyn Store>,
+    /// The effective configuration.
+    pub settings: Arc<Settings>,
+    /// Idempotency keys in flight in this process.
+    pub gate: Arc<InFlightGate>,
+    /// Wakes the relay when a transaction wrote to the outbox.
+    pub outbox_wake: Arc<Notify>,
+    /// Name of the event bus, for `/ready`.
+    pub bus_name: &'static str,
+}
+
+impl AppState {
+    /// Tells the relay that new outbox rows are committed.
+    pub fn outbox_written(&self) {
+        self.outbox_wake.notify_one();
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole API with its middleware.
+pub fn app(state: AppState) -> Router {
+    let settings = state.settings.clone();
+    Router::new()
+        .merge(health::router())
+        .merge(campaigns::router())
+        .merge(donations::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(middleware::from_fn(log_requests))
+                .layer(CatchPanicLayer::custom(panic_response))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Duration::from_secs(settings.server.request_timeout_seconds),
+                ))
+                .layer(DefaultBodyLimit::max(settings.server.body_limit_bytes)),
+        )
+}
+
+/// Logs each request once, with its route template, status and duration, and the hidden message
+/// of a 5xx.
+async fn log_requests(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Some(InternalMessage(message)) = response.extensions().get::<InternalMessage>() {
+        tracing::error!(%method, %route, status, elapsed_ms, %request_id, error = %message, "request failed");
+    } else {
+        tracing::debug!(%method, %route, status, elapsed_ms, %request_id, "request");
+    }
+    response
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::Internal("a handler panicked".into()).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+async fn method_not_allowed() -> Response {
+    json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &serde_json::json!({"detail": "method not allowed on this endpoint", "code": "method_not_allowed"}),
+    )
+}
+
+/// Formats minor units as the JSON decimal the API carries (`25.50`).
+pub fn amount_json(minor: i64, currency: Currency) -> Box<RawValue> {
+    RawValue::from_string(currency.format_minor(minor))
+        .expect("a formatted decimal is a valid JSON number")
+}
+
+/// Parses an id from the path.
+pub fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::field("id", format!("must be a UUID, got {raw:?}")))
+}
+
+/// `limit` (1–100, default 50) and `offset` (default 0) of a list.
+pub fn page(query: &HashMap<String, String>) -> Result<(i64, i64), ApiError> {
+    let limit = match query.get("limit") {
+        None => 50,
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(n) if (1..=100).contains(&n) => n,
+            _ => return Err(ApiError::field("limit", "must be an integer from 1 to 100")),
+        },
+    };
+    let offset = match query.get("offset") {
+        None => 0,
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(n) if n >= 0 => n,
+            _ => return Err(ApiError::field("offset", "must be a non-negative integer")),
+        },
+    };
+    Ok((limit, offset))
+}
+
+/// Starts a creating request: replays or refuses it if its `Idempotency-Key` says so, otherwise
+/// opens the transaction the effect goes into.
+pub async fn begin_idempotent(
+    state: &AppState,
+    headers: &HeaderMap,
+    scope: &str,
+    document: &Value,
+) -> Result<Begin, ApiError> {
+    let request = match headers.get("idempotency-key") {
+        None => None,
+        Some(raw) => {
+            let raw = raw
+                .to_str()
+                .map_err(|_| ApiError::field("Idempotency-Key", "must be visible ASCII"))?;
+            let key = IdempotencyKey::parse(raw).map_err(|m| ApiError::field("Idempotency-Key", m))?;
+            Some(IdempotentRequest::new(scope, key, document))
+        }
+    };
+    Ok(idempotency::begin(state.store.as_ref(), &state.gate, request).await?)
+}
+
+/// The saved response of an earlier request with the same key, byte for byte.
+pub fn replayed(saved: IdempotencyRecord) -> Response {
+    let status = StatusCode::from_u16(saved.status_code).unwrap_or(StatusCode::OK);
+    let mut response = error::json_bytes(status, saved.body);
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}

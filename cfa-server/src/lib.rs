@@ -1,0 +1,21 @@
+//! CareForAll server: every service of the donation platform in one library, run by the thin
+//! `cfa-server` binary.
+//!
+//! # Layout
+//! - [`config`]: layered configuration (file, `CFA_*` environment, flags).
+//! - [`startup`]: [`startup::Application`], built then run until stopped.
+//! - [`domain`]: money, e-mails, campaigns, donations, events; no HTTP, no SQL.
+//! - [`storage`]: the [`storage::Store`] and [`storage::Tx`] traits, SQLite and PostgreSQL.
+//! - [`idempotency`]: `Idempotency-Key` handling.
+//! - [`http`]: handlers, errors, middleware.
+//! - [`messaging`]: the event bus and the outbox relay.
+//! - [`telemetry`]: logging.
+
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod idempotency;
+pub mod messaging;
+pub mod startup;
+pub mod storage;
+pub mod telemetry;

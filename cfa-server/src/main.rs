@@ -1,0 +1,146 @@
+//! `cfa-server`: run the platform, apply migrations, or check the configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use cfa_server::config::{Overrides, Settings};
+use cfa_server::startup::{Application, shutdown_signal};
+
+/// CareForAll: donation, payment, totals, notification, outbox relay and gateway in one binary.
+///
+/// With no configuration it runs on embedded backends: a SQLite file under ./data, an
+/// in-process event bus fed by the outbox, on 127.0.0.1:8000.
+#[derive(Parser)]
+#[command(name = "cfa-server", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the platform.
+    ///
+    /// Examples:
+    ///   cfa-server run
+    ///   CFA_DATABASE_URL=postgres://postgres@127.0.0.1/cfa cfa-server run
+    ///   cfa-server run --config cfa.toml --listen 0.0.0.0:8000
+    #[command(verbatim_doc_comment)]
+    Run(Common),
+    /// Apply pending database migrations and exit.
+    ///
+    /// Example: CFA_DATABASE_URL=postgres://postgres@127.0.0.1/cfa cfa-server migrate
+    Migrate(Common),
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and print the effective values, secrets masked.
+    ///
+    /// Example: cfa-server config check --config cfa.toml
+    Check(Common),
+}
+
+/// Options every command takes; they override the file and the environment.
+#[derive(Args)]
+struct Common {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address and port to listen on (server.listen).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Directory for the SQLite file and local state (server.data_dir).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// postgres://… or sqlite://PATH (database.url).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+}
+
+impl Common {
+    fn load(&self) -> anyhow::Result<Settings> {
+        let overrides = Overrides {
+            listen: self.listen.clone(),
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+        };
+        Ok(Settings::load(self.config.as_deref(), &overrides)?)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // sqlx and other crates may each bring a rustls provider; choose one before any TLS use.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(common) => run(common.load()?).await,
+        Command::Migrate(common) => {
+            let settings = common.load()?;
+            cfa_server::telemetry::init(&settings.log);
+            let store =
+                cfa_server::storage::connect(&settings.database, settings.data_dir(), true).await?;
+            println!(
+                "migrations applied ({} at {})",
+                store.backend().as_str(),
+                cfa_server::config::mask_url(&settings.database.effective_url(settings.data_dir()))
+            );
+            store.close().await;
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Check(common),
+        } => {
+            let settings = common.load()?;
+            println!("# configuration is valid; effective values (secrets masked):");
+            print!("{}", settings.to_masked_toml());
+            Ok(())
+        }
+    }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    cfa_server::telemetry::init(&settings.log);
+    let database_url = cfa_server::config::mask_url(&settings.database.effective_url(settings.data_dir()));
+    let open = settings.auth.api_keys.is_empty();
+    let app = Application::build(settings)
+        .await
+        .context("starting cfa-server")?;
+    let state = app.state();
+    tracing::info!(
+        listen = %format!("http://{}", app.local_addr()),
+        database = state.store.backend().as_str(),
+        database_url = %database_url,
+        bus = state.bus_name,
+        "CareForAll is listening"
+    );
+    if open {
+        tracing::warn!("operator endpoints are open: set auth.api_keys (CFA_AUTH__API_KEYS) to require a key");
+    }
+    app.run_until_stopped(shutdown_signal()).await
+}

@@ -1,0 +1,124 @@
+//! The event bus behind a trait, and its in-process implementation.
+//!
+//! `publish` returns once the bus has taken responsibility for an event. For a broker that means
+//! its publisher confirm; for the in-process bus, which keeps nothing on disk, it means that
+//! every subscriber interested in the event has processed it and acknowledged. Only then does
+//! the relay mark the outbox row sent, so a crash at any point leaves the row to be delivered
+//! again: delivery is at least once, and consumers deduplicate by event id.
+
+use std::sync::RwLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::event::EventEnvelope;
+
+/// A failed publish; the relay retries it later.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BusError(pub String);
+
+/// Where the relay publishes events.
+#[async_trait]
+pub trait EventBus: Send + Sync + 'static {
+    /// A short name for logs and `/ready`.
+    fn name(&self) -> &'static str;
+    /// Publishes one event, returning once the bus is responsible for it.
+    async fn publish(&self, event: &EventEnvelope) -> Result<(), BusError>;
+}
+
+/// One event handed to an in-process subscriber, to be acknowledged after processing.
+pub struct Delivery {
+    /// The event.
+    pub event: EventEnvelope,
+    ack: oneshot::Sender<Result<(), String>>,
+}
+
+impl Delivery {
+    /// Processing succeeded (its effect is committed).
+    pub fn ack(self) {
+        let _ = self.ack.send(Ok(()));
+    }
+
+    /// Processing failed; the event will be delivered again.
+    pub fn nack(self, reason: impl Into<String>) {
+        let _ = self.ack.send(Err(reason.into()));
+    }
+}
+
+struct Subscriber {
+    name: String,
+    topics: Vec<String>,
+    sender: mpsc::Sender<Delivery>,
+}
+
+/// The embedded bus: events go straight to subscribers in this process.
+pub struct InProcessBus {
+    subscribers: RwLock<Vec<Subscriber>>,
+    ack_timeout: Duration,
+}
+
+impl Default for InProcessBus {
+    fn default() -> Self {
+        InProcessBus {
+            subscribers: RwLock::new(Vec::new()),
+            ack_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl InProcessBus {
+    /// Subscribes a consumer to events whose topic (the type before the first dot, such as
+    /// `donation` or `payment`) is in `topics`; an empty list means every event.
+    pub fn subscribe(&self, name: &str, topics: &[&str]) -> mpsc::Receiver<Delivery> {
+        let (sender, receiver) = mpsc::channel(256);
+        self.subscribers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Subscriber {
+                name: name.to_string(),
+                topics: topics.iter().map(|t| t.to_string()).collect(),
+                sender,
+            });
+        receiver
+    }
+}
+
+#[async_trait]
+impl EventBus for InProcessBus {
+    fn name(&self) -> &'static str {
+        "in-process"
+    }
+
+    async fn publish(&self, event: &EventEnvelope) -> Result<(), BusError> {
+        let targets: Vec<(String, mpsc::Sender<Delivery>)> = self
+            .subscribers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|s| s.topics.is_empty() || s.topics.iter().any(|t| t == event.topic()))
+            .map(|s| (s.name.clone(), s.sender.clone()))
+            .collect();
+        for (name, sender) in targets {
+            let (ack, acked) = oneshot::channel();
+            let delivery = Delivery {
+                event: event.clone(),
+                ack,
+            };
+            sender
+                .send(delivery)
+                .await
+                .map_err(|_| BusError(format!("consumer {name} has stopped")))?;
+            match tokio::time::timeout(self.ack_timeout, acked).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(reason))) => {
+                    return Err(BusError(format!("consumer {name} failed: {reason}")));
+                }
+                Ok(Err(_)) => return Err(BusError(format!("consumer {name} dropped the event"))),
+                Err(_) => return Err(BusError(format!("consumer {name} did not answer in time"))),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,135 @@
+//! The outbox relay: claims undelivered rows, publishes them in order, marks them sent.
+//!
+//! Rows are claimed with a lease (and `SKIP LOCKED` on PostgreSQL), so several relays can run at
+//! once without publishing the same row twice in normal operation, and a relay that dies leaves
+//! its rows to another once the lease runs out. A failed publish stops the batch (so later events
+//! do not overtake it), gives the row back with the error recorded, and backs off exponentially.
+//! [`Relay::deliver_batch`] is public so tests drive the relay by hand.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::OutboxSettings;
+use crate::messaging::bus::EventBus;
+use crate::storage::{Store, StoreError};
+
+/// What one batch did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Rows claimed.
+    pub claimed: usize,
+    /// Rows published and marked sent.
+    pub delivered: usize,
+    /// Rows given back after a failed publish.
+    pub failed: usize,
+}
+
+/// Delivers outbox rows to the bus.
+#[derive(Clone)]
+pub struct Relay {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn EventBus>,
+    id: String,
+    settings: OutboxSettings,
+}
+
+impl Relay {
+    /// A relay with a unique id (used as the lease holder).
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn EventBus>, settings: OutboxSettings) -> Relay {
+        Relay {
+            store,
+            bus,
+            id: format!("relay-{}", uuid::Uuid::new_v4()),
+            settings,
+        }
+    }
+
+    /// Claims one batch, publishes it in order and marks what was published as sent.
+    pub async fn deliver_batch(&self) -> Result<BatchReport, StoreError> {
+        let now = crate::domain::now();
+        let lease = TimeDelta::seconds(i64::try_from(self.settings.lease_seconds).unwrap_or(30));
+        let rows = self
+            .store
+            .claim_outbox(&self.id, self.settings.batch_size, now, now + lease)
+            .await?;
+        let mut report = BatchReport {
+            claimed: rows.len(),
+            ..BatchReport::default()
+        };
+        let mut sent = Vec::with_capacity(rows.len());
+        let mut failure = None;
+        for row in &rows {
+            match self.bus.publish(&row.event).await {
+                Ok(()) => sent.push(row.id),
+                Err(err) => {
+                    failure = Some((row.id, err.to_string()));
+                    break;
+                }
+            }
+        }
+        self.store
+            .mark_outbox_sent(&sent, crate::domain::now())
+            .await?;
+        report.delivered = sent.len();
+        if let Some((failed_id, error)) = failure {
+            tracing::warn!(outbox_id = failed_id, %error, "publishing an outbox event failed; it will be retried");
+            // The failed row and everything after it go back, so order is kept.
+            for row in rows.iter().filter(|r| r.id >= failed_id) {
+                let why = if row.id == failed_id {
+                    error.as_str()
+                } else {
+                    "not attempted: an earlier event failed"
+                };
+                self.store.release_outbox(row.id, why).await?;
+                report.failed += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Runs until cancelled: delivers batches while there is work, waits for `wake` or the poll
+    /// interval when idle, and backs off after failures.
+    pub async fn run(self, wake: Arc<Notify>, cancel: CancellationToken) {
+        let poll = Duration::from_millis(self.settings.poll_interval_ms);
+        let max_backoff = Duration::from_millis(self.settings.max_backoff_ms);
+        let mut backoff = poll;
+        tracing::info!(relay = %self.id, bus = self.bus.name(), "outbox relay started");
+        loop {
+            let wait = match self.deliver_batch().await {
+                Ok(report) if report.failed > 0 => {
+                    backoff = (backoff * 2).min(max_backoff);
+                    backoff
+                }
+                Ok(report) if report.claimed > 0 => {
+                    backoff = poll;
+                    Duration::ZERO
+                }
+                Ok(_) => {
+                    backoff = poll;
+                    poll
+                }
+                Err(err) => {
+                    backoff = (backoff * 2).min(max_backoff);
+                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "outbox relay cannot reach the database");
+                    backoff
+                }
+            };
+            if wait.is_zero() {
+                if cancel.is_cancelled() {
+                    break;
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        tracing::info!(relay = %self.id, "outbox relay stopped");
+    }
+}

@@ -1,0 +1,187 @@
+//! Building and running the application: [`Application::build`] connects the store, applies
+//! migrations and binds the listener; [`Application::run_until_stopped`] serves until the
+//! shutdown future resolves, then drains in-flight requests and stops the background tasks.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::idempotency::InFlightGate;
+use crate::messaging::bus::{EventBus, InProcessBus};
+use crate::messaging::relay::Relay;
+use crate::storage::{self, Store};
+
+/// A built, bound, not yet running server.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    bus: Arc<InProcessBus>,
+}
+
+impl Application {
+    /// Connects to the database (applying migrations if configured) and binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let store = storage::connect(
+            &settings.database,
+            settings.data_dir(),
+            settings.database.migrate_on_start,
+        )
+        .await?;
+        Self::build_with_store(settings, store).await
+    }
+
+    /// Like [`Application::build`], on a store the caller opened.
+    pub async fn build_with_store(
+        settings: Settings,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind(settings.server.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (server.listen / CFA_LISTEN); is another server running there?",
+                    settings.server.listen
+                )
+            })?;
+        let bus = Arc::new(InProcessBus::default());
+        let state = AppState {
+            store,
+            settings: Arc::new(settings),
+            gate: Arc::new(InFlightGate::default()),
+            outbox_wake: Arc::new(Notify::new()),
+            bus_name: bus.name(),
+        };
+        Ok(Application {
+            listener,
+            state,
+            bus,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.state.settings.server.listen)
+    }
+
+    /// The shared state, for tests and embedding.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The in-process bus, so embedded consumers (and tests) can subscribe before the relay runs.
+    pub fn bus(&self) -> Arc<InProcessBus> {
+        self.bus.clone()
+    }
+
+    /// A relay over this application's store and bus, for driving by hand.
+    pub fn relay(&self) -> Relay {
+        Relay::new(
+            self.state.store.clone(),
+            self.bus.clone(),
+            self.state.settings.outbox.clone(),
+        )
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, drains in-flight requests (up to
+    /// `server.shutdown_grace_seconds`), stops the relay and the sweeper, and closes the store.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let settings = self.state.settings.clone();
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        if settings.outbox.relay_enabled {
+            tasks.spawn(self.relay().run(self.state.outbox_wake.clone(), cancel.clone()));
+        }
+        tasks.spawn(sweep(self.state.store.clone(), settings.clone(), cancel.clone()));
+        tasks.close();
+
+        let addr = self.local_addr();
+        let store = self.state.store.clone();
+        let app = http::app(self.state);
+        let grace = Duration::from_secs(settings.server.shutdown_grace_seconds);
+        let stopping = CancellationToken::new();
+        let stop_signal = stopping.clone();
+        let server = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!(%addr, "shutting down: no new connections, draining requests");
+                stop_signal.cancel();
+            });
+        let served = tokio::spawn(async move { server.await });
+        let result = tokio::select! {
+            result = served => result.context("the HTTP server task failed")?.context("serving HTTP"),
+            _ = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace_seconds = grace.as_secs(), "requests still running after the grace period; stopping anyway");
+                Ok(())
+            }
+        };
+        cancel.cancel();
+        tasks.wait().await;
+        store.close().await;
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// Deletes expired idempotency keys and delivered outbox rows past their retention.
+async fn sweep(store: Arc<dyn Store>, settings: Arc<Settings>, cancel: CancellationToken) {
+    let every = Duration::from_secs(settings.idempotency.sweep_interval_seconds);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let now = crate::domain::now();
+        let keys_before = now - hours(settings.idempotency.retention_hours);
+        let outbox_before = now - hours(settings.outbox.retention_hours);
+        match store.sweep_idempotency(keys_before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "swept expired idempotency keys"),
+            Err(e) => tracing::warn!(error = %e, "sweeping idempotency keys failed"),
+        }
+        match store.prune_outbox(outbox_before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "pruned delivered outbox rows"),
+            Err(e) => tracing::warn!(error = %e, "pruning the outbox failed"),
+        }
+    }
+}
+
+fn hours(h: u64) -> chrono::TimeDelta {
+    chrono::TimeDelta::hours(i64::try_from(h).unwrap_or(i64::MAX / 3_600_000))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,275 @@
+//! Storage behind traits, one implementation per backend.
+//!
+//! [`Store`] is what services read through and what opens a [`Tx`]; a [`Tx`] is one database
+//! transaction through which every write goes, so that a state change, its outbox event and its
+//! idempotency record commit together or not at all.
+//!
+//! # Layout
+//! - [`sql`]: the SQL both backends share, as one macro expanded once per backend.
+//! - [`sqlite`]: the embedded default (one writer connection, WAL, a pool of readers).
+//! - [`postgres`]: the production backend (row locks, advisory locks, `SKIP LOCKED`).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::campaign::{Campaign, CampaignStatus};
+use crate::domain::donation::{Donation, DonationStatus};
+use crate::domain::event::EventEnvelope;
+
+#[macro_use]
+mod sql;
+pub mod postgres;
+pub mod sqlite;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or timed out: the request may be retried.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A row violated a uniqueness constraint (the constraint's name is given).
+    #[error("conflict on {0}")]
+    Conflict(String),
+    /// Anything else: a bug or a corrupt row.
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(err.to_string())
+            }
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(db.constraint().unwrap_or("unique").to_string())
+            }
+            _ => StoreError::Other(err.to_string()),
+        }
+    }
+}
+
+/// Result of storage calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The saved outcome of a request made with an `Idempotency-Key`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdempotencyRecord {
+    /// The endpoint the key belongs to, e.g. `POST /api/v1/donations`.
+    pub scope: String,
+    /// The client's key.
+    pub key: String,
+    /// SHA-256 of the canonical request.
+    pub fingerprint: String,
+    /// The HTTP status that was sent.
+    pub status_code: u16,
+    /// The exact body that was sent.
+    pub body: Vec<u8>,
+    /// When it was saved; swept after the retention period.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Filters of the donation history.
+#[derive(Clone, Debug, Default)]
+pub struct HistoryFilter {
+    /// Only this donor's donations (normalised address).
+    pub donor_email: Option<String>,
+    /// Only donations in this status.
+    pub status: Option<DonationStatus>,
+    /// Only donations to this campaign.
+    pub campaign_id: Option<Uuid>,
+    /// Page size.
+    pub limit: i64,
+    /// Rows to skip.
+    pub offset: i64,
+}
+
+/// An operator's change of a donation's status, kept for audit.
+#[derive(Clone, Debug)]
+pub struct StatusAudit {
+    /// The donation changed.
+    pub donation_id: Uuid,
+    /// Status before.
+    pub from: DonationStatus,
+    /// Status after.
+    pub to: DonationStatus,
+    /// Why, in the operator's words.
+    pub reason: String,
+    /// Who (an API key id, never the key).
+    pub actor: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// One outbox row claimed by a relay.
+#[derive(Clone, Debug)]
+pub struct OutboxRow {
+    /// Sequence number; delivery follows it.
+    pub id: i64,
+    /// The event.
+    pub event: EventEnvelope,
+    /// Delivery attempts so far, this one included.
+    pub attempts: i32,
+}
+
+/// What the outbox holds right now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboxStats {
+    /// Rows not yet delivered.
+    pub pending: i64,
+    /// Creation time of the oldest undelivered event.
+    pub oldest_pending: Option<DateTime<Utc>>,
+    /// Delivered rows still kept.
+    pub sent: i64,
+}
+
+/// Which database a store talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+impl Backend {
+    /// Lower-case name for logs and `/ready`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Reads, maintenance, and the door to transactions.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+    /// A round trip to the database.
+    async fn ping(&self) -> StoreResult<()>;
+    /// Opens a write transaction.
+    async fn begin(&self) -> StoreResult<Box<dyn Tx>>;
+    /// Closes every connection.
+    async fn close(&self);
+
+    /// One campaign.
+    async fn campaign(&self, id: Uuid) -> StoreResult<Option<Campaign>>;
+    /// Campaigns, newest first.
+    async fn campaigns(
+        &self,
+        status: Option<CampaignStatus>,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<Vec<Campaign>>;
+    /// One donation.
+    async fn donation(&self, id: Uuid) -> StoreResult<Option<Donation>>;
+    /// Donations matching a filter, newest first.
+    async fn donation_history(&self, filter: &HistoryFilter) -> StoreResult<Vec<Donation>>;
+    /// The audit trail of a donation, oldest first.
+    async fn status_audit(&self, donation_id: Uuid) -> StoreResult<Vec<StatusAudit>>;
+
+    /// A saved idempotent response, if the key was used.
+    async fn idempotency_record(&self, scope: &str, key: &str)
+    -> StoreResult<Option<IdempotencyRecord>>;
+    /// Deletes idempotency records created before `before`; returns how many.
+    async fn sweep_idempotency(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// Claims up to `limit` undelivered outbox rows whose lease is free, leasing them to
+    /// `relay` until `lease_until`. Concurrent relays never claim the same row.
+    async fn claim_outbox(
+        &self,
+        relay: &str,
+        limit: i64,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<Vec<OutboxRow>>;
+    /// Marks rows delivered.
+    async fn mark_outbox_sent(&self, ids: &[i64], at: DateTime<Utc>) -> StoreResult<()>;
+    /// Gives a row back after a failed delivery, recording why.
+    async fn release_outbox(&self, id: i64, error: &str) -> StoreResult<()>;
+    /// Deletes delivered rows sent before `before`; returns how many.
+    async fn prune_outbox(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+    /// Counts of the outbox.
+    async fn outbox_stats(&self) -> StoreResult<OutboxStats>;
+}
+
+/// One write transaction. Dropping it without [`Tx::commit`] rolls it back.
+#[async_trait]
+pub trait Tx: Send {
+    /// Takes the lock that makes one request the owner of an idempotency key until this
+    /// transaction ends. Returns false, without waiting, when another transaction holds it.
+    async fn lock_idempotency_key(&mut self, scope: &str, key: &str) -> StoreResult<bool>;
+    /// A saved idempotent response, as this transaction sees it.
+    async fn idempotency_record(
+        &mut self,
+        scope: &str,
+        key: &str,
+    ) -> StoreResult<Option<IdempotencyRecord>>;
+    /// Saves an idempotent response.
+    async fn insert_idempotency_record(&mut self, record: &IdempotencyRecord) -> StoreResult<()>;
+
+    /// One campaign, as this transaction sees it, without locking it.
+    async fn campaign(&mut self, id: Uuid) -> StoreResult<Option<Campaign>>;
+    /// One campaign, locked against concurrent change until the transaction ends.
+    async fn campaign_for_update(&mut self, id: Uuid) -> StoreResult<Option<Campaign>>;
+    /// Inserts a campaign unless its id exists; returns whether it was inserted.
+    async fn insert_campaign(&mut self, campaign: &Campaign) -> StoreResult<bool>;
+    /// Overwrites a campaign's mutable fields and version.
+    async fn update_campaign(&mut self, campaign: &Campaign) -> StoreResult<()>;
+
+    /// Inserts a new donation.
+    async fn insert_donation(&mut self, donation: &Donation) -> StoreResult<()>;
+    /// One donation, locked against concurrent change until the transaction ends.
+    async fn donation_for_update(&mut self, id: Uuid) -> StoreResult<Option<Donation>>;
+    /// Sets a donation's status if its version is still `expected_version`, bumping the version.
+    /// Returns false when the version moved.
+    async fn update_donation_status(
+        &mut self,
+        id: Uuid,
+        status: DonationStatus,
+        expected_version: i64,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Appends to a donation's audit trail.
+    async fn insert_status_audit(&mut self, audit: &StatusAudit) -> StoreResult<()>;
+
+    /// Writes an event to the outbox.
+    async fn insert_outbox(&mut self, event: &EventEnvelope) -> StoreResult<()>;
+
+    /// Commits.
+    async fn commit(self: Box<Self>) -> StoreResult<()>;
+}
+
+/// Opens the store a database URL names (`sqlite://…` or `postgres://…`), applying pending
+/// migrations first when `migrate` is set.
+pub async fn connect(
+    settings: &crate::config::DatabaseSettings,
+    data_dir: &std::path::Path,
+    migrate: bool,
+) -> anyhow::Result<Arc<dyn Store>> {
+    use anyhow::Context as _;
+    let url = settings.effective_url(data_dir);
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = postgres::PgStore::connect(&url, settings).await?;
+        if migrate {
+            store.migrate().await.context("applying PostgreSQL migrations")?;
+        }
+        Ok(Arc::new(store))
+    } else if url.starts_with("sqlite:") {
+        let store = sqlite::SqliteStore::connect(&url, settings).await?;
+        if migrate {
+            store.migrate().await.context("applying SQLite migrations")?;
+        }
+        Ok(Arc::new(store))
+    } else {
+        anyhow::bail!(
+            "database.url: unsupported scheme in {:?}; use sqlite://PATH or postgres://…",
+            crate::config::mask_url(&url)
+        )
+    }
+}

@@ -1,0 +1,73 @@
+-- The donation core: campaigns, donations, their audit trail, idempotency keys and the outbox.
+-- Ids are UUIDs kept as hyphenated TEXT; timestamps are RFC 3339 TEXT in UTC, which sorts
+-- correctly as text; money is INTEGER minor units.
+
+CREATE TABLE campaigns (
+    id           TEXT PRIMARY KEY NOT NULL,
+    title        TEXT NOT NULL,
+    goal_minor   INTEGER NOT NULL CHECK (goal_minor > 0),
+    currency     TEXT NOT NULL,
+    status       TEXT NOT NULL CHECK (status IN ('ACTIVE', 'CLOSED')),
+    version      INTEGER NOT NULL DEFAULT 1,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);
+
+CREATE TABLE donations (
+    id                 TEXT PRIMARY KEY NOT NULL,
+    campaign_id        TEXT NOT NULL REFERENCES campaigns (id),
+    donor_email        TEXT NOT NULL,
+    donor_name         TEXT,
+    amount_minor       INTEGER NOT NULL CHECK (amount_minor > 0),
+    currency           TEXT NOT NULL,
+    status             TEXT NOT NULL CHECK (status IN ('PENDING', 'COMPLETED', 'FAILED', 'REFUNDED')),
+    payment_intent_id  TEXT,
+    version            INTEGER NOT NULL DEFAULT 1,
+    metadata           TEXT NOT NULL DEFAULT '{}',
+    created_at         TEXT NOT NULL,
+    updated_at         TEXT NOT NULL
+);
+CREATE INDEX donations_by_donor ON donations (donor_email, created_at DESC);
+CREATE INDEX donations_by_campaign ON donations (campaign_id, status);
+CREATE INDEX donations_by_created ON donations (created_at DESC);
+
+CREATE TABLE donation_status_audit (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    donation_id  TEXT NOT NULL REFERENCES donations (id),
+    from_status  TEXT NOT NULL,
+    to_status    TEXT NOT NULL,
+    reason       TEXT NOT NULL,
+    actor        TEXT NOT NULL,
+    at           TEXT NOT NULL
+);
+CREATE INDEX donation_status_audit_by_donation ON donation_status_audit (donation_id);
+
+CREATE TABLE idempotency_keys (
+    scope         TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    fingerprint   TEXT NOT NULL,
+    status_code   INTEGER NOT NULL,
+    body          BLOB NOT NULL,
+    created_at    TEXT NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX idempotency_keys_by_created ON idempotency_keys (created_at);
+
+CREATE TABLE outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id        TEXT NOT NULL UNIQUE,
+    event_type      TEXT NOT NULL,
+    aggregate_type  TEXT NOT NULL,
+    aggregate_id    TEXT NOT NULL,
+    version         INTEGER NOT NULL,
+    occurred_at     TEXT NOT NULL,
+    traceparent     TEXT,
+    payload         TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    claimed_by      TEXT,
+    claimed_until   TEXT,
+    sent_at         TEXT
+);
+CREATE INDEX outbox_pending ON outbox (id) WHERE sent_at IS NULL;
+CREATE INDEX outbox_sent ON outbox (sent_at) WHERE sent_at IS NOT NULL;
