@@ -14,6 +14,8 @@ struct Cli {}
 
 fn main() -> ExitCode {
     let _ = Cli::parse();
-    eprintln!("cfa-release is not built yet (issue #6); run `cfa-release --help` for what it will do");
+    eprintln!(
+        "cfa-release is not built yet (issue #6); run `cfa-release --help` for what it will do"
+    );
     ExitCode::from(2)
 }

@@ -351,9 +351,7 @@ impl Settings {
         if let Some(url) = &overrides.database_url {
             figment = figment.merge(Serialized::default("database.url", url));
         }
-        let settings: Settings = figment
-            .extract()
-            .map_err(|e| ConfigError(describe(e)))?;
+        let settings: Settings = figment.extract().map_err(|e| ConfigError(describe(e)))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -361,15 +359,33 @@ impl Settings {
     /// Checks the values serde cannot: ranges and relations between keys.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
-            ("server.body_limit_bytes", self.server.body_limit_bytes as u64),
-            ("server.request_timeout_seconds", self.server.request_timeout_seconds),
-            ("database.max_connections", u64::from(self.database.max_connections)),
-            ("database.acquire_timeout_seconds", self.database.acquire_timeout_seconds),
+            (
+                "server.body_limit_bytes",
+                self.server.body_limit_bytes as u64,
+            ),
+            (
+                "server.request_timeout_seconds",
+                self.server.request_timeout_seconds,
+            ),
+            (
+                "database.max_connections",
+                u64::from(self.database.max_connections),
+            ),
+            (
+                "database.acquire_timeout_seconds",
+                self.database.acquire_timeout_seconds,
+            ),
             ("outbox.poll_interval_ms", self.outbox.poll_interval_ms),
             ("outbox.lease_seconds", self.outbox.lease_seconds),
             ("outbox.max_backoff_ms", self.outbox.max_backoff_ms),
-            ("idempotency.retention_hours", self.idempotency.retention_hours),
-            ("idempotency.sweep_interval_seconds", self.idempotency.sweep_interval_seconds),
+            (
+                "idempotency.retention_hours",
+                self.idempotency.retention_hours,
+            ),
+            (
+                "idempotency.sweep_interval_seconds",
+                self.idempotency.sweep_interval_seconds,
+            ),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError(format!("{key} must be greater than 0")));
@@ -440,7 +456,13 @@ fn describe(error: figment::Error) -> String {
 mod tests {
     use super::*;
 
-    fn load(toml: &str, env: &[(&str, &str)], overrides: Overrides) -> Result<Settings, ConfigError> {
+    // The closure's error type is figment::Jail's, not ours.
+    #[allow(clippy::result_large_err)]
+    fn load(
+        toml: &str,
+        env: &[(&str, &str)],
+        overrides: Overrides,
+    ) -> Result<Settings, ConfigError> {
         let mut out = None;
         figment::Jail::expect_with(|jail| {
             jail.clear_env();
@@ -472,7 +494,10 @@ mod tests {
     fn environment_overrides_the_file_and_flags_override_both() {
         let s = load(
             "[server]\nlisten = \"127.0.0.1:9000\"\n[outbox]\nbatch_size = 5\n",
-            &[("CFA_LISTEN", "127.0.0.1:9100"), ("CFA_OUTBOX__BATCH_SIZE", "7")],
+            &[
+                ("CFA_LISTEN", "127.0.0.1:9100"),
+                ("CFA_OUTBOX__BATCH_SIZE", "7"),
+            ],
             Overrides::default(),
         )
         .expect("loads");
@@ -507,17 +532,29 @@ mod tests {
 
     #[test]
     fn short_names_of_other_tools_are_left_alone() {
-        load("", &[("CFA_SERVER", "http://x"), ("CFA_API_KEY", "k")], Overrides::default())
-            .expect("cfa-cli variables do not break the server");
+        load(
+            "",
+            &[("CFA_SERVER", "http://x"), ("CFA_API_KEY", "k")],
+            Overrides::default(),
+        )
+        .expect("cfa-cli variables do not break the server");
     }
 
     #[test]
     fn a_bad_value_names_its_key() {
-        let err = load("", &[("CFA_OUTBOX__BATCH_SIZE", "lots")], Overrides::default())
-            .expect_err("bad value must fail");
+        let err = load(
+            "",
+            &[("CFA_OUTBOX__BATCH_SIZE", "lots")],
+            Overrides::default(),
+        )
+        .expect_err("bad value must fail");
         assert!(err.to_string().contains("outbox.batch_size"), "{err}");
-        let err = load("[server]\nlisten = \"nowhere\"\n", &[], Overrides::default())
-            .expect_err("bad address must fail");
+        let err = load(
+            "[server]\nlisten = \"nowhere\"\n",
+            &[],
+            Overrides::default(),
+        )
+        .expect_err("bad address must fail");
         assert!(err.to_string().contains("server.listen"), "{err}");
         let err = load("[outbox]\nbatch_size = 0\n", &[], Overrides::default())
             .expect_err("zero batch must fail");
@@ -541,7 +578,12 @@ mod tests {
 
     #[test]
     fn api_keys_accept_a_comma_separated_variable() {
-        let s = load("", &[("CFA_AUTH__API_KEYS", "one,two")], Overrides::default()).expect("loads");
+        let s = load(
+            "",
+            &[("CFA_AUTH__API_KEYS", "one,two")],
+            Overrides::default(),
+        )
+        .expect("loads");
         let keys: Vec<&str> = s.auth.api_keys.iter().map(Secret::expose).collect();
         assert_eq!(keys, ["one", "two"]);
     }

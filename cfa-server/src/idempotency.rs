@@ -219,7 +219,10 @@ pub async fn begin(
     }))
 }
 
-fn replay(saved: IdempotencyRecord, request: &IdempotentRequest) -> Result<Begin, IdempotencyError> {
+fn replay(
+    saved: IdempotencyRecord,
+    request: &IdempotentRequest,
+) -> Result<Begin, IdempotencyError> {
     if saved.fingerprint == request.fingerprint {
         Ok(Begin::Replay(saved))
     } else {

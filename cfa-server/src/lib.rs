@@ -9,7 +9,7 @@
 //! - [`idempotency`]: `Idempotency-Key` handling.
 //! - [`http`]: handlers, errors, middleware.
 //! - [`messaging`]: the event bus and the outbox relay.
-//! - [`telemetry`]: logging.
+//! - [`telemetry`]: logging setup.
 
 pub mod config;
 pub mod domain;

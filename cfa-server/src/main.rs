@@ -126,7 +126,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
     cfa_server::telemetry::init(&settings.log);
-    let database_url = cfa_server::config::mask_url(&settings.database.effective_url(settings.data_dir()));
+    let database_url =
+        cfa_server::config::mask_url(&settings.database.effective_url(settings.data_dir()));
     let open = settings.auth.api_keys.is_empty();
     let app = Application::build(settings)
         .await
@@ -140,7 +141,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         "CareForAll is listening"
     );
     if open {
-        tracing::warn!("operator endpoints are open: set auth.api_keys (CFA_AUTH__API_KEYS) to require a key");
+        tracing::warn!(
+            "operator endpoints are open: set auth.api_keys (CFA_AUTH__API_KEYS) to require a key"
+        );
     }
     app.run_until_stopped(shutdown_signal()).await
 }

@@ -103,9 +103,16 @@ impl Application {
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         if settings.outbox.relay_enabled {
-            tasks.spawn(self.relay().run(self.state.outbox_wake.clone(), cancel.clone()));
+            tasks.spawn(
+                self.relay()
+                    .run(self.state.outbox_wake.clone(), cancel.clone()),
+            );
         }
-        tasks.spawn(sweep(self.state.store.clone(), settings.clone(), cancel.clone()));
+        tasks.spawn(sweep(
+            self.state.store.clone(),
+            settings.clone(),
+            cancel.clone(),
+        ));
         tasks.close();
 
         let addr = self.local_addr();
@@ -114,12 +121,15 @@ impl Application {
         let grace = Duration::from_secs(settings.server.shutdown_grace_seconds);
         let stopping = CancellationToken::new();
         let stop_signal = stopping.clone();
-        let server = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!(%addr, "shutting down: no new connections, draining requests");
-                stop_signal.cancel();
-            });
+        let server = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!(%addr, "shutting down: no new connections, draining requests");
+            stop_signal.cancel();
+        });
         let served = tokio::spawn(async move { server.await });
         let result = tokio::select! {
             result = served => result.context("the HTTP server task failed")?.context("serving HTTP"),

@@ -119,7 +119,11 @@ mod tests {
             .collect();
         assert_eq!(
             allowed,
-            vec![(Pending, Completed), (Pending, Failed), (Completed, Refunded)]
+            vec![
+                (Pending, Completed),
+                (Pending, Failed),
+                (Completed, Refunded)
+            ]
         );
     }
 

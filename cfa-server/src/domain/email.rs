@@ -90,7 +90,15 @@ mod tests {
 
     #[test]
     fn malformed_addresses_are_refused() {
-        for bad in ["", "ada", "ada@", "@example.org", "ada@example", "a da@example.org", "ada@ex..org"] {
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.org",
+            "ada@example",
+            "a da@example.org",
+            "ada@ex..org",
+        ] {
             assert!(DonorEmail::parse(bad).is_err(), "{bad:?} should be refused");
         }
     }

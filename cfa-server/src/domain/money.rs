@@ -156,7 +156,11 @@ mod tests {
         assert_eq!(usd("19.99"), Ok(1999));
         assert_eq!(usd("1000000"), Ok(100_000_000));
         assert_eq!(usd("2.55e1"), Ok(2550));
-        assert_eq!(usd("25.500"), Ok(2550), "trailing zeros are not extra precision");
+        assert_eq!(
+            usd("25.500"),
+            Ok(2550),
+            "trailing zeros are not extra precision"
+        );
     }
 
     #[test]

@@ -47,7 +47,9 @@ impl FromRequestParts<AppState> for Operator {
             found | bool::from(digest.ct_eq(&presented_digest))
         });
         if !matched {
-            return Err(ApiError::Unauthorized("the operator key is not valid".into()));
+            return Err(ApiError::Unauthorized(
+                "the operator key is not valid".into(),
+            ));
         }
         Ok(Operator {
             actor: format!("key:{}", &hex::encode(presented_digest)[..8]),

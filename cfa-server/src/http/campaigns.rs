@@ -7,8 +7,8 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::json;
+use serde_json::value::RawValue;
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -123,10 +123,11 @@ async fn create(
     body: ApiJson<CampaignRequest>,
 ) -> Result<Response, ApiError> {
     let fields = validate(&body.value)?;
-    let mut owned = match begin_idempotent(&state, &headers, "POST /api/v1/campaigns", &body.document).await? {
-        Begin::Replay(saved) => return Ok(replayed(saved)),
-        Begin::Proceed(owned) => owned,
-    };
+    let mut owned =
+        match begin_idempotent(&state, &headers, "POST /api/v1/campaigns", &body.document).await? {
+            Begin::Replay(saved) => return Ok(replayed(saved)),
+            Begin::Proceed(owned) => owned,
+        };
     let now = crate::domain::now();
     let campaign = Campaign {
         id: Uuid::new_v4(),
@@ -139,7 +140,10 @@ async fn create(
         updated_at: now,
     };
     owned.tx.insert_campaign(&campaign).await?;
-    owned.tx.insert_outbox(&event("campaign.created", &campaign)).await?;
+    owned
+        .tx
+        .insert_outbox(&event("campaign.created", &campaign))
+        .await?;
     let response = serde_json::to_vec(&CampaignBody::from(&campaign))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     owned.save(201, &response).await?;
@@ -172,10 +176,9 @@ async fn put(
         tx.insert_outbox(&event("campaign.created", &fresh)).await?;
         (StatusCode::CREATED, fresh)
     } else {
-        let current = tx
-            .campaign_for_update(id)
-            .await?
-            .ok_or_else(|| ApiError::Conflict("the campaign was deleted concurrently; retry".into()))?;
+        let current = tx.campaign_for_update(id).await?.ok_or_else(|| {
+            ApiError::Conflict("the campaign was deleted concurrently; retry".into())
+        })?;
         if let Some(currency) = fields.currency
             && currency != current.currency
         {
@@ -207,7 +210,8 @@ async fn put(
                 ..updated
             };
             tx.update_campaign(&updated).await?;
-            tx.insert_outbox(&event("campaign.updated", &updated)).await?;
+            tx.insert_outbox(&event("campaign.updated", &updated))
+                .await?;
             (StatusCode::OK, updated)
         }
     };
@@ -240,6 +244,8 @@ async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<R
         .campaign(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("campaign {id} not found")))?;
-    Ok(json_response(StatusCode::OK, &CampaignBody::from(&campaign)))
+    Ok(json_response(
+        StatusCode::OK,
+        &CampaignBody::from(&campaign),
+    ))
 }
-

@@ -116,7 +116,10 @@ async fn create(
         DonorEmail::parse(&req.donor_email).map_err(|m| ApiError::field("donor_email", m))?;
     let donor_name = match req.donor_name.as_deref().map(str::trim) {
         Some(name) if name.chars().count() > 200 => {
-            return Err(ApiError::field("donor_name", "must be at most 200 characters"));
+            return Err(ApiError::field(
+                "donor_name",
+                "must be at most 200 characters",
+            ));
         }
         Some("") | None => None,
         Some(name) => Some(name.to_string()),
@@ -144,24 +147,29 @@ async fn create(
         .parse_amount(req.amount.get(), MAX_DONATION_MAJOR)
         .map_err(|m| ApiError::field("amount", m))?;
 
-    let mut owned = match begin_idempotent(&state, &headers, "POST /api/v1/donations", &body.document).await? {
-        Begin::Replay(saved) => return Ok(replayed(saved)),
-        Begin::Proceed(owned) => owned,
-    };
-    let campaign = owned
-        .tx
-        .campaign(req.campaign_id)
-        .await?
-        .ok_or_else(|| ApiError::Unprocessable {
-            code: "campaign_not_found",
-            field: Some("campaign_id"),
-            message: format!("campaign {} does not exist", req.campaign_id),
-        })?;
+    let mut owned =
+        match begin_idempotent(&state, &headers, "POST /api/v1/donations", &body.document).await? {
+            Begin::Replay(saved) => return Ok(replayed(saved)),
+            Begin::Proceed(owned) => owned,
+        };
+    let campaign =
+        owned
+            .tx
+            .campaign(req.campaign_id)
+            .await?
+            .ok_or_else(|| ApiError::Unprocessable {
+                code: "campaign_not_found",
+                field: Some("campaign_id"),
+                message: format!("campaign {} does not exist", req.campaign_id),
+            })?;
     if campaign.status == CampaignStatus::Closed {
         return Err(ApiError::Unprocessable {
             code: "campaign_closed",
             field: Some("campaign_id"),
-            message: format!("campaign {} is closed and accepts no donations", campaign.id),
+            message: format!(
+                "campaign {} is closed and accepts no donations",
+                campaign.id
+            ),
         });
     }
     if let Some(currency) = requested_currency
@@ -213,7 +221,10 @@ async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<R
         .donation(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("donation {id} not found")))?;
-    Ok(json_response(StatusCode::OK, &DonationBody::from(&donation)))
+    Ok(json_response(
+        StatusCode::OK,
+        &DonationBody::from(&donation),
+    ))
 }
 
 /// `GET /api/v1/donations/history?donor_email=&status=&campaign_id=&limit=&offset=` (operator):
@@ -295,8 +306,13 @@ async fn set_status(
         )));
     }
     let now = crate::domain::now();
-    if !tx.update_donation_status(id, to, current.version, now).await? {
-        return Err(ApiError::Conflict(format!("donation {id} changed concurrently; retry")));
+    if !tx
+        .update_donation_status(id, to, current.version, now)
+        .await?
+    {
+        return Err(ApiError::Conflict(format!(
+            "donation {id} changed concurrently; retry"
+        )));
     }
     let updated = Donation {
         status: to,

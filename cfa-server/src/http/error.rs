@@ -113,7 +113,9 @@ fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(m) => ApiError::Unavailable(format!("the database is unavailable: {m}")),
+            StoreError::Unavailable(m) => {
+                ApiError::Unavailable(format!("the database is unavailable: {m}"))
+            }
             StoreError::Conflict(c) => ApiError::Conflict(format!(
                 "a concurrent request changed the same record ({c}); retry"
             )),
@@ -185,7 +187,10 @@ pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
 pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
     (
         status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         body,
     )
         .into_response()
@@ -220,11 +225,11 @@ where
     }
 }
 
-/// Parses and types a JSON body, naming the failing field.
+/// Parses and types a JSON body: syntax errors are 400, type and value errors 422 naming the
+/// field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<ApiJson<T>, ApiError> {
-    let document: Value =
-        serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    if !document.is_object() {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
         return Err(ApiError::MalformedJson(
             "the body must be a JSON object".into(),
         ));
@@ -232,7 +237,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<ApiJson<T>, ApiEr
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
+        let inner = e.into_inner();
+        if !matches!(inner.classify(), serde_json::error::Category::Data) {
+            return ApiError::MalformedJson(inner.to_string());
+        }
+        let inner = inner.to_string();
         // serde reports a missing field at the parent path; name the field itself.
         let field = match inner.strip_prefix("missing field `") {
             Some(rest) => rest.split('`').next().unwrap_or(&path).to_string(),
@@ -241,6 +250,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<ApiJson<T>, ApiEr
         };
         ApiError::field(field, strip_position(&inner))
     })?;
+    de.end()
+        .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    // The document only feeds idempotency fingerprints. A number too large for serde_json's
+    // `Value` (the handler refuses it with a 422 naming the field) falls back to the raw text.
+    let document = serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()));
     Ok(ApiJson { value, document })
 }
 
@@ -259,7 +274,8 @@ fn is_json(headers: &HeaderMap) -> bool {
         .and_then(|v| v.split(';').next())
         .map(|mime| {
             let mime = mime.trim().to_ascii_lowercase();
-            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
         })
         .unwrap_or(false)
 }

@@ -30,14 +30,15 @@ async fn health() -> Response {
 async fn ready(State(state): State<AppState>) -> Response {
     let database = match state.store.ping().await {
         Ok(()) => json!({"status": "up", "backend": state.store.backend().as_str()}),
-        Err(e) => json!({"status": "down", "backend": state.store.backend().as_str(), "error": e.to_string()}),
+        Err(e) => {
+            json!({"status": "down", "backend": state.store.backend().as_str(), "error": e.to_string()})
+        }
     };
     let database_up = database["status"] == "up";
     let mut warnings = Vec::new();
     if state.settings.auth.api_keys.is_empty() {
-        warnings.push(
-            "operator endpoints are open: no auth.api_keys configured (development default)",
-        );
+        warnings
+            .push("operator endpoints are open: no auth.api_keys configured (development default)");
     }
     let body = json!({
         "status": if database_up { "ready" } else { "unavailable" },

@@ -22,8 +22,8 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use serde_json::value::RawValue;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::Notify;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -171,7 +171,8 @@ pub async fn begin_idempotent(
             let raw = raw
                 .to_str()
                 .map_err(|_| ApiError::field("Idempotency-Key", "must be visible ASCII"))?;
-            let key = IdempotencyKey::parse(raw).map_err(|m| ApiError::field("Idempotency-Key", m))?;
+            let key =
+                IdempotencyKey::parse(raw).map_err(|m| ApiError::field("Idempotency-Key", m))?;
             Some(IdempotentRequest::new(scope, key, document))
         }
     };

@@ -174,8 +174,11 @@ pub trait Store: Send + Sync + 'static {
     async fn status_audit(&self, donation_id: Uuid) -> StoreResult<Vec<StatusAudit>>;
 
     /// A saved idempotent response, if the key was used.
-    async fn idempotency_record(&self, scope: &str, key: &str)
-    -> StoreResult<Option<IdempotencyRecord>>;
+    async fn idempotency_record(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> StoreResult<Option<IdempotencyRecord>>;
     /// Deletes idempotency records created before `before`; returns how many.
     async fn sweep_idempotency(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 
@@ -257,13 +260,19 @@ pub async fn connect(
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let store = postgres::PgStore::connect(&url, settings).await?;
         if migrate {
-            store.migrate().await.context("applying PostgreSQL migrations")?;
+            store
+                .migrate()
+                .await
+                .context("applying PostgreSQL migrations")?;
         }
         Ok(Arc::new(store))
     } else if url.starts_with("sqlite:") {
         let store = sqlite::SqliteStore::connect(&url, settings).await?;
         if migrate {
-            store.migrate().await.context("applying SQLite migrations")?;
+            store
+                .migrate()
+                .await
+                .context("applying SQLite migrations")?;
         }
         Ok(Arc::new(store))
     } else {

@@ -44,7 +44,12 @@ pub struct PgStore {
     write: Pool<Postgres>,
 }
 
-sql_store!(PgStore, PgTx, for_update = " FOR UPDATE", skip_locked = " FOR UPDATE SKIP LOCKED");
+sql_store!(
+    PgStore,
+    PgTx,
+    for_update = " FOR UPDATE",
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+);
 
 impl PgStore {
     /// Connects a pool to the server a `postgres://` URL names.
@@ -69,7 +74,9 @@ impl PgStore {
 
     /// Applies the migrations under `migrations/postgres/`.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        sqlx::migrate!("../migrations/postgres").run(&self.write).await?;
+        sqlx::migrate!("../migrations/postgres")
+            .run(&self.write)
+            .await?;
         Ok(())
     }
 }

@@ -81,7 +81,9 @@ impl SqliteStore {
 
     /// Applies the migrations under `migrations/sqlite/`.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        sqlx::migrate!("../migrations/sqlite").run(&self.write).await?;
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&self.write)
+            .await?;
         Ok(())
     }
 }

@@ -1,1 +1,96 @@
-fn main() {}
+//! The behaviour suite: every test runs against each backend, through the real HTTP server.
+//!
+//! SQLite always runs. PostgreSQL runs when `CFA_TEST_POSTGRES_URL` names a server (for example
+//! `postgres://postgres@127.0.0.1:5432/postgres`); each test then gets a database of its own,
+//! created, migrated and dropped around it. When the variable is set the server must answer: a
+//! test that cannot reach it fails, it is never skipped. When it is not set the PostgreSQL half is
+//! reported as ignored, with the variable that enables it.
+//!
+//! This is a custom harness (libtest-mimic) so the choice of backends is made at run time and
+//! shows in the test list.
+
+mod campaigns;
+mod donations;
+mod health;
+mod helpers;
+mod idempotency;
+mod outbox;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use helpers::{Backend, TestContext};
+use libtest_mimic::{Arguments, Trial};
+
+/// A test body.
+pub type TestFn = fn(TestContext) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Which backends a test applies to.
+#[derive(Clone, Copy)]
+pub enum Only {
+    /// Both.
+    Any,
+    /// Several processes on one database: PostgreSQL only (SQLite is single-process).
+    Postgres,
+}
+
+/// Lists tests: `tests![name, …]` for both backends.
+#[macro_export]
+macro_rules! tests {
+    ($($name:ident),* $(,)?) => {
+        pub fn all() -> Vec<(&'static str, $crate::TestFn, $crate::Only)> {
+            vec![$((stringify!($name), |ctx| Box::pin($name(ctx)), $crate::Only::Any)),*]
+        }
+    };
+    ($($name:ident),* ; postgres: $($pg:ident),* $(,)?) => {
+        pub fn all() -> Vec<(&'static str, $crate::TestFn, $crate::Only)> {
+            vec![
+                $((stringify!($name), |ctx| Box::pin($name(ctx)), $crate::Only::Any),)*
+                $((stringify!($pg), |ctx| Box::pin($pg(ctx)), $crate::Only::Postgres),)*
+            ]
+        }
+    };
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let postgres = std::env::var("CFA_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let groups = [
+        ("health", health::all()),
+        ("campaigns", campaigns::all()),
+        ("donations", donations::all()),
+        ("idempotency", idempotency::all()),
+        ("outbox", outbox::all()),
+    ];
+    let mut trials = Vec::new();
+    for (group, tests) in groups {
+        for (name, test, only) in tests {
+            if matches!(only, Only::Any) {
+                trials.push(
+                    Trial::test(format!("sqlite::{group}::{name}"), move || {
+                        helpers::run(Backend::Sqlite, test)
+                    })
+                    .with_kind("sqlite"),
+                );
+            }
+            let url = postgres.clone();
+            trials.push(
+                Trial::test(format!("postgres::{group}::{name}"), move || match url {
+                    Some(url) => helpers::run(Backend::Postgres(url), test),
+                    None => Ok(()),
+                })
+                .with_kind("postgres")
+                .with_ignored_flag(postgres.is_none()),
+            );
+        }
+    }
+    if postgres.is_none() && !args.list {
+        println!(
+            "note: the PostgreSQL half of the behaviour suite is SKIPPED (shown as ignored). \
+             Set CFA_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres to run it."
+        );
+    }
+    libtest_mimic::run(&args, trials).exit();
+}

@@ -1,0 +1,73 @@
+//! Liveness, readiness and the seed's health aliases.
+
+use crate::helpers::{Backend, TestContext};
+use crate::tests;
+
+tests![
+    health_and_readiness_name_the_backend,
+    readiness_reports_a_database_that_is_down,
+    unknown_routes_and_methods_get_json_errors,
+];
+
+async fn health_and_readiness_name_the_backend(ctx: TestContext) {
+    let app = ctx.spawn_app().await;
+    assert_eq!(app.get("/health").await.status, 200);
+    for service in ["donations", "payments", "totals", "notifications"] {
+        let reply = app.get(&format!("/api/v1/{service}/health")).await;
+        assert_eq!(reply.status, 200, "{service} health alias");
+    }
+    let ready = app.get("/ready").await;
+    assert_eq!(ready.status, 200, "{:?}", ready.json);
+    assert_eq!(ready.json["status"], "ready");
+    let backend = match ctx.backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres(_) => "postgres",
+    };
+    assert_eq!(ready.json["checks"]["database"]["backend"], backend);
+    assert!(
+        ready.json["warnings"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("operator endpoints are open"),
+        "an open dev server says so: {:?}",
+        ready.json
+    );
+    let keyed = ctx
+        .spawn_app_with(|s| s.auth.api_keys = vec!["k".into()])
+        .await;
+    let ready = keyed.get("/ready").await;
+    assert_eq!(ready.json["warnings"].as_array().map(Vec::len), Some(0));
+}
+
+async fn readiness_reports_a_database_that_is_down(ctx: TestContext) {
+    let app = ctx.spawn_app().await;
+    app.store.close().await;
+    let ready = app.get("/ready").await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json["status"], "unavailable");
+    assert_eq!(ready.json["checks"]["database"]["status"], "down");
+    let campaign = app
+        .post(
+            "/api/v1/campaigns",
+            &serde_json::json!({"title": "T", "goal_amount": 10}),
+        )
+        .await;
+    assert_eq!(campaign.status, 503, "{:?}", campaign.json);
+    assert_eq!(campaign.code(), "backend_unavailable");
+}
+
+async fn unknown_routes_and_methods_get_json_errors(ctx: TestContext) {
+    let app = ctx.spawn_app().await;
+    let reply = app.get("/api/v1/nothing-here").await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.code(), "not_found");
+    let reply = app
+        .send(reqwest::Method::DELETE, "/api/v1/donations", None, &[])
+        .await;
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.code(), "method_not_allowed");
+    assert!(
+        reply.header("x-request-id").is_some(),
+        "every response carries a request id"
+    );
+}

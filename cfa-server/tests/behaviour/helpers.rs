@@ -1,0 +1,332 @@
+//! `spawn_app()` and friends: the real server on port 0 with a fresh database per test.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cfa_server::config::Settings;
+use cfa_server::messaging::bus::InProcessBus;
+use cfa_server::messaging::relay::Relay;
+use cfa_server::startup::Application;
+use cfa_server::storage::Store;
+use libtest_mimic::Failed;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+/// Where a test's database lives.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// A temporary SQLite file.
+    Sqlite,
+    /// A fresh database on the PostgreSQL server this admin URL reaches.
+    Postgres(String),
+}
+
+/// What a test gets: a database of its own, and a way to start servers on it.
+pub struct TestContext {
+    /// The database URL every server of this test uses.
+    pub database_url: String,
+    /// The backend.
+    pub backend: Backend,
+    data_dir: tempfile::TempDir,
+}
+
+/// Runs one test on one backend, with its own runtime and database.
+pub fn run(backend: Backend, test: crate::TestFn) -> Result<(), Failed> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failed::from(format!("runtime: {e}")))?;
+    runtime.block_on(async move {
+        let data_dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+        let (database_url, cleanup) = match &backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}", data_dir.path().join("cfa.db").display()),
+                None,
+            ),
+            Backend::Postgres(admin) => {
+                let (url, name) = create_pg_database(admin).await?;
+                (url, Some((admin.clone(), name)))
+            }
+        };
+        let ctx = TestContext {
+            database_url,
+            backend,
+            data_dir,
+        };
+        let outcome = tokio::spawn(test(ctx)).await;
+        if let Some((admin, name)) = cleanup {
+            drop_pg_database(&admin, &name).await;
+        }
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_panic() => {
+                let panic = e.into_panic();
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "the test panicked".into());
+                Err(Failed::from(message))
+            }
+            Err(e) => Err(Failed::from(format!("the test task failed: {e}"))),
+        }
+    })
+}
+
+fn pg_url_with_database(admin: &str, name: &str) -> String {
+    let (base, query) = match admin.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (admin, String::new()),
+    };
+    let without_db = match base.rfind('/') {
+        Some(i) if i > base.find("://").map_or(0, |p| p + 2) => &base[..i],
+        _ => base,
+    };
+    format!("{without_db}/{name}{query}")
+}
+
+async fn create_pg_database(admin: &str) -> Result<(String, String), String> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(admin).await.map_err(|e| {
+        format!("CFA_TEST_POSTGRES_URL is set but PostgreSQL cannot be reached at {admin}: {e}")
+    })?;
+    let name = format!("cfa_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .map_err(|e| format!("creating test database {name}: {e}"))?;
+    conn.close().await.ok();
+    Ok((pg_url_with_database(admin, &name), name))
+}
+
+async fn drop_pg_database(admin: &str, name: &str) {
+    use sqlx::Connection as _;
+    if let Ok(mut conn) = sqlx::PgConnection::connect(admin).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
+        conn.close().await.ok();
+    }
+}
+
+impl TestContext {
+    /// Settings for a test server: port 0, this test's database, the relay left to the test.
+    pub fn settings(&self) -> Settings {
+        let mut settings = Settings::default();
+        settings.server.listen = "127.0.0.1:0".parse().expect("address");
+        settings.server.data_dir = self.data_dir.path().to_path_buf();
+        settings.server.shutdown_grace_seconds = 5;
+        settings.database.url.0 = self.database_url.clone();
+        settings.database.max_connections = 8;
+        settings.outbox.relay_enabled = false;
+        settings
+    }
+
+    /// A server with the test defaults.
+    pub async fn spawn_app(&self) -> TestApp {
+        self.spawn_app_with(|_| {}).await
+    }
+
+    /// A server whose settings the test adjusts first.
+    pub async fn spawn_app_with(&self, configure: impl FnOnce(&mut Settings)) -> TestApp {
+        let mut settings = self.settings();
+        configure(&mut settings);
+        let app = Application::build(settings)
+            .await
+            .expect("the application builds");
+        let address = format!("http://{}", app.local_addr());
+        let store = app.state().store.clone();
+        let relay = app.relay();
+        let bus = app.bus();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        TestApp {
+            address,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+            store,
+            relay,
+            bus,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+}
+
+/// A running server.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`
+    pub address: String,
+    /// An HTTP client.
+    pub client: reqwest::Client,
+    /// The server's store, for looking behind the API.
+    pub store: Arc<dyn Store>,
+    /// A relay on the server's store and bus, driven by hand.
+    pub relay: Relay,
+    /// The server's in-process bus.
+    pub bus: Arc<InProcessBus>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// Raw body.
+    pub bytes: Vec<u8>,
+    /// Body as JSON (`Null` if it is not JSON).
+    pub json: Value,
+}
+
+impl Reply {
+    async fn read(response: reqwest::Response) -> Reply {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body").to_vec();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            bytes,
+            json,
+        }
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `code` of an error body.
+    pub fn code(&self) -> &str {
+        self.json["code"].as_str().unwrap_or("")
+    }
+}
+
+impl TestApp {
+    /// Sends a request with a JSON body and optional extra headers.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(body).expect("json"));
+        }
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        Reply::read(request.send().await.expect("the server answers")).await
+    }
+
+    /// Sends raw bytes with a content type.
+    pub async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address))
+            .body(body);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        Reply::read(request.send().await.expect("the server answers")).await
+    }
+
+    /// GET
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(reqwest::Method::GET, path, None, &[]).await
+    }
+
+    /// POST JSON
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.send(reqwest::Method::POST, path, Some(body), &[])
+            .await
+    }
+
+    /// Creates an active USD campaign and returns its id.
+    pub async fn create_campaign(&self, title: &str, goal: f64) -> String {
+        let reply = self
+            .post(
+                "/api/v1/campaigns",
+                &json!({"title": title, "goal_amount": goal}),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "campaign creation: {:?}", reply.json);
+        reply.json["id"].as_str().expect("id").to_string()
+    }
+
+    /// Creates a donation and returns the reply.
+    pub async fn donate(&self, campaign_id: &str, email: &str, amount: &str) -> Reply {
+        let body = format!(
+            r#"{{"campaign_id":"{campaign_id}","donor_email":"{email}","amount":{amount}}}"#
+        );
+        self.send_raw(
+            reqwest::Method::POST,
+            "/api/v1/donations",
+            Some("application/json"),
+            body.into_bytes(),
+        )
+        .await
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.server.take() {
+            Some(server) => server.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, failing after `deadline`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,216 @@
+//! The transactional outbox and its relay.
+
+use std::time::Duration;
+
+use crate::helpers::{TestContext, eventually};
+use crate::tests;
+
+tests![
+    every_acknowledged_donation_has_its_event_and_the_relay_delivers_it_once,
+    a_failing_consumer_leaves_the_event_pending_for_redelivery,
+    concurrent_relays_never_claim_the_same_rows,
+    delivered_rows_are_pruned_after_the_retention_period,
+    the_background_relay_delivers_new_events_promptly,
+];
+
+async fn every_acknowledged_donation_has_its_event_and_the_relay_delivers_it_once(
+    ctx: TestContext,
+) {
+    let app = ctx.spawn_app().await;
+    let campaign = app.create_campaign("Events", 500.0).await;
+    let mut donation_ids = Vec::new();
+    for amount in ["1", "2", "3"] {
+        donation_ids.push(
+            app.donate(&campaign, "ada@example.org", amount).await.json["id"]
+                .as_str()
+                .expect("id")
+                .to_string(),
+        );
+    }
+    let stats = app.store.outbox_stats().await.expect("stats");
+    assert_eq!(
+        stats.pending, 4,
+        "each acknowledged change already has its event"
+    );
+    assert!(stats.oldest_pending.is_some());
+
+    let mut consumer = app.bus.subscribe("test", &["donation"]);
+    let consumed = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Some(delivery) = consumer.recv().await {
+            seen.push(delivery.event.clone());
+            delivery.ack();
+            if seen.len() == 3 {
+                break;
+            }
+        }
+        seen
+    });
+    let report = app.relay.deliver_batch().await.expect("deliver");
+    assert_eq!((report.claimed, report.delivered, report.failed), (4, 4, 0));
+    let seen = consumed.await.expect("consumer");
+    let ids: Vec<&str> = seen.iter().map(|e| e.aggregate_id.as_str()).collect();
+    assert_eq!(ids, donation_ids, "delivered in commit order");
+    let first = &seen[0];
+    assert_eq!(first.event_type, "donation.created");
+    assert_eq!(first.aggregate_type, "donation");
+    assert_eq!(first.version, 1);
+    assert_eq!(first.payload["amount_minor"], 100);
+    assert_eq!(first.payload["campaign_id"], campaign);
+
+    let stats = app.store.outbox_stats().await.expect("stats");
+    assert_eq!((stats.pending, stats.sent), (0, 4));
+    let again = app.relay.deliver_batch().await.expect("deliver");
+    assert_eq!(again.claimed, 0, "delivered rows are not delivered again");
+}
+
+async fn a_failing_consumer_leaves_the_event_pending_for_redelivery(ctx: TestContext) {
+    let app = ctx.spawn_app().await;
+    let campaign = app.create_campaign("Retry", 500.0).await;
+    app.donate(&campaign, "ada@example.org", "5").await;
+    app.donate(&campaign, "bob@example.org", "6").await;
+    let mut consumer = app.bus.subscribe("flaky", &["donation"]);
+    let consumed = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Some(delivery) = consumer.recv().await {
+            seen.push(delivery.event.event_id);
+            if seen.len() == 1 {
+                delivery.nack("database hiccup");
+            } else {
+                delivery.ack();
+            }
+            if seen.len() == 3 {
+                break;
+            }
+        }
+        seen
+    });
+    let first = app.relay.deliver_batch().await.expect("deliver");
+    assert_eq!(first.delivered, 1, "the campaign event went through");
+    assert_eq!(
+        first.failed, 2,
+        "the failed event and the one after it wait, in order"
+    );
+    let stats = app.store.outbox_stats().await.expect("stats");
+    assert_eq!(stats.pending, 2);
+    let second = app.relay.deliver_batch().await.expect("deliver");
+    assert_eq!((second.delivered, second.failed), (2, 0));
+    let seen = consumed.await.expect("consumer");
+    assert_eq!(
+        seen[0], seen[1],
+        "the failed event was delivered again (at least once)"
+    );
+    assert_ne!(seen[1], seen[2]);
+    assert_eq!(app.store.outbox_stats().await.expect("stats").pending, 0);
+}
+
+async fn concurrent_relays_never_claim_the_same_rows(ctx: TestContext) {
+    let app = ctx.spawn_app().await;
+    let campaign = app.create_campaign("Claims", 500.0).await;
+    for i in 0..30 {
+        app.donate(&campaign, "ada@example.org", &format!("{}", i + 1))
+            .await;
+    }
+    let now = chrono::Utc::now();
+    let lease = now + chrono::TimeDelta::seconds(30);
+    let claims = futures::future::join_all((0..3).map(|i| {
+        let store = app.store.clone();
+        async move {
+            store
+                .claim_outbox(&format!("relay-{i}"), 8, now, lease)
+                .await
+                .expect("claim")
+        }
+    }))
+    .await;
+    let mut ids: Vec<i64> = claims.iter().flatten().map(|r| r.id).collect();
+    let claimed = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), claimed, "no row claimed twice");
+    assert_eq!(claimed, 24);
+    let leased_again = app
+        .store
+        .claim_outbox("relay-late", 100, now, lease)
+        .await
+        .expect("claim");
+    assert_eq!(
+        leased_again.len(),
+        31 - 24,
+        "leased rows are not handed out while the lease holds"
+    );
+    let after_lease = lease + chrono::TimeDelta::seconds(1);
+    let expired = app
+        .store
+        .claim_outbox(
+            "relay-rescue",
+            100,
+            after_lease,
+            after_lease + chrono::TimeDelta::seconds(30),
+        )
+        .await
+        .expect("claim");
+    assert_eq!(
+        expired.len(),
+        31,
+        "rows of a relay that died are claimed again once its lease ends"
+    );
+}
+
+async fn delivered_rows_are_pruned_after_the_retention_period(ctx: TestContext) {
+    let app = ctx.spawn_app().await;
+    let campaign = app.create_campaign("Prune", 500.0).await;
+    app.relay.deliver_batch().await.expect("deliver");
+    app.donate(&campaign, "ada@example.org", "5").await;
+    assert_eq!(
+        app.store
+            .prune_outbox(chrono::Utc::now() - chrono::TimeDelta::hours(1))
+            .await
+            .expect("prune"),
+        0,
+        "recent rows are kept"
+    );
+    let pruned = app
+        .store
+        .prune_outbox(chrono::Utc::now() + chrono::TimeDelta::hours(1))
+        .await
+        .expect("prune");
+    assert_eq!(pruned, 1, "only the delivered row goes");
+    let stats = app.store.outbox_stats().await.expect("stats");
+    assert_eq!(
+        (stats.pending, stats.sent),
+        (1, 0),
+        "undelivered rows are never pruned"
+    );
+}
+
+async fn the_background_relay_delivers_new_events_promptly(ctx: TestContext) {
+    let app = ctx
+        .spawn_app_with(|s| {
+            s.outbox.relay_enabled = true;
+            s.outbox.poll_interval_ms = 60_000;
+        })
+        .await;
+    let mut consumer = app.bus.subscribe("live", &["donation"]);
+    let campaign = app.create_campaign("Live", 500.0).await;
+    let reply = app.donate(&campaign, "ada@example.org", "5").await;
+    let delivery = tokio::time::timeout(Duration::from_secs(5), consumer.recv())
+        .await
+        .expect("delivered without waiting for the poll interval")
+        .expect("an event");
+    assert_eq!(
+        delivery.event.aggregate_id,
+        reply.json["id"].as_str().expect("id")
+    );
+    delivery.ack();
+    eventually(
+        Duration::from_secs(5),
+        "the row to be marked sent",
+        || async {
+            let stats = app.store.outbox_stats().await.expect("stats");
+            (stats.pending == 0).then_some(())
+        },
+    )
+    .await;
+    app.stop().await.expect("a clean shutdown");
+}
