@@ -1,0 +1,241 @@
+//! The `cfa-server` binary as a user runs it: zero-configuration start, logs, SIGTERM, and the
+//! `config check` and `migrate` commands.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn cfa_server(dir: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cfa-server"));
+    command.current_dir(dir).env_remove("RUST_LOG");
+    for (name, _) in std::env::vars() {
+        if name.starts_with("CFA_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// Collects the server's log lines and finds the address it announces.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Running {
+    fn start(mut command: Command) -> Running {
+        let mut child = command
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("cfa-server starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits for a log line containing `needle`.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                self.log.push(line.clone());
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        }
+        panic!(
+            "no log line containing {needle:?}; log so far:\n{}",
+            self.log.join("\n")
+        );
+    }
+
+    fn rest_of_log(&mut self) -> String {
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            self.log.push(line);
+        }
+        self.log.join("\n")
+    }
+}
+
+fn http(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let mut request = client.request(method.parse().expect("method"), url);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.expect("the server answers");
+        (
+            response.status().as_u16(),
+            response.text().await.expect("body"),
+        )
+    })
+}
+
+#[test]
+fn a_fresh_directory_starts_on_sqlite_logs_masked_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut command = cfa_server(dir.path());
+    command
+        .args(["run"])
+        .env("CFA_LISTEN", "127.0.0.1:0")
+        .env("CFA_LOG__FORMAT", "json");
+    let mut server = Running::start(command);
+    let line = server.wait_for("CareForAll is listening");
+    let announced: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+    assert_eq!(announced["database"], "sqlite");
+    assert_eq!(announced["bus"], "in-process");
+    let base = announced["listen"]
+        .as_str()
+        .expect("listen address")
+        .to_string();
+    assert!(
+        dir.path().join("data/cfa.db").exists(),
+        "./data/cfa.db is created"
+    );
+
+    let (status, campaign) = http(
+        "POST",
+        &format!("{base}/api/v1/campaigns"),
+        Some(r#"{"title":"T","goal_amount":10}"#),
+    );
+    assert_eq!(status, 201);
+    let campaign: serde_json::Value = serde_json::from_str(&campaign).expect("json");
+    let body = format!(
+        r#"{{"campaign_id":"{}","donor_email":"secret.donor@example.org","amount":5}}"#,
+        campaign["id"].as_str().expect("id")
+    );
+    let (status, _) = http("POST", &format!("{base}/api/v1/donations"), Some(&body));
+    assert_eq!(status, 201);
+    server.wait_for("donation created");
+
+    let terminated = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(terminated.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
+    let log = server.rest_of_log();
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(
+        !log.contains("secret.donor@example.org"),
+        "no raw donor address in the log:\n{log}"
+    );
+    assert!(
+        log.contains("s***@example.org"),
+        "the masked address is logged:\n{log}"
+    );
+    for line in log.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|_| panic!("not a JSON line: {line}"));
+    }
+}
+
+#[test]
+fn config_check_prints_the_effective_configuration_with_secrets_masked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("cfa.toml"),
+        "[database]\nurl = \"postgres://app:hunter2@db.internal/cfa\"\n[auth]\napi_keys = [\"op-key-1\"]\n",
+    )
+    .expect("write");
+    let output = cfa_server(dir.path())
+        .args(["config", "check", "--config", "cfa.toml"])
+        .env("CFA_OUTBOX__BATCH_SIZE", "42")
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(printed.contains("batch_size = 42"), "{printed}");
+    assert!(
+        printed.contains("postgres://app:****@db.internal/cfa"),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains("hunter2") && !printed.contains("op-key-1"),
+        "{printed}"
+    );
+}
+
+#[test]
+fn a_bad_configuration_is_refused_with_the_key_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("cfa.toml"), "[outbox]\nbatch_sise = 5\n").expect("write");
+    let output = cfa_server(dir.path())
+        .args(["run", "--config", "cfa.toml"])
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("batch_sise"), "{stderr}");
+
+    let output = cfa_server(dir.path())
+        .args(["config", "check"])
+        .env("CFA_SERVER__LISTEN", "not-an-address")
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("server.listen"), "{stderr}");
+
+    let output = cfa_server(dir.path())
+        .args(["config", "check", "--config", "missing.toml"])
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("missing.toml"));
+}
+
+#[test]
+fn migrate_creates_the_schema_and_is_safe_to_repeat() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for _ in 0..2 {
+        let output = cfa_server(dir.path())
+            .args(["migrate", "--data-dir", "state"])
+            .output()
+            .expect("runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(String::from_utf8_lossy(&output.stdout).contains("migrations applied (sqlite"));
+    }
+    assert!(dir.path().join("state/cfa.db").exists());
+}
