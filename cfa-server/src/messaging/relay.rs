@@ -99,34 +99,35 @@ impl Relay {
         let mut backoff = poll;
         tracing::info!(relay = %self.id, bus = self.bus.name(), "outbox relay started");
         loop {
-            let wait = match self.deliver_batch().await {
+            // After a failure the relay waits out its back-off even if new rows arrive.
+            let (wait, wakeable) = match self.deliver_batch().await {
                 Ok(report) if report.failed > 0 => {
                     backoff = (backoff * 2).min(max_backoff);
-                    backoff
+                    (backoff, false)
                 }
                 Ok(report) if report.claimed > 0 => {
                     backoff = poll;
-                    Duration::ZERO
+                    (Duration::ZERO, true)
                 }
                 Ok(_) => {
                     backoff = poll;
-                    poll
+                    (poll, true)
                 }
                 Err(err) => {
                     backoff = (backoff * 2).min(max_backoff);
                     tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "outbox relay cannot reach the database");
-                    backoff
+                    (backoff, false)
                 }
             };
+            if cancel.is_cancelled() {
+                break;
+            }
             if wait.is_zero() {
-                if cancel.is_cancelled() {
-                    break;
-                }
                 continue;
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = wake.notified() => {}
+                _ = wake.notified(), if wakeable => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }
