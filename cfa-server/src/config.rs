@@ -39,6 +39,8 @@ pub struct Settings {
     pub idempotency: IdempotencySettings,
     /// Operator API keys.
     pub auth: AuthSettings,
+    /// Webhook signatures, the sandbox provider, reconciliation.
+    pub payments: PaymentSettings,
     /// Log format and level.
     pub log: LogSettings,
 }
@@ -218,6 +220,59 @@ pub struct AuthSettings {
     pub api_keys: Vec<Secret>,
 }
 
+/// `[payments]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentSettings {
+    /// Webhook signing secrets (several during a rotation). Empty: `run` generates one on first
+    /// start and keeps it in `<data_dir>/webhook_secret`.
+    #[serde(deserialize_with = "secrets_from_list_or_csv")]
+    pub webhook_secret: Vec<Secret>,
+    /// Accept webhooks without a valid signature (testing only; warned about at start and in
+    /// `/ready`).
+    pub allow_unsigned_webhooks: bool,
+    /// How far a signature's timestamp may be from now, in seconds.
+    pub signature_tolerance_seconds: u64,
+    /// Run the built-in sandbox payment provider.
+    pub sandbox: bool,
+    /// Where the sandbox delivers webhooks; empty means this server's own webhook endpoint.
+    pub sandbox_webhook_url: String,
+    /// Delay before the sandbox delivers a webhook, in milliseconds.
+    pub sandbox_delay_ms: u64,
+    /// Probability (0–1) that the sandbox delivers a webhook twice.
+    pub sandbox_duplicate_probability: f64,
+    /// Probability (0–1) that the sandbox delivers a pair of webhooks in reverse order.
+    pub sandbox_reorder_probability: f64,
+    /// Delivery attempts before the sandbox gives a webhook up.
+    pub sandbox_max_attempts: u32,
+    /// How often the sandbox looks for webhooks to deliver, in milliseconds.
+    pub sandbox_poll_interval_ms: u64,
+    /// A payment still `INITIATED` or `AUTHORIZED` this long after its last change is re-checked
+    /// with the provider, in seconds.
+    pub reconcile_after_seconds: u64,
+    /// How often reconciliation runs, in seconds.
+    pub reconcile_interval_seconds: u64,
+}
+
+impl Default for PaymentSettings {
+    fn default() -> Self {
+        PaymentSettings {
+            webhook_secret: Vec::new(),
+            allow_unsigned_webhooks: false,
+            signature_tolerance_seconds: 300,
+            sandbox: true,
+            sandbox_webhook_url: String::new(),
+            sandbox_delay_ms: 0,
+            sandbox_duplicate_probability: 0.0,
+            sandbox_reorder_probability: 0.0,
+            sandbox_max_attempts: 8,
+            sandbox_poll_interval_ms: 100,
+            reconcile_after_seconds: 900,
+            reconcile_interval_seconds: 60,
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -394,6 +449,26 @@ impl Settings {
             return Err(ConfigError(
                 "outbox.batch_size must be between 1 and 10000".into(),
             ));
+        }
+        for (key, p) in [
+            (
+                "payments.sandbox_duplicate_probability",
+                self.payments.sandbox_duplicate_probability,
+            ),
+            (
+                "payments.sandbox_reorder_probability",
+                self.payments.sandbox_reorder_probability,
+            ),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(ConfigError(format!("{key} must be between 0 and 1")));
+            }
+        }
+        let url = self.payments.sandbox_webhook_url.trim();
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError(format!(
+                "payments.sandbox_webhook_url must be an http(s) URL, got {url:?}"
+            )));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(ConfigError(format!(

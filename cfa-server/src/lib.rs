@@ -8,7 +8,8 @@
 //! - [`storage`]: the [`storage::Store`] and [`storage::Tx`] traits, SQLite and PostgreSQL.
 //! - [`idempotency`]: `Idempotency-Key` handling.
 //! - [`http`]: handlers, errors, middleware.
-//! - [`messaging`]: the event bus and the outbox relay.
+//! - [`messaging`]: the event bus, the outbox relay and the consumers.
+//! - [`payments`]: applying provider events, reconciliation, signatures, the sandbox provider.
 //! - [`telemetry`]: logging setup.
 
 pub mod config;
@@ -16,6 +17,7 @@ pub mod domain;
 pub mod http;
 pub mod idempotency;
 pub mod messaging;
+pub mod payments;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;

@@ -13,11 +13,14 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Settings;
+use crate::config::{Secret, Settings};
 use crate::http::{self, AppState};
 use crate::idempotency::InFlightGate;
-use crate::messaging::bus::{EventBus, InProcessBus};
+use crate::messaging::bus::{Delivery, EventBus, InProcessBus};
+use crate::messaging::consumer::{self, DonationStatusConsumer, Handler};
 use crate::messaging::relay::Relay;
+use crate::payments::provider::{PaymentProvider, Sandbox};
+use crate::payments::{ReconcileStats, Reconciler};
 use crate::storage::{self, Store};
 
 /// A built, bound, not yet running server.
@@ -25,6 +28,49 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     bus: Arc<InProcessBus>,
+    consumers: Vec<(Arc<dyn Handler>, tokio::sync::mpsc::Receiver<Delivery>)>,
+}
+
+/// The webhook secrets to verify with: the configured ones, or the one kept in
+/// `<data_dir>/webhook_secret`, generated on first start.
+fn webhook_secrets(settings: &Settings) -> anyhow::Result<Vec<Secret>> {
+    if !settings.payments.webhook_secret.is_empty() {
+        return Ok(settings.payments.webhook_secret.clone());
+    }
+    let path = settings.data_dir().join("webhook_secret");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim();
+        if !existing.is_empty() {
+            return Ok(vec![Secret::from(existing)]);
+        }
+    }
+    std::fs::create_dir_all(settings.data_dir()).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            settings.data_dir().display()
+        )
+    })?;
+    let secret = format!("whsec_{}", hex::encode(rand::random::<[u8; 32]>()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    use std::io::Write as _;
+    options
+        .open(&path)
+        .and_then(|mut f| f.write_all(secret.as_bytes()))
+        .with_context(|| {
+            format!(
+                "cannot write the generated webhook secret to {}",
+                path.display()
+            )
+        })?;
+    tracing::warn!(
+        path = %path.display(),
+        "no payments.webhook_secret configured: generated one; read it with `cat {}` and give it to the payment provider",
+        path.display()
+    );
+    Ok(vec![Secret::from(secret.as_str())])
 }
 
 impl Application {
@@ -53,17 +99,50 @@ impl Application {
                 )
             })?;
         let bus = Arc::new(InProcessBus::default());
+        let secrets = webhook_secrets(&settings)?;
+        let sandbox = settings.payments.sandbox.then(|| {
+            let url = match settings.payments.sandbox_webhook_url.trim() {
+                "" => {
+                    let mut addr = listener.local_addr().unwrap_or(settings.server.listen);
+                    if addr.ip().is_unspecified() {
+                        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                    }
+                    format!("http://{addr}/api/v1/payments/webhook")
+                }
+                url => url.to_string(),
+            };
+            Arc::new(Sandbox::new(
+                store.clone(),
+                settings.payments.clone(),
+                secrets.clone(),
+                url,
+            ))
+        });
+        let handlers: Vec<Arc<dyn Handler>> =
+            vec![Arc::new(DonationStatusConsumer::new(store.clone()))];
+        let consumers = handlers
+            .into_iter()
+            .map(|h| {
+                let receiver = bus.subscribe(h.name(), h.topics());
+                (h, receiver)
+            })
+            .collect();
         let state = AppState {
             store,
             settings: Arc::new(settings),
             gate: Arc::new(InFlightGate::default()),
             outbox_wake: Arc::new(Notify::new()),
             bus_name: bus.name(),
+            provider: sandbox.clone().map(|s| s as Arc<dyn PaymentProvider>),
+            sandbox,
+            webhook_secrets: Arc::new(secrets),
+            reconcile: Arc::new(ReconcileStats::default()),
         };
         Ok(Application {
             listener,
             state,
             bus,
+            consumers,
         })
     }
 
@@ -96,7 +175,7 @@ impl Application {
     /// Serves until `shutdown` resolves, then stops accepting, drains in-flight requests (up to
     /// `server.shutdown_grace_seconds`), stops the relay and the sweeper, and closes the store.
     pub async fn run_until_stopped(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let settings = self.state.settings.clone();
@@ -113,6 +192,25 @@ impl Application {
             settings.clone(),
             cancel.clone(),
         ));
+        for (handler, deliveries) in std::mem::take(&mut self.consumers) {
+            tasks.spawn(consumer::run(handler, deliveries, cancel.clone()));
+        }
+        if let Some(sandbox) = &self.state.sandbox {
+            tasks.spawn(sandbox.clone().run(cancel.clone()));
+        }
+        if let Some(provider) = &self.state.provider {
+            let reconciler = Reconciler::new(
+                self.state.store.clone(),
+                provider.clone(),
+                self.state.reconcile.clone(),
+                Duration::from_secs(settings.payments.reconcile_after_seconds),
+            );
+            tasks.spawn(reconciler.run(
+                Duration::from_secs(settings.payments.reconcile_interval_seconds),
+                self.state.outbox_wake.clone(),
+                cancel.clone(),
+            ));
+        }
         tasks.close();
 
         let addr = self.local_addr();

@@ -94,6 +94,8 @@ pub struct Donation {
     pub currency: Currency,
     /// Where it stands.
     pub status: DonationStatus,
+    /// Refunded so far (partial refunds keep the donation `COMPLETED`).
+    pub refunded_minor: i64,
     /// The provider intent paying for it, once one exists.
     pub payment_intent_id: Option<String>,
     /// 1 at creation, +1 per status change.

@@ -7,12 +7,14 @@
 //! - [`campaign`]: campaigns and their status.
 //! - [`donation`]: donations and their life cycle.
 //! - [`event`]: the outbox event envelope.
+//! - [`payment`]: payments, their state machine and provider events.
 
 pub mod campaign;
 pub mod donation;
 pub mod email;
 pub mod event;
 pub mod money;
+pub mod payment;
 
 /// The timestamp the platform records: UTC, truncated to microseconds so that every backend
 /// stores exactly what it was given and a read-back compares equal.

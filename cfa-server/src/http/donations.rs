@@ -54,6 +54,7 @@ pub struct DonationBody<'a> {
     donor_name: Option<&'a str>,
     amount: Box<RawValue>,
     amount_minor: i64,
+    refunded_amount_minor: i64,
     currency: &'static str,
     status: &'static str,
     payment_intent_id: Option<&'a str>,
@@ -72,6 +73,7 @@ impl<'a> From<&'a Donation> for DonationBody<'a> {
             donor_name: d.donor_name.as_deref(),
             amount: amount_json(d.amount_minor, d.currency),
             amount_minor: d.amount_minor,
+            refunded_amount_minor: d.refunded_minor,
             currency: d.currency.code(),
             status: d.status.as_str(),
             payment_intent_id: d.payment_intent_id.as_deref(),
@@ -85,8 +87,14 @@ impl<'a> From<&'a Donation> for DonationBody<'a> {
 
 /// The event a donation's change publishes: a snapshot of the donation.
 pub fn donation_event(d: &Donation) -> EventEnvelope {
+    donation_event_of_type(d.status.event_type(), d)
+}
+
+/// A donation snapshot event of a given type (`donation.partially_refunded` has no status of
+/// its own).
+pub fn donation_event_of_type(event_type: &str, d: &Donation) -> EventEnvelope {
     EventEnvelope::new(
-        d.status.event_type(),
+        event_type,
         "donation",
         d.id,
         d.version,
@@ -96,6 +104,7 @@ pub fn donation_event(d: &Donation) -> EventEnvelope {
             "campaign_id": d.campaign_id,
             "donor_email": d.donor_email.as_str(),
             "amount_minor": d.amount_minor,
+            "refunded_minor": d.refunded_minor,
             "currency": d.currency.code(),
             "status": d.status.as_str(),
             "payment_intent_id": d.payment_intent_id,
@@ -198,6 +207,7 @@ async fn create(
         currency: campaign.currency,
         status: DonationStatus::Pending,
         payment_intent_id: None,
+        refunded_minor: 0,
         version: 1,
         metadata,
         created_at: now,

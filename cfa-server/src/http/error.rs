@@ -55,6 +55,12 @@ pub enum ApiError {
     /// Missing or wrong API key (401).
     #[error("{0}")]
     Unauthorized(String),
+    /// A webhook whose signature does not verify (401).
+    #[error("{0}")]
+    InvalidSignature(String),
+    /// A refund that is not allowed (400).
+    #[error("{0}")]
+    InvalidRefund(String),
     /// Idempotency-Key conflicts (409 in flight, 422 reused).
     #[error(transparent)]
     Idempotency(#[from] IdempotencyError),
@@ -89,6 +95,8 @@ impl ApiError {
             ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::InvalidSignature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
+            ApiError::InvalidRefund(_) => (StatusCode::BAD_REQUEST, "invalid_refund"),
             ApiError::Idempotency(IdempotencyError::InFlight) => {
                 (StatusCode::CONFLICT, "idempotency_in_flight")
             }

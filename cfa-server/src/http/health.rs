@@ -40,6 +40,9 @@ async fn ready(State(state): State<AppState>) -> Response {
         warnings
             .push("operator endpoints are open: no auth.api_keys configured (development default)");
     }
+    if state.settings.payments.allow_unsigned_webhooks {
+        warnings.push("unsigned webhooks are accepted (payments.allow_unsigned_webhooks = true)");
+    }
     let body = json!({
         "status": if database_up { "ready" } else { "unavailable" },
         "checks": {

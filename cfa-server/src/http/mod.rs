@@ -5,13 +5,16 @@
 //! - [`error`]: [`error::ApiError`] and the JSON body extractor.
 //! - [`auth`]: the operator-key extractor.
 //! - [`health`]: `/health`, `/ready` and the per-service aliases.
-//! - [`campaigns`], [`donations`]: the resources.
+//! - [`campaigns`], [`donations`], [`payments`]: the resources.
+//! - [`sandbox`]: the built-in sandbox provider's API.
 
 pub mod auth;
 pub mod campaigns;
 pub mod donations;
 pub mod error;
 pub mod health;
+pub mod payments;
+pub mod sandbox;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,9 +34,11 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use uuid::Uuid;
 
-use crate::config::Settings;
+use crate::config::{Secret, Settings};
 use crate::domain::money::Currency;
 use crate::idempotency::{self, Begin, IdempotencyKey, IdempotentRequest, InFlightGate};
+use crate::payments::ReconcileStats;
+use crate::payments::provider::{PaymentProvider, Sandbox};
 use crate::storage::{IdempotencyRecord, Store};
 use error::{ApiError, InternalMessage, json_response};
 
@@ -50,12 +55,27 @@ pub struct AppState {
     pub outbox_wake: Arc<Notify>,
     /// Name of the event bus, for `/ready`.
     pub bus_name: &'static str,
+    /// The payment provider, if one is configured.
+    pub provider: Option<Arc<dyn PaymentProvider>>,
+    /// The built-in sandbox provider, when it is on.
+    pub sandbox: Option<Arc<Sandbox>>,
+    /// Secrets webhooks may be signed with (configured or generated).
+    pub webhook_secrets: Arc<Vec<Secret>>,
+    /// What reconciliation did.
+    pub reconcile: Arc<ReconcileStats>,
 }
 
 impl AppState {
     /// Tells the relay that new outbox rows are committed.
     pub fn outbox_written(&self) {
         self.outbox_wake.notify_one();
+    }
+
+    /// Tells the sandbox that webhooks were queued.
+    pub fn sandbox_wake(&self) {
+        if let Some(sandbox) = &self.sandbox {
+            sandbox.wake();
+        }
     }
 }
 
@@ -68,6 +88,8 @@ pub fn app(state: AppState) -> Router {
         .merge(health::router())
         .merge(campaigns::router())
         .merge(donations::router())
+        .merge(payments::router())
+        .merge(sandbox::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -2,7 +2,9 @@
 //!
 //! # Layout
 //! - [`bus`]: the [`bus::EventBus`] trait and the in-process bus of the embedded default.
+//! - [`consumer`]: idempotent event handlers and the donation-status consumer.
 //! - [`relay`]: the outbox relay that claims rows, publishes them and marks them sent.
 
 pub mod bus;
+pub mod consumer;
 pub mod relay;

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::domain::campaign::{Campaign, CampaignStatus};
 use crate::domain::donation::{Donation, DonationStatus};
 use crate::domain::event::EventEnvelope;
+use crate::domain::payment::{Payment, PaymentTransition};
 
 #[macro_use]
 mod sql;
@@ -126,6 +127,74 @@ pub struct OutboxStats {
     pub sent: i64,
 }
 
+/// The stored outcome of one webhook delivery, keyed by its deduplication key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookRecord {
+    /// `X-Idempotency-Key`, else the event id, else the SHA-256 of the body.
+    pub dedup_key: String,
+    /// The intent it named, if it could be read.
+    pub payment_intent_id: Option<String>,
+    /// The event id it carried, if any.
+    pub event_id: Option<String>,
+    /// `processed`, `ignored`, `rejected`, `not_found` or `malformed`.
+    pub outcome: String,
+    /// The HTTP status answered.
+    pub status_code: u16,
+    /// The exact body answered.
+    pub body: Vec<u8>,
+    /// When it first arrived.
+    pub received_at: DateTime<Utc>,
+}
+
+/// A refund of (part of) a payment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refund {
+    /// The provider's refund id; a refund is applied once per id.
+    pub refund_id: String,
+    /// The payment refunded.
+    pub payment_id: Uuid,
+    /// How much.
+    pub amount_minor: i64,
+    /// `REQUESTED` (asked of the provider), `SUCCEEDED` (its webhook applied) or `FAILED`.
+    pub status: String,
+    /// When it was asked for (or first seen).
+    pub requested_at: DateTime<Utc>,
+    /// When it succeeded or failed.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// The sandbox provider's record of an intent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SandboxIntent {
+    /// The intent id.
+    pub payment_intent_id: String,
+    /// Amount in minor units.
+    pub amount_minor: i64,
+    /// Currency code.
+    pub currency: String,
+    /// The provider's status (`INITIATED`, `AUTHORIZED`, `CAPTURED`, `FAILED`, `REFUNDED`).
+    pub status: String,
+    /// Refunded so far.
+    pub refunded_minor: i64,
+    /// When the status last changed at the provider.
+    pub status_at: DateTime<Utc>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A webhook the sandbox still has to deliver.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SandboxDelivery {
+    /// Sequence number.
+    pub id: i64,
+    /// The intent concerned.
+    pub payment_intent_id: String,
+    /// The JSON body to send.
+    pub body: String,
+    /// Attempts so far.
+    pub attempts: i32,
+}
+
 /// Which database a store talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -195,10 +264,51 @@ pub trait Store: Send + Sync + 'static {
     async fn mark_outbox_sent(&self, ids: &[i64], at: DateTime<Utc>) -> StoreResult<()>;
     /// Gives a row back after a failed delivery, recording why.
     async fn release_outbox(&self, id: i64, error: &str) -> StoreResult<()>;
+    /// One payment by its id.
+    async fn payment(&self, id: Uuid) -> StoreResult<Option<Payment>>;
+    /// One payment by its provider intent id.
+    async fn payment_by_intent(&self, payment_intent_id: &str) -> StoreResult<Option<Payment>>;
+    /// A payment's transitions, oldest first.
+    async fn payment_history(&self, payment_id: Uuid) -> StoreResult<Vec<PaymentTransition>>;
+    /// A payment's refunds, oldest first.
+    async fn refunds(&self, payment_id: Uuid) -> StoreResult<Vec<Refund>>;
+    /// Payments still `INITIATED` or `AUTHORIZED` that have not changed since `before`.
+    async fn stuck_payments(&self, before: DateTime<Utc>, limit: i64) -> StoreResult<Vec<Payment>>;
+    /// The stored outcome of a webhook delivery.
+    async fn webhook_record(&self, dedup_key: &str) -> StoreResult<Option<WebhookRecord>>;
+
+    /// The sandbox provider's record of an intent.
+    async fn sandbox_intent(&self, payment_intent_id: &str) -> StoreResult<Option<SandboxIntent>>;
+    /// Sandbox webhooks due for (re)delivery, oldest first.
+    async fn sandbox_due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<SandboxDelivery>>;
+    /// Records a delivery attempt: delivered, rescheduled for `next_attempt_at`, or given up.
+    async fn sandbox_delivery_attempted(
+        &self,
+        id: i64,
+        status: Option<u16>,
+        outcome: DeliveryOutcome,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
     /// Deletes delivered rows sent before `before`; returns how many.
     async fn prune_outbox(&self, before: DateTime<Utc>) -> StoreResult<u64>;
     /// Counts of the outbox.
     async fn outbox_stats(&self) -> StoreResult<OutboxStats>;
+}
+
+/// What happened to one sandbox delivery attempt.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DeliveryOutcome {
+    /// The platform answered 2xx.
+    Delivered,
+    /// Try again at this time.
+    RetryAt(DateTime<Utc>),
+    /// Out of attempts.
+    GiveUp,
 }
 
 /// One write transaction. Dropping it without [`Tx::commit`] rolls it back.
@@ -240,6 +350,88 @@ pub trait Tx: Send {
     ) -> StoreResult<bool>;
     /// Appends to a donation's audit trail.
     async fn insert_status_audit(&mut self, audit: &StatusAudit) -> StoreResult<()>;
+
+    /// Sets a donation's payment intent unless it already has one; returns whether it changed.
+    async fn set_donation_payment_intent(
+        &mut self,
+        donation_id: Uuid,
+        payment_intent_id: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Writes a donation's status, refunded total, version and update time if its stored version
+    /// is still `expected_version`; returns false when it moved.
+    async fn update_donation(
+        &mut self,
+        donation: &Donation,
+        expected_version: i64,
+    ) -> StoreResult<bool>;
+
+    /// Inserts a new payment.
+    async fn insert_payment(&mut self, payment: &Payment) -> StoreResult<()>;
+    /// One payment by id, locked until the transaction ends.
+    async fn payment_for_update(&mut self, id: Uuid) -> StoreResult<Option<Payment>>;
+    /// One payment by intent id, locked until the transaction ends.
+    async fn payment_for_update_by_intent(
+        &mut self,
+        payment_intent_id: &str,
+    ) -> StoreResult<Option<Payment>>;
+    /// The payment of a donation that has not failed, if any.
+    async fn live_payment_for_donation(
+        &mut self,
+        donation_id: Uuid,
+    ) -> StoreResult<Option<Payment>>;
+    /// Writes a payment's status, version, refunded total, last event time and update time.
+    async fn update_payment(&mut self, payment: &Payment) -> StoreResult<()>;
+    /// Appends to a payment's state history.
+    async fn insert_payment_transition(
+        &mut self,
+        transition: &PaymentTransition,
+    ) -> StoreResult<()>;
+
+    /// Claims a webhook deduplication key for this transaction. Returns false if it is taken;
+    /// on PostgreSQL a concurrent claim waits for the first transaction to end.
+    async fn claim_webhook(&mut self, dedup_key: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Stores the outcome of a claimed webhook.
+    async fn complete_webhook(&mut self, record: &WebhookRecord) -> StoreResult<()>;
+
+    /// Inserts a refund unless its id exists; returns whether it was inserted.
+    async fn insert_refund(&mut self, refund: &Refund) -> StoreResult<bool>;
+    /// One refund, locked until the transaction ends.
+    async fn refund_for_update(&mut self, refund_id: &str) -> StoreResult<Option<Refund>>;
+    /// Marks a refund `SUCCEEDED` or `FAILED`.
+    async fn complete_refund(
+        &mut self,
+        refund_id: &str,
+        status: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Sum of a payment's refunds still waiting for the provider.
+    async fn requested_refunds_minor(&mut self, payment_id: Uuid) -> StoreResult<i64>;
+
+    /// Records that `consumer` processed `event_id`; false if it already had (a redelivery).
+    async fn insert_inbox(
+        &mut self,
+        consumer: &str,
+        event_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    /// Creates the sandbox provider's record of an intent.
+    async fn sandbox_insert_intent(&mut self, intent: &SandboxIntent) -> StoreResult<()>;
+    /// The sandbox's record of an intent, locked until the transaction ends.
+    async fn sandbox_intent_for_update(
+        &mut self,
+        payment_intent_id: &str,
+    ) -> StoreResult<Option<SandboxIntent>>;
+    /// Writes the sandbox's status and refunded total of an intent.
+    async fn sandbox_update_intent(&mut self, intent: &SandboxIntent) -> StoreResult<()>;
+    /// Queues a sandbox webhook for delivery at `at`.
+    async fn sandbox_enqueue(
+        &mut self,
+        payment_intent_id: &str,
+        body: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
 
     /// Writes an event to the outbox.
     async fn insert_outbox(&mut self, event: &EventEnvelope) -> StoreResult<()>;

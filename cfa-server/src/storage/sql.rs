@@ -23,9 +23,11 @@ macro_rules! sql_store {
         use $crate::domain::email::DonorEmail;
         use $crate::domain::event::{EventEnvelope, TraceContext};
         use $crate::domain::money::Currency;
+        use $crate::domain::payment::{Payment, PaymentStatus, PaymentTransition};
         use $crate::storage::{
-            HistoryFilter, IdempotencyRecord, OutboxRow, OutboxStats, StatusAudit, Store,
-            StoreError, StoreResult, Tx,
+            DeliveryOutcome, HistoryFilter, IdempotencyRecord, OutboxRow, OutboxStats, Refund,
+            SandboxDelivery, SandboxIntent, StatusAudit, Store, StoreError, StoreResult, Tx,
+            WebhookRecord,
         };
         use chrono::{DateTime, Utc};
         use sqlx::Row as _;
@@ -63,6 +65,7 @@ macro_rules! sql_store {
                 status: DonationStatus::parse(row.try_get::<&str, _>("status")?)
                     .map_err(StoreError::Other)?,
                 payment_intent_id: row.try_get("payment_intent_id")?,
+                refunded_minor: row.try_get("refunded_minor")?,
                 version: row.try_get("version")?,
                 metadata: row.try_get::<Json<serde_json::Value>, _>("metadata")?.0,
                 created_at: row.try_get("created_at")?,
@@ -112,6 +115,82 @@ macro_rules! sql_store {
                 reason: row.try_get("reason")?,
                 actor: row.try_get("actor")?,
                 at: row.try_get("at")?,
+            })
+        }
+
+        const PAYMENT_COLUMNS: &str = "id, payment_intent_id, donation_id, amount_minor, currency, status, gateway, \
+             client_secret, version, refunded_minor, last_event_at, created_at, updated_at";
+
+        fn payment_from_row(row: &DbRow) -> StoreResult<Payment> {
+            Ok(Payment {
+                id: from_db_id(row.try_get("id")?),
+                payment_intent_id: row.try_get("payment_intent_id")?,
+                donation_id: from_db_id(row.try_get("donation_id")?),
+                amount_minor: row.try_get("amount_minor")?,
+                currency: Currency::parse(row.try_get::<&str, _>("currency")?)
+                    .map_err(StoreError::Other)?,
+                status: PaymentStatus::parse(row.try_get::<&str, _>("status")?)
+                    .map_err(StoreError::Other)?,
+                gateway: row.try_get("gateway")?,
+                client_secret: row.try_get("client_secret")?,
+                version: row.try_get("version")?,
+                refunded_minor: row.try_get("refunded_minor")?,
+                last_event_at: row.try_get("last_event_at")?,
+                created_at: row.try_get("created_at")?,
+                updated_at: row.try_get("updated_at")?,
+            })
+        }
+
+        fn transition_from_row(row: &DbRow) -> StoreResult<PaymentTransition> {
+            Ok(PaymentTransition {
+                payment_id: from_db_id(row.try_get("payment_id")?),
+                from: PaymentStatus::parse(row.try_get::<&str, _>("from_status")?)
+                    .map_err(StoreError::Other)?,
+                to: PaymentStatus::parse(row.try_get::<&str, _>("to_status")?)
+                    .map_err(StoreError::Other)?,
+                version: row.try_get("version")?,
+                event_id: row.try_get("event_id")?,
+                event_at: row.try_get("event_at")?,
+                refund_id: row.try_get("refund_id")?,
+                amount_minor: row.try_get("amount_minor")?,
+                recorded_at: row.try_get("recorded_at")?,
+            })
+        }
+
+        fn webhook_from_row(row: &DbRow) -> StoreResult<WebhookRecord> {
+            let status: i32 = row.try_get("status_code")?;
+            Ok(WebhookRecord {
+                dedup_key: row.try_get("dedup_key")?,
+                payment_intent_id: row.try_get("payment_intent_id")?,
+                event_id: row.try_get("event_id")?,
+                outcome: row.try_get("outcome")?,
+                status_code: u16::try_from(status)
+                    .map_err(|_| StoreError::Other(format!("bad stored status {status}")))?,
+                body: row.try_get("body")?,
+                received_at: row.try_get("received_at")?,
+            })
+        }
+
+        fn refund_from_row(row: &DbRow) -> StoreResult<Refund> {
+            Ok(Refund {
+                refund_id: row.try_get("refund_id")?,
+                payment_id: from_db_id(row.try_get("payment_id")?),
+                amount_minor: row.try_get("amount_minor")?,
+                status: row.try_get("status")?,
+                requested_at: row.try_get("requested_at")?,
+                completed_at: row.try_get("completed_at")?,
+            })
+        }
+
+        fn sandbox_intent_from_row(row: &DbRow) -> StoreResult<SandboxIntent> {
+            Ok(SandboxIntent {
+                payment_intent_id: row.try_get("payment_intent_id")?,
+                amount_minor: row.try_get("amount_minor")?,
+                currency: row.try_get("currency")?,
+                status: row.try_get("status")?,
+                refunded_minor: row.try_get("refunded_minor")?,
+                status_at: row.try_get("status_at")?,
+                created_at: row.try_get("created_at")?,
             })
         }
 
@@ -285,6 +364,291 @@ macro_rules! sql_store {
                 .bind(&a.reason)
                 .bind(&a.actor)
                 .bind(a.at)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn set_donation_payment_intent(
+                &mut self,
+                donation_id: Uuid,
+                payment_intent_id: &str,
+                at: DateTime<Utc>,
+            ) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE donations SET payment_intent_id = $1, updated_at = $2 \
+                     WHERE id = $3 AND payment_intent_id IS NULL",
+                )
+                .bind(payment_intent_id)
+                .bind(at)
+                .bind(db_id(donation_id))
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn update_donation(&mut self, d: &Donation, expected_version: i64) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE donations SET status = $1, refunded_minor = $2, version = $3, updated_at = $4 \
+                     WHERE id = $5 AND version = $6",
+                )
+                .bind(d.status.as_str())
+                .bind(d.refunded_minor)
+                .bind(d.version)
+                .bind(d.updated_at)
+                .bind(db_id(d.id))
+                .bind(expected_version)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn insert_payment(&mut self, p: &Payment) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO payments (id, payment_intent_id, donation_id, amount_minor, currency, status, \
+                     gateway, client_secret, version, refunded_minor, last_event_at, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .bind(db_id(p.id))
+                .bind(&p.payment_intent_id)
+                .bind(db_id(p.donation_id))
+                .bind(p.amount_minor)
+                .bind(p.currency.code())
+                .bind(p.status.as_str())
+                .bind(&p.gateway)
+                .bind(&p.client_secret)
+                .bind(p.version)
+                .bind(p.refunded_minor)
+                .bind(p.last_event_at)
+                .bind(p.created_at)
+                .bind(p.updated_at)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn payment_for_update(&mut self, id: Uuid) -> StoreResult<Option<Payment>> {
+                sqlx::query(concat!(
+                    "SELECT id, payment_intent_id, donation_id, amount_minor, currency, status, gateway, \
+                     client_secret, version, refunded_minor, last_event_at, created_at, updated_at \
+                     FROM payments WHERE id = $1",
+                    $for_update
+                ))
+                .bind(db_id(id))
+                .fetch_optional(&mut *self.tx)
+                .await?
+                .as_ref()
+                .map(payment_from_row)
+                .transpose()
+            }
+
+            async fn payment_for_update_by_intent(&mut self, intent: &str) -> StoreResult<Option<Payment>> {
+                sqlx::query(concat!(
+                    "SELECT id, payment_intent_id, donation_id, amount_minor, currency, status, gateway, \
+                     client_secret, version, refunded_minor, last_event_at, created_at, updated_at \
+                     FROM payments WHERE payment_intent_id = $1",
+                    $for_update
+                ))
+                .bind(intent)
+                .fetch_optional(&mut *self.tx)
+                .await?
+                .as_ref()
+                .map(payment_from_row)
+                .transpose()
+            }
+
+            async fn live_payment_for_donation(&mut self, donation_id: Uuid) -> StoreResult<Option<Payment>> {
+                sqlx::query(
+                    "SELECT id, payment_intent_id, donation_id, amount_minor, currency, status, gateway, \
+                     client_secret, version, refunded_minor, last_event_at, created_at, updated_at \
+                     FROM payments WHERE donation_id = $1 AND status <> 'FAILED' ORDER BY created_at LIMIT 1",
+                )
+                .bind(db_id(donation_id))
+                .fetch_optional(&mut *self.tx)
+                .await?
+                .as_ref()
+                .map(payment_from_row)
+                .transpose()
+            }
+
+            async fn update_payment(&mut self, p: &Payment) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE payments SET status = $1, version = $2, refunded_minor = $3, last_event_at = $4, \
+                     updated_at = $5 WHERE id = $6",
+                )
+                .bind(p.status.as_str())
+                .bind(p.version)
+                .bind(p.refunded_minor)
+                .bind(p.last_event_at)
+                .bind(p.updated_at)
+                .bind(db_id(p.id))
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn insert_payment_transition(&mut self, t: &PaymentTransition) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO payment_state_history (payment_id, from_status, to_status, version, event_id, \
+                     event_at, refund_id, amount_minor, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(db_id(t.payment_id))
+                .bind(t.from.as_str())
+                .bind(t.to.as_str())
+                .bind(t.version)
+                .bind(&t.event_id)
+                .bind(t.event_at)
+                .bind(&t.refund_id)
+                .bind(t.amount_minor)
+                .bind(t.recorded_at)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn claim_webhook(&mut self, dedup_key: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO webhook_events (dedup_key, outcome, status_code, body, received_at) \
+                     VALUES ($1, 'in_progress', 0, $2, $3) ON CONFLICT (dedup_key) DO NOTHING",
+                )
+                .bind(dedup_key)
+                .bind(Vec::<u8>::new())
+                .bind(at)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn complete_webhook(&mut self, r: &WebhookRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE webhook_events SET payment_intent_id = $1, event_id = $2, outcome = $3, \
+                     status_code = $4, body = $5 WHERE dedup_key = $6",
+                )
+                .bind(&r.payment_intent_id)
+                .bind(&r.event_id)
+                .bind(&r.outcome)
+                .bind(i32::from(r.status_code))
+                .bind(&r.body)
+                .bind(&r.dedup_key)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn insert_refund(&mut self, r: &Refund) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO refunds (refund_id, payment_id, amount_minor, status, requested_at, completed_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (refund_id) DO NOTHING",
+                )
+                .bind(&r.refund_id)
+                .bind(db_id(r.payment_id))
+                .bind(r.amount_minor)
+                .bind(&r.status)
+                .bind(r.requested_at)
+                .bind(r.completed_at)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn refund_for_update(&mut self, refund_id: &str) -> StoreResult<Option<Refund>> {
+                sqlx::query(concat!(
+                    "SELECT refund_id, payment_id, amount_minor, status, requested_at, completed_at \
+                     FROM refunds WHERE refund_id = $1",
+                    $for_update
+                ))
+                .bind(refund_id)
+                .fetch_optional(&mut *self.tx)
+                .await?
+                .as_ref()
+                .map(refund_from_row)
+                .transpose()
+            }
+
+            async fn complete_refund(&mut self, refund_id: &str, status: &str, at: DateTime<Utc>) -> StoreResult<()> {
+                sqlx::query("UPDATE refunds SET status = $1, completed_at = $2 WHERE refund_id = $3")
+                    .bind(status)
+                    .bind(at)
+                    .bind(refund_id)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn requested_refunds_minor(&mut self, payment_id: Uuid) -> StoreResult<i64> {
+                let sum: Option<i64> = sqlx::query_scalar(
+                    "SELECT CAST(SUM(amount_minor) AS BIGINT) FROM refunds WHERE payment_id = $1 AND status = 'REQUESTED'",
+                )
+                .bind(db_id(payment_id))
+                .fetch_one(&mut *self.tx)
+                .await?;
+                Ok(sum.unwrap_or(0))
+            }
+
+            async fn insert_inbox(&mut self, consumer: &str, event_id: Uuid, at: DateTime<Utc>) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO consumer_inbox (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (consumer, event_id) DO NOTHING",
+                )
+                .bind(consumer)
+                .bind(db_id(event_id))
+                .bind(at)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn sandbox_insert_intent(&mut self, i: &SandboxIntent) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO sandbox_intents (payment_intent_id, amount_minor, currency, status, refunded_minor, \
+                     status_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&i.payment_intent_id)
+                .bind(i.amount_minor)
+                .bind(&i.currency)
+                .bind(&i.status)
+                .bind(i.refunded_minor)
+                .bind(i.status_at)
+                .bind(i.created_at)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn sandbox_intent_for_update(&mut self, intent: &str) -> StoreResult<Option<SandboxIntent>> {
+                sqlx::query(concat!(
+                    "SELECT payment_intent_id, amount_minor, currency, status, refunded_minor, status_at, created_at \
+                     FROM sandbox_intents WHERE payment_intent_id = $1",
+                    $for_update
+                ))
+                .bind(intent)
+                .fetch_optional(&mut *self.tx)
+                .await?
+                .as_ref()
+                .map(sandbox_intent_from_row)
+                .transpose()
+            }
+
+            async fn sandbox_update_intent(&mut self, i: &SandboxIntent) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE sandbox_intents SET status = $1, refunded_minor = $2, status_at = $3 WHERE payment_intent_id = $4",
+                )
+                .bind(&i.status)
+                .bind(i.refunded_minor)
+                .bind(i.status_at)
+                .bind(&i.payment_intent_id)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn sandbox_enqueue(&mut self, intent: &str, body: &str, at: DateTime<Utc>) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO sandbox_deliveries (payment_intent_id, body, next_attempt_at) VALUES ($1, $2, $3)",
+                )
+                .bind(intent)
+                .bind(body)
+                .bind(at)
                 .execute(&mut *self.tx)
                 .await?;
                 Ok(())
@@ -494,6 +858,131 @@ macro_rules! sql_store {
                 .bind(id)
                 .execute(&self.write)
                 .await?;
+                Ok(())
+            }
+
+            async fn payment(&self, id: Uuid) -> StoreResult<Option<Payment>> {
+                let mut q = sqlx::QueryBuilder::<Db>::new("SELECT ");
+                q.push(PAYMENT_COLUMNS).push(" FROM payments WHERE id = ").push_bind(db_id(id));
+                q.build().fetch_optional(&self.read).await?.as_ref().map(payment_from_row).transpose()
+            }
+
+            async fn payment_by_intent(&self, intent: &str) -> StoreResult<Option<Payment>> {
+                let mut q = sqlx::QueryBuilder::<Db>::new("SELECT ");
+                q.push(PAYMENT_COLUMNS).push(" FROM payments WHERE payment_intent_id = ").push_bind(intent.to_string());
+                q.build().fetch_optional(&self.read).await?.as_ref().map(payment_from_row).transpose()
+            }
+
+            async fn payment_history(&self, payment_id: Uuid) -> StoreResult<Vec<PaymentTransition>> {
+                sqlx::query(
+                    "SELECT payment_id, from_status, to_status, version, event_id, event_at, refund_id, amount_minor, \
+                     recorded_at FROM payment_state_history WHERE payment_id = $1 ORDER BY id",
+                )
+                .bind(db_id(payment_id))
+                .fetch_all(&self.read)
+                .await?
+                .iter()
+                .map(transition_from_row)
+                .collect()
+            }
+
+            async fn refunds(&self, payment_id: Uuid) -> StoreResult<Vec<Refund>> {
+                sqlx::query(
+                    "SELECT refund_id, payment_id, amount_minor, status, requested_at, completed_at \
+                     FROM refunds WHERE payment_id = $1 ORDER BY requested_at, refund_id",
+                )
+                .bind(db_id(payment_id))
+                .fetch_all(&self.read)
+                .await?
+                .iter()
+                .map(refund_from_row)
+                .collect()
+            }
+
+            async fn stuck_payments(&self, before: DateTime<Utc>, limit: i64) -> StoreResult<Vec<Payment>> {
+                let mut q = sqlx::QueryBuilder::<Db>::new("SELECT ");
+                q.push(PAYMENT_COLUMNS)
+                    .push(" FROM payments WHERE status IN ('INITIATED', 'AUTHORIZED') AND updated_at < ")
+                    .push_bind(before)
+                    .push(" ORDER BY updated_at LIMIT ")
+                    .push_bind(limit);
+                q.build().fetch_all(&self.read).await?.iter().map(payment_from_row).collect()
+            }
+
+            async fn webhook_record(&self, dedup_key: &str) -> StoreResult<Option<WebhookRecord>> {
+                sqlx::query(
+                    "SELECT dedup_key, payment_intent_id, event_id, outcome, status_code, body, received_at \
+                     FROM webhook_events WHERE dedup_key = $1",
+                )
+                .bind(dedup_key)
+                .fetch_optional(&self.read)
+                .await?
+                .as_ref()
+                .map(webhook_from_row)
+                .transpose()
+            }
+
+            async fn sandbox_intent(&self, intent: &str) -> StoreResult<Option<SandboxIntent>> {
+                sqlx::query(
+                    "SELECT payment_intent_id, amount_minor, currency, status, refunded_minor, status_at, created_at \
+                     FROM sandbox_intents WHERE payment_intent_id = $1",
+                )
+                .bind(intent)
+                .fetch_optional(&self.read)
+                .await?
+                .as_ref()
+                .map(sandbox_intent_from_row)
+                .transpose()
+            }
+
+            async fn sandbox_due_deliveries(&self, now: DateTime<Utc>, limit: i64) -> StoreResult<Vec<SandboxDelivery>> {
+                let rows = sqlx::query(
+                    "SELECT id, payment_intent_id, body, attempts FROM sandbox_deliveries \
+                     WHERE delivered_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1 \
+                     ORDER BY next_attempt_at, id LIMIT $2",
+                )
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(SandboxDelivery {
+                            id: row.try_get("id")?,
+                            payment_intent_id: row.try_get("payment_intent_id")?,
+                            body: row.try_get("body")?,
+                            attempts: row.try_get("attempts")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn sandbox_delivery_attempted(
+                &self,
+                id: i64,
+                status: Option<u16>,
+                outcome: DeliveryOutcome,
+                at: DateTime<Utc>,
+            ) -> StoreResult<()> {
+                let status = status.map(i32::from);
+                let query = match outcome {
+                    DeliveryOutcome::Delivered => sqlx::query(
+                        "UPDATE sandbox_deliveries SET attempts = attempts + 1, last_status = $1, delivered_at = $2 WHERE id = $3",
+                    )
+                    .bind(status)
+                    .bind(at),
+                    DeliveryOutcome::RetryAt(next) => sqlx::query(
+                        "UPDATE sandbox_deliveries SET attempts = attempts + 1, last_status = $1, next_attempt_at = $2 WHERE id = $3",
+                    )
+                    .bind(status)
+                    .bind(next),
+                    DeliveryOutcome::GiveUp => sqlx::query(
+                        "UPDATE sandbox_deliveries SET attempts = attempts + 1, last_status = $1, given_up_at = $2 WHERE id = $3",
+                    )
+                    .bind(status)
+                    .bind(at),
+                };
+                query.bind(id).execute(&self.write).await?;
                 Ok(())
             }
 

@@ -113,6 +113,11 @@ async fn drop_pg_database(admin: &str, name: &str) {
 }
 
 impl TestContext {
+    /// This test's data directory.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.data_dir.path().to_path_buf()
+    }
+
     /// Settings for a test server: port 0, this test's database, the relay left to the test.
     pub fn settings(&self) -> Settings {
         let mut settings = Settings::default();
@@ -139,6 +144,13 @@ impl TestContext {
             .expect("the application builds");
         let address = format!("http://{}", app.local_addr());
         let store = app.state().store.clone();
+        let state = app.state().clone();
+        let secret = app
+            .state()
+            .webhook_secrets
+            .first()
+            .map(|s| s.expose().to_string())
+            .unwrap_or_default();
         let relay = app.relay();
         let bus = app.bus();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -152,6 +164,8 @@ impl TestContext {
                 .build()
                 .expect("client"),
             store,
+            state,
+            secret,
             relay,
             bus,
             stop: Some(stop),
@@ -168,6 +182,10 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The server's store, for looking behind the API.
     pub store: Arc<dyn Store>,
+    /// The server's shared state.
+    pub state: cfa_server::http::AppState,
+    /// The first webhook secret the server accepts.
+    pub secret: String,
     /// A relay on the server's store and bus, driven by hand.
     pub relay: Relay,
     /// The server's in-process bus.
@@ -290,6 +308,53 @@ impl TestApp {
             body.into_bytes(),
         )
         .await
+    }
+
+    /// Sends a webhook body signed with the server's secret (now).
+    pub async fn webhook(&self, body: &str, headers: &[(&str, &str)]) -> Reply {
+        let t = chrono::Utc::now().timestamp();
+        let signature =
+            cfa_server::payments::signature::header_value(&[&self.secret], t, body.as_bytes());
+        let mut request = self
+            .client
+            .post(format!("{}/api/v1/payments/webhook", self.address))
+            .header("content-type", "application/json")
+            .header("cfa-signature", signature)
+            .body(body.to_string());
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        Reply::read(request.send().await.expect("the server answers")).await
+    }
+
+    /// Delivers outbox batches by hand until the outbox is empty.
+    pub async fn drain_outbox(&self) {
+        for _ in 0..50 {
+            let report = self.relay.deliver_batch().await.expect("deliver");
+            if report.claimed == 0 {
+                return;
+            }
+        }
+        panic!("the outbox did not drain");
+    }
+
+    /// A campaign, a donation of `amount` and an intent for it; returns (donation id, intent).
+    pub async fn pending_payment(&self, amount: &str) -> (String, Value) {
+        let campaign = self.create_campaign("Payments", 100000.0).await;
+        let donation = self.donate(&campaign, "payer@example.org", amount).await;
+        assert_eq!(donation.status, 201, "{:?}", donation.json);
+        let donation_id = donation.json["id"].as_str().expect("id").to_string();
+        let body = format!(r#"{{"donation_id":"{donation_id}","amount":{amount}}}"#);
+        let intent = self
+            .send_raw(
+                reqwest::Method::POST,
+                "/api/v1/payments/intent",
+                Some("application/json"),
+                body.into_bytes(),
+            )
+            .await;
+        assert_eq!(intent.status, 201, "{:?}", intent.json);
+        (donation_id, intent.json)
     }
 
     /// Stops the server and waits for it to finish.

@@ -15,6 +15,7 @@ mod health;
 mod helpers;
 mod idempotency;
 mod outbox;
+mod payments;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -63,6 +64,7 @@ fn main() {
         ("donations", donations::all()),
         ("idempotency", idempotency::all()),
         ("outbox", outbox::all()),
+        ("payments", payments::all()),
     ];
     let mut trials = Vec::new();
     for (group, tests) in groups {

@@ -1,0 +1,721 @@
+//! `/api/v1/payments`: intents, the provider webhook, reads, refunds.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::auth::Operator;
+use super::error::{ApiError, ApiJson, json_bytes, json_response, parse_json};
+use super::{AppState, amount_json, begin_idempotent, replayed};
+use crate::domain::donation::DonationStatus;
+use crate::domain::money::{Currency, MAX_DONATION_MAJOR};
+use crate::domain::payment::{Payment, PaymentStatus, ProviderEvent, parse_timestamp};
+use crate::idempotency::Begin;
+use crate::payments::provider::ProviderError;
+use crate::payments::{Applied, apply_event, payment_event, signature};
+use crate::storage::{Refund, StoreError, Tx, WebhookRecord};
+
+/// The payment routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/payments/intent", post(create_intent))
+        .route("/api/v1/payments/webhook", post(webhook))
+        .route("/api/v1/payments/{id}", get(show))
+        .route("/api/v1/payments/{id}/history", get(history))
+        .route("/api/v1/payments/{id}/refund", post(refund))
+}
+
+/// A payment on the wire.
+#[derive(Serialize)]
+struct PaymentBody<'a> {
+    id: Uuid,
+    payment_intent_id: &'a str,
+    donation_id: Uuid,
+    status: &'static str,
+    amount: Box<RawValue>,
+    amount_minor: i64,
+    refunded_amount: Box<RawValue>,
+    refunded_amount_minor: i64,
+    currency: &'static str,
+    gateway: &'a str,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl<'a> From<&'a Payment> for PaymentBody<'a> {
+    fn from(p: &'a Payment) -> Self {
+        PaymentBody {
+            id: p.id,
+            payment_intent_id: &p.payment_intent_id,
+            donation_id: p.donation_id,
+            status: p.status.as_str(),
+            amount: amount_json(p.amount_minor, p.currency),
+            amount_minor: p.amount_minor,
+            refunded_amount: amount_json(p.refunded_minor, p.currency),
+            refunded_amount_minor: p.refunded_minor,
+            currency: p.currency.code(),
+            gateway: &p.gateway,
+            version: p.version,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+/// The answer to an intent creation (SPEC §3).
+#[derive(Serialize)]
+struct IntentBody<'a> {
+    id: Uuid,
+    payment_intent_id: &'a str,
+    donation_id: Uuid,
+    amount: Box<RawValue>,
+    amount_minor: i64,
+    currency: &'static str,
+    status: &'static str,
+    gateway: &'a str,
+    client_secret: &'a str,
+    version: i64,
+    created_at: DateTime<Utc>,
+}
+
+/// The answer to a refund request.
+#[derive(Serialize)]
+struct RefundBody<'a> {
+    refund_id: &'a str,
+    payment_id: Uuid,
+    payment_intent_id: &'a str,
+    amount: Box<RawValue>,
+    amount_minor: i64,
+    currency: &'static str,
+    status: &'a str,
+}
+
+/// A payment with its transitions and refunds.
+#[derive(Serialize)]
+struct HistoryBody<'a> {
+    payment: PaymentBody<'a>,
+    transitions: Vec<Value>,
+    refunds: Vec<Value>,
+}
+
+/// Body of `POST /api/v1/payments/intent`.
+#[derive(Deserialize)]
+struct CreateIntent {
+    donation_id: Uuid,
+    amount: Box<RawValue>,
+    currency: Option<String>,
+    gateway: Option<String>,
+}
+
+fn provider_error(e: ProviderError) -> ApiError {
+    match e {
+        ProviderError::Refused(m) => ApiError::Unprocessable {
+            code: "provider_refused",
+            field: None,
+            message: format!("the payment provider refused: {m}"),
+        },
+        ProviderError::Store(e) => e.into(),
+    }
+}
+
+/// `POST /api/v1/payments/intent`: a payment `INITIATED` for a pending donation, created at the
+/// provider too; its `payment.initiated` event records the intent on the donation.
+async fn create_intent(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: ApiJson<CreateIntent>,
+) -> Result<Response, ApiError> {
+    let req = &body.value;
+    let requested_currency = req
+        .currency
+        .as_deref()
+        .map(Currency::parse)
+        .transpose()
+        .map_err(|m| ApiError::field("currency", m))?;
+    requested_currency
+        .unwrap_or(Currency::USD)
+        .parse_amount(req.amount.get(), MAX_DONATION_MAJOR)
+        .map_err(|m| ApiError::field("amount", m))?;
+    let provider = state
+        .provider
+        .clone()
+        .ok_or_else(|| ApiError::Unprocessable {
+            code: "unsupported_gateway",
+            field: Some("gateway"),
+            message: "no payment provider is configured (payments.sandbox is off)".into(),
+        })?;
+    let gateway = req.gateway.as_deref().unwrap_or(provider.name());
+    if gateway != provider.name() {
+        return Err(ApiError::Unprocessable {
+            code: "unsupported_gateway",
+            field: Some("gateway"),
+            message: format!(
+                "unknown gateway {gateway:?}; this server offers {:?}",
+                provider.name()
+            ),
+        });
+    }
+    let mut owned = match begin_idempotent(
+        &state,
+        &headers,
+        "POST /api/v1/payments/intent",
+        &body.document,
+    )
+    .await?
+    {
+        Begin::Replay(saved) => return Ok(replayed(saved)),
+        Begin::Proceed(owned) => owned,
+    };
+    let donation = owned
+        .tx
+        .donation_for_update(req.donation_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("donation {} not found", req.donation_id)))?;
+    if donation.status != DonationStatus::Pending {
+        return Err(ApiError::Unprocessable {
+            code: "donation_not_pending",
+            field: Some("donation_id"),
+            message: format!(
+                "donation {} is {}, not PENDING",
+                donation.id,
+                donation.status.as_str()
+            ),
+        });
+    }
+    if let Some(currency) = requested_currency
+        && currency != donation.currency
+    {
+        return Err(ApiError::Unprocessable {
+            code: "currency_mismatch",
+            field: Some("currency"),
+            message: format!("the donation is in {}, not {currency}", donation.currency),
+        });
+    }
+    let amount_minor = donation
+        .currency
+        .parse_amount(req.amount.get(), MAX_DONATION_MAJOR)
+        .map_err(|m| ApiError::field("amount", m))?;
+    if amount_minor != donation.amount_minor {
+        return Err(ApiError::Unprocessable {
+            code: "amount_mismatch",
+            field: Some("amount"),
+            message: format!(
+                "the donation is for {} {}, the intent must be too",
+                donation.currency.format_minor(donation.amount_minor),
+                donation.currency
+            ),
+        });
+    }
+    if let Some(existing) = owned.tx.live_payment_for_donation(donation.id).await? {
+        return Err(ApiError::Unprocessable {
+            code: "payment_exists",
+            field: Some("donation_id"),
+            message: format!(
+                "donation {} already has payment {} ({}); use it",
+                donation.id,
+                existing.id,
+                existing.status.as_str()
+            ),
+        });
+    }
+    let now = crate::domain::now();
+    let intent_id = format!("pi_{}", Uuid::new_v4().simple());
+    let payment = Payment {
+        id: Uuid::new_v4(),
+        client_secret: format!("{intent_id}_secret_{}", Uuid::new_v4().simple()),
+        payment_intent_id: intent_id,
+        donation_id: donation.id,
+        amount_minor,
+        currency: donation.currency,
+        status: PaymentStatus::Initiated,
+        gateway: provider.name().to_string(),
+        version: 1,
+        refunded_minor: 0,
+        last_event_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    provider
+        .create_intent(
+            owned.tx.as_mut(),
+            &payment.payment_intent_id,
+            amount_minor,
+            payment.currency,
+        )
+        .await
+        .map_err(provider_error)?;
+    owned.tx.insert_payment(&payment).await?;
+    owned
+        .tx
+        .insert_outbox(&payment_event(PaymentStatus::Initiated, &payment, None))
+        .await?;
+    let response = serde_json::to_vec(&IntentBody {
+        id: payment.id,
+        payment_intent_id: &payment.payment_intent_id,
+        donation_id: payment.donation_id,
+        amount: amount_json(payment.amount_minor, payment.currency),
+        amount_minor: payment.amount_minor,
+        currency: payment.currency.code(),
+        status: payment.status.as_str(),
+        gateway: &payment.gateway,
+        client_secret: &payment.client_secret,
+        version: payment.version,
+        created_at: payment.created_at,
+    })
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    owned.save(201, &response).await?;
+    state.outbox_written();
+    Ok(json_bytes(StatusCode::CREATED, response))
+}
+
+/// Finds a payment by its id or its intent id.
+async fn find_payment(state: &AppState, id: &str) -> Result<Payment, ApiError> {
+    let found = match Uuid::parse_str(id) {
+        Ok(uuid) => state.store.payment(uuid).await?,
+        Err(_) => state.store.payment_by_intent(id).await?,
+    };
+    found.ok_or_else(|| ApiError::NotFound(format!("payment {id} not found")))
+}
+
+/// `GET /api/v1/payments/{id}` (payment id or intent id)
+async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let payment = find_payment(&state, &id).await?;
+    Ok(json_response(StatusCode::OK, &PaymentBody::from(&payment)))
+}
+
+/// `GET /api/v1/payments/{id}/history` (operator): every transition and refund.
+async fn history(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let payment = find_payment(&state, &id).await?;
+    let transitions = state.store.payment_history(payment.id).await?;
+    let refunds = state.store.refunds(payment.id).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &HistoryBody {
+            payment: PaymentBody::from(&payment),
+            transitions: transitions
+                .iter()
+                .map(|t| {
+                    json!({
+                        "from": t.from.as_str(),
+                        "to": t.to.as_str(),
+                        "version": t.version,
+                        "event_id": t.event_id,
+                        "event_at": t.event_at,
+                        "refund_id": t.refund_id,
+                        "amount_minor": t.amount_minor,
+                        "recorded_at": t.recorded_at,
+                    })
+                })
+                .collect(),
+            refunds: refunds
+                .iter()
+                .map(|r| {
+                    json!({
+                        "refund_id": r.refund_id,
+                        "amount_minor": r.amount_minor,
+                        "status": r.status,
+                        "requested_at": r.requested_at,
+                        "completed_at": r.completed_at,
+                    })
+                })
+                .collect(),
+        },
+    ))
+}
+
+/// Body of a refund request.
+#[derive(Deserialize)]
+struct RefundRequest {
+    amount: Option<Box<RawValue>>,
+}
+
+/// `POST /api/v1/payments/{id}/refund` (operator): asks the provider to refund part or all of a
+/// `CAPTURED` payment. The amount is reserved at once, so concurrent requests can never refund
+/// more than was captured; the provider's webhook completes it.
+async fn refund(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|_| ApiError::PayloadTooLarge)?;
+    let parsed: ApiJson<RefundRequest> = if body.iter().all(u8::is_ascii_whitespace) {
+        parse_json(b"{}")?
+    } else {
+        parse_json(&body)?
+    };
+    let provider = state
+        .provider
+        .clone()
+        .ok_or_else(|| ApiError::Unavailable("no payment provider is configured".into()))?;
+    let target = find_payment(&state, &id).await?;
+    let scope = format!("POST /api/v1/payments/{}/refund", target.id);
+    let mut owned = match begin_idempotent(&state, &headers, &scope, &parsed.document).await? {
+        Begin::Replay(saved) => return Ok(replayed(saved)),
+        Begin::Proceed(owned) => owned,
+    };
+    let payment = owned
+        .tx
+        .payment_for_update(target.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("payment {id} not found")))?;
+    if payment.status != PaymentStatus::Captured {
+        return Err(ApiError::InvalidRefund(format!(
+            "only CAPTURED payments can be refunded; this one is {}",
+            payment.status.as_str()
+        )));
+    }
+    let reserved = owned.tx.requested_refunds_minor(payment.id).await?;
+    let available = payment.refundable_minor() - reserved;
+    let amount = match &parsed.value.amount {
+        Some(raw) => payment
+            .currency
+            .parse_amount(raw.get(), MAX_DONATION_MAJOR)
+            .map_err(|m| ApiError::field("amount", m))?,
+        None => available,
+    };
+    if available <= 0 || amount > available {
+        return Err(ApiError::InvalidRefund(format!(
+            "refund of {} exceeds what is left: {} captured, {} refunded, {} awaiting the provider",
+            payment.currency.format_minor(amount.max(0)),
+            payment.currency.format_minor(payment.amount_minor),
+            payment.currency.format_minor(payment.refunded_minor),
+            payment.currency.format_minor(reserved)
+        )));
+    }
+    let refund = Refund {
+        refund_id: format!("re_{}", Uuid::new_v4().simple()),
+        payment_id: payment.id,
+        amount_minor: amount,
+        status: "REQUESTED".into(),
+        requested_at: crate::domain::now(),
+        completed_at: None,
+    };
+    owned.tx.insert_refund(&refund).await?;
+    provider
+        .refund(
+            owned.tx.as_mut(),
+            &payment.payment_intent_id,
+            &refund.refund_id,
+            amount,
+        )
+        .await
+        .map_err(|e| match e {
+            ProviderError::Refused(m) => {
+                ApiError::InvalidRefund(format!("the provider refused the refund: {m}"))
+            }
+            ProviderError::Store(e) => e.into(),
+        })?;
+    let response = serde_json::to_vec(&RefundBody {
+        refund_id: &refund.refund_id,
+        payment_id: payment.id,
+        payment_intent_id: &payment.payment_intent_id,
+        amount: amount_json(amount, payment.currency),
+        amount_minor: amount,
+        currency: payment.currency.code(),
+        status: &refund.status,
+    })
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    owned.save(202, &response).await?;
+    state.sandbox_wake();
+    Ok(json_bytes(StatusCode::ACCEPTED, response))
+}
+
+/// A webhook event.
+#[derive(Deserialize)]
+struct WebhookEvent {
+    #[allow(dead_code)] // informational (SPEC §2); the status names the target state
+    event_type: Option<String>,
+    payment_intent_id: String,
+    status: String,
+    timestamp: Value,
+    id: Option<String>,
+    data: Option<Value>,
+}
+
+/// An outcome to store and send.
+struct Outcome {
+    status: StatusCode,
+    label: &'static str,
+    body: Value,
+}
+
+fn rejected(
+    status: StatusCode,
+    reason: &'static str,
+    code: &'static str,
+    detail: String,
+    extra: Value,
+) -> Outcome {
+    let mut body = json!({"status": "rejected", "reason": reason, "code": code, "detail": detail});
+    if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+        body.extend(extra);
+    }
+    Outcome {
+        status,
+        label: if status == StatusCode::NOT_FOUND {
+            "not_found"
+        } else {
+            "rejected"
+        },
+        body,
+    }
+}
+
+/// `POST /api/v1/payments/webhook`: verifies the signature, deduplicates, applies the event to
+/// its payment and stores the outcome, which any redelivery gets back byte for byte.
+async fn webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|_| ApiError::PayloadTooLarge)?;
+    let settings = &state.settings.payments;
+    let header = headers.get(signature::HEADER).and_then(|v| v.to_str().ok());
+    if !(settings.allow_unsigned_webhooks && header.is_none()) {
+        let tolerance = i64::try_from(settings.signature_tolerance_seconds).unwrap_or(300);
+        if let Err(e) = signature::verify(
+            header,
+            &body,
+            &state.webhook_secrets,
+            Utc::now().timestamp(),
+            tolerance,
+        ) {
+            tracing::warn!(reason = %e, "webhook refused: bad signature");
+            return Err(ApiError::InvalidSignature(e.to_string()));
+        }
+    }
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let dedup_key = match headers
+        .get("x-idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+    {
+        Some(key) if !key.is_empty() && key.len() <= 255 => format!("key:{key}"),
+        _ => match parsed.as_ref().and_then(|v| v["id"].as_str()) {
+            Some(id) if !id.is_empty() && id.len() <= 255 => format!("event:{id}"),
+            _ => format!("sha256:{}", hex::encode(Sha256::digest(&body))),
+        },
+    };
+    if let Some(saved) = state.store.webhook_record(&dedup_key).await? {
+        return Ok(replay_webhook(saved));
+    }
+    let mut tx = state.store.begin().await?;
+    let now = crate::domain::now();
+    if !tx.claim_webhook(&dedup_key, now).await? {
+        drop(tx);
+        return match state.store.webhook_record(&dedup_key).await? {
+            Some(saved) => Ok(replay_webhook(saved)),
+            None => Err(ApiError::Conflict(
+                "the same webhook is being processed; retry".into(),
+            )),
+        };
+    }
+    let (intent, event_id, outcome) = process_webhook(tx.as_mut(), &body).await?;
+    let response_body =
+        serde_json::to_vec(&outcome.body).map_err(|e| ApiError::Internal(e.to_string()))?;
+    tx.complete_webhook(&WebhookRecord {
+        dedup_key,
+        payment_intent_id: intent,
+        event_id,
+        outcome: outcome.label.to_string(),
+        status_code: outcome.status.as_u16(),
+        body: response_body.clone(),
+        received_at: now,
+    })
+    .await?;
+    tx.commit().await?;
+    if outcome.label == "processed" {
+        state.outbox_written();
+    }
+    Ok(json_bytes(outcome.status, response_body))
+}
+
+fn replay_webhook(saved: WebhookRecord) -> Response {
+    let status = StatusCode::from_u16(saved.status_code).unwrap_or(StatusCode::OK);
+    let mut response = json_bytes(status, saved.body);
+    response.headers_mut().insert(
+        "idempotent-replayed",
+        axum::http::HeaderValue::from_static("true"),
+    );
+    response
+}
+
+/// Reads and applies one webhook inside its transaction.
+async fn process_webhook(
+    tx: &mut dyn Tx,
+    body: &[u8],
+) -> Result<(Option<String>, Option<String>, Outcome), StoreError> {
+    let event: WebhookEvent = match parse_json::<WebhookEvent>(body) {
+        Ok(parsed) => parsed.value,
+        Err(e) => {
+            let (field, detail) = match e {
+                ApiError::Validation { field, message } => (Some(field), message),
+                other => (None, other.to_string()),
+            };
+            let extra = json!({"field": field});
+            return Ok((
+                None,
+                None,
+                rejected(
+                    StatusCode::BAD_REQUEST,
+                    "malformed",
+                    "malformed_webhook",
+                    detail,
+                    extra,
+                ),
+            ));
+        }
+    };
+    let intent = Some(event.payment_intent_id.clone());
+    let event_id = event.id.clone();
+    let status = match PaymentStatus::parse(&event.status) {
+        Ok(s) => s,
+        Err(m) => {
+            return Ok((
+                intent,
+                event_id,
+                rejected(
+                    StatusCode::BAD_REQUEST,
+                    "malformed",
+                    "malformed_webhook",
+                    format!("status: {m}"),
+                    json!({"field": "status"}),
+                ),
+            ));
+        }
+    };
+    let at = match parse_timestamp(&event.timestamp) {
+        Ok(at) => at,
+        Err(m) => {
+            return Ok((
+                intent,
+                event_id,
+                rejected(
+                    StatusCode::BAD_REQUEST,
+                    "malformed",
+                    "malformed_webhook",
+                    format!("timestamp: {m}"),
+                    json!({"field": "timestamp"}),
+                ),
+            ));
+        }
+    };
+    let Some(payment) = tx
+        .payment_for_update_by_intent(&event.payment_intent_id)
+        .await?
+    else {
+        return Ok((
+            intent,
+            event_id,
+            rejected(
+                StatusCode::NOT_FOUND,
+                "unknown_payment_intent",
+                "not_found",
+                format!("no payment has intent {}", event.payment_intent_id),
+                json!({"payment_intent_id": event.payment_intent_id}),
+            ),
+        ));
+    };
+    let refund = if status == PaymentStatus::Refunded {
+        let data = event.data.clone().unwrap_or(Value::Null);
+        let amount = match (&data["amount_minor"], &data["amount"]) {
+            (Value::Number(n), _) => n.as_i64(),
+            (_, Value::Number(n)) => payment
+                .currency
+                .parse_amount(&n.to_string(), MAX_DONATION_MAJOR)
+                .ok(),
+            _ => None,
+        };
+        let refund_id = data["refund_id"].as_str().map(str::to_string);
+        refund_id
+            .map(|id| (id, amount))
+            .or(amount.map(|a| (event.id.clone().unwrap_or_default(), Some(a))))
+            .map(|(id, a)| {
+                (
+                    if id.is_empty() {
+                        format!("refund-of-{}", Uuid::new_v4().simple())
+                    } else {
+                        id
+                    },
+                    a,
+                )
+            })
+    } else {
+        None
+    };
+    let provider_event = ProviderEvent {
+        event_id: event.id.clone().unwrap_or_else(|| "unidentified".into()),
+        status,
+        at,
+        refund,
+    };
+    let outcome = match apply_event(tx, payment, &provider_event).await? {
+        Applied::Processed { old, payment } => Outcome {
+            status: StatusCode::OK,
+            label: "processed",
+            body: json!({
+                "status": "processed",
+                "payment_id": payment.id,
+                "payment_intent_id": payment.payment_intent_id,
+                "old_status": old.as_str(),
+                "new_status": payment.status.as_str(),
+                "version": payment.version,
+            }),
+        },
+        Applied::OutOfOrder(payment) => Outcome {
+            status: StatusCode::OK,
+            label: "ignored",
+            body: json!({
+                "status": "ignored",
+                "reason": "out_of_order",
+                "payment_id": payment.id,
+                "payment_intent_id": payment.payment_intent_id,
+                "current_status": payment.status.as_str(),
+                "version": payment.version,
+            }),
+        },
+        Applied::RefundAlreadyApplied(payment) => Outcome {
+            status: StatusCode::OK,
+            label: "ignored",
+            body: json!({
+                "status": "ignored",
+                "reason": "refund_already_applied",
+                "payment_id": payment.id,
+                "payment_intent_id": payment.payment_intent_id,
+                "current_status": payment.status.as_str(),
+                "version": payment.version,
+            }),
+        },
+        Applied::Invalid { reason, payment } => rejected(
+            StatusCode::BAD_REQUEST,
+            "invalid_transition",
+            "invalid_transition",
+            reason,
+            json!({
+                "payment_id": payment.id,
+                "payment_intent_id": payment.payment_intent_id,
+                "current_status": payment.status.as_str(),
+                "requested_status": status.as_str(),
+                "version": payment.version,
+            }),
+        ),
+    };
+    Ok((intent, event_id, outcome))
+}

@@ -1,0 +1,176 @@
+//! Consumers: handlers of events with exactly-once effects over at-least-once delivery.
+//!
+//! A handler writes an inbox row `(consumer, event_id)` in the transaction of its effect; a
+//! redelivered event finds the row and changes nothing. [`run`] feeds a handler from the
+//! in-process bus and acknowledges only after the handler's transaction committed; a failure is
+//! negatively acknowledged, so the relay delivers the event again after its back-off.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::domain::donation::{Donation, DonationStatus};
+use crate::domain::event::EventEnvelope;
+use crate::http::donations::donation_event_of_type;
+use crate::messaging::bus::Delivery;
+use crate::storage::{Store, StoreError};
+
+/// Something that reacts to events.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Its inbox name.
+    fn name(&self) -> &'static str;
+    /// The topics it listens to (`payment`, `donation`).
+    fn topics(&self) -> &'static [&'static str];
+    /// Applies one event; returns an error to have it delivered again.
+    async fn handle(&self, event: &EventEnvelope) -> Result<(), String>;
+}
+
+/// Feeds deliveries to a handler until the channel closes or `cancel` fires.
+pub async fn run(
+    handler: Arc<dyn Handler>,
+    mut deliveries: mpsc::Receiver<Delivery>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let delivery = tokio::select! {
+            _ = cancel.cancelled() => return,
+            next = deliveries.recv() => match next {
+                Some(d) => d,
+                None => return,
+            },
+        };
+        match handler.handle(&delivery.event).await {
+            Ok(()) => delivery.ack(),
+            Err(reason) => {
+                tracing::warn!(consumer = handler.name(), event_id = %delivery.event.event_id, event_type = %delivery.event.event_type, %reason, "event handling failed; it will be redelivered");
+                delivery.nack(reason);
+            }
+        }
+    }
+}
+
+/// Keeps donations in step with their payments: records the intent, completes, fails and
+/// refunds them.
+pub struct DonationStatusConsumer {
+    store: Arc<dyn Store>,
+}
+
+impl DonationStatusConsumer {
+    /// The consumer over a store.
+    pub fn new(store: Arc<dyn Store>) -> DonationStatusConsumer {
+        DonationStatusConsumer { store }
+    }
+
+    async fn apply(&self, event: &EventEnvelope) -> Result<(), StoreError> {
+        let payload = &event.payload;
+        let Some(donation_id) = payload["donation_id"]
+            .as_str()
+            .and_then(|s| Uuid::parse_str(s).ok())
+        else {
+            tracing::warn!(event_id = %event.event_id, "payment event without a donation id; ignored");
+            return Ok(());
+        };
+        let mut tx = self.store.begin().await?;
+        let now = crate::domain::now();
+        if !tx.insert_inbox(self.name(), event.event_id, now).await? {
+            return Ok(()); // already processed: a redelivery
+        }
+        if event.event_type == "payment.initiated" {
+            if let Some(intent) = payload["payment_intent_id"].as_str() {
+                tx.set_donation_payment_intent(donation_id, intent, now)
+                    .await?;
+            }
+            return tx.commit().await;
+        }
+        let Some(donation) = tx.donation_for_update(donation_id).await? else {
+            tracing::warn!(%donation_id, event_id = %event.event_id, "payment event for an unknown donation; ignored");
+            return tx.commit().await;
+        };
+        let amount = payload["amount_minor"].as_i64();
+        let change: Option<(&str, Donation)> = match (event.event_type.as_str(), donation.status) {
+            ("payment.captured", DonationStatus::Pending)
+                if amount == Some(donation.amount_minor) =>
+            {
+                Some((
+                    DonationStatus::Completed.event_type(),
+                    with_status(&donation, DonationStatus::Completed, now),
+                ))
+            }
+            ("payment.captured", DonationStatus::Pending) => {
+                tracing::warn!(%donation_id, ?amount, expected = donation.amount_minor, "a capture for another amount does not complete the donation");
+                None
+            }
+            ("payment.failed", DonationStatus::Pending) => Some((
+                DonationStatus::Failed.event_type(),
+                with_status(&donation, DonationStatus::Failed, now),
+            )),
+            ("payment.refunded", DonationStatus::Completed) => {
+                let refunded = payload["refunded_minor"]
+                    .as_i64()
+                    .unwrap_or(donation.amount_minor);
+                if refunded <= donation.refunded_minor {
+                    None
+                } else if refunded >= donation.amount_minor {
+                    let mut d = with_status(&donation, DonationStatus::Refunded, now);
+                    d.refunded_minor = donation.amount_minor;
+                    Some((DonationStatus::Refunded.event_type(), d))
+                } else {
+                    let mut d = with_status(&donation, DonationStatus::Completed, now);
+                    d.refunded_minor = refunded;
+                    Some(("donation.partially_refunded", d))
+                }
+            }
+            ("payment.refunded", DonationStatus::Pending) => {
+                // The capture has not reached the donation yet; try again after it.
+                return Err(StoreError::Other(
+                    "refund before completion; retrying".into(),
+                ));
+            }
+            _ => None,
+        };
+        if let Some((event_type, updated)) = change {
+            let updated = Donation {
+                version: donation.version + 1,
+                ..updated
+            };
+            if !tx.update_donation(&updated, donation.version).await? {
+                return Err(StoreError::Conflict("donation changed concurrently".into()));
+            }
+            tx.insert_outbox(&donation_event_of_type(event_type, &updated))
+                .await?;
+            tracing::info!(%donation_id, status = updated.status.as_str(), "donation follows its payment");
+        }
+        tx.commit().await
+    }
+}
+
+fn with_status(
+    d: &Donation,
+    status: DonationStatus,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Donation {
+    Donation {
+        status,
+        updated_at: at,
+        ..d.clone()
+    }
+}
+
+#[async_trait]
+impl Handler for DonationStatusConsumer {
+    fn name(&self) -> &'static str {
+        "donation-status"
+    }
+
+    fn topics(&self) -> &'static [&'static str] {
+        &["payment"]
+    }
+
+    async fn handle(&self, event: &EventEnvelope) -> Result<(), String> {
+        self.apply(event).await.map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,411 @@
+//! The payment provider behind a trait, and the built-in sandbox provider.
+//!
+//! The sandbox shares the platform's database: its records (`sandbox_intents`) and its webhook
+//! queue (`sandbox_deliveries`) are written in the caller's transaction, so an intent or refund
+//! exists at the provider exactly when it exists on our side. A delivery worker then POSTs the
+//! queued webhooks, signed, to the configured URL (by default this server's own endpoint),
+//! retrying with exponential back-off and jitter until it gets a 2xx or runs out of attempts.
+//! Duplicate, delayed and reordered delivery can be switched on for testing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use rand::Rng;
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{PaymentSettings, Secret};
+use crate::domain::money::Currency;
+use crate::domain::payment::PaymentStatus;
+use crate::payments::signature;
+use crate::storage::{DeliveryOutcome, SandboxIntent, Store, StoreError, Tx};
+
+/// A provider call that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider refused the request (the message says why).
+    #[error("{0}")]
+    Refused(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the provider says about an intent (for reconciliation).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProviderIntent {
+    /// Its status at the provider.
+    pub status: PaymentStatus,
+    /// When that status was reached.
+    pub status_at: DateTime<Utc>,
+    /// Refunded so far.
+    pub refunded_minor: i64,
+}
+
+/// A payment provider.
+#[async_trait]
+pub trait PaymentProvider: Send + Sync + 'static {
+    /// The gateway name clients pass (`sandbox`).
+    fn name(&self) -> &'static str;
+    /// Creates the provider's side of an intent, in the caller's transaction where the provider
+    /// can take part in it.
+    async fn create_intent(
+        &self,
+        tx: &mut dyn Tx,
+        payment_intent_id: &str,
+        amount_minor: i64,
+        currency: Currency,
+    ) -> Result<(), ProviderError>;
+    /// Asks the provider to refund; the outcome arrives as a webhook.
+    async fn refund(
+        &self,
+        tx: &mut dyn Tx,
+        payment_intent_id: &str,
+        refund_id: &str,
+        amount_minor: i64,
+    ) -> Result<(), ProviderError>;
+    /// The provider's record of an intent.
+    async fn fetch(&self, payment_intent_id: &str)
+    -> Result<Option<ProviderIntent>, ProviderError>;
+}
+
+/// What a donor does when confirming a sandbox intent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfirmOutcome {
+    /// Authorize, then capture.
+    Succeed,
+    /// Decline.
+    Decline,
+    /// Authorize only; capture later.
+    AuthorizeOnly,
+}
+
+impl ConfirmOutcome {
+    /// Parses `succeed`, `decline` or `authorize_only`.
+    pub fn parse(raw: &str) -> Result<ConfirmOutcome, String> {
+        match raw {
+            "succeed" => Ok(ConfirmOutcome::Succeed),
+            "decline" => Ok(ConfirmOutcome::Decline),
+            "authorize_only" => Ok(ConfirmOutcome::AuthorizeOnly),
+            _ => Err(format!(
+                "must be \"succeed\", \"decline\" or \"authorize_only\", got {raw:?}"
+            )),
+        }
+    }
+}
+
+/// The built-in sandbox provider.
+pub struct Sandbox {
+    store: Arc<dyn Store>,
+    settings: PaymentSettings,
+    secrets: Vec<Secret>,
+    webhook_url: String,
+    client: reqwest::Client,
+    wake: Notify,
+}
+
+impl Sandbox {
+    /// A sandbox delivering to `webhook_url`, signing with the first of `secrets` (unsigned if
+    /// there is none).
+    pub fn new(
+        store: Arc<dyn Store>,
+        settings: PaymentSettings,
+        secrets: Vec<Secret>,
+        webhook_url: String,
+    ) -> Sandbox {
+        Sandbox {
+            store,
+            settings,
+            secrets,
+            webhook_url,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Wakes the delivery worker (after a transaction that queued webhooks committed).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Where webhooks go.
+    pub fn webhook_url(&self) -> &str {
+        &self.webhook_url
+    }
+
+    /// Confirms an `INITIATED` intent with an outcome and queues its webhooks.
+    pub async fn confirm(
+        &self,
+        intent: &str,
+        outcome: ConfirmOutcome,
+    ) -> Result<SandboxIntent, ProviderError> {
+        let events = match outcome {
+            ConfirmOutcome::Succeed => vec![PaymentStatus::Authorized, PaymentStatus::Captured],
+            ConfirmOutcome::Decline => vec![PaymentStatus::Failed],
+            ConfirmOutcome::AuthorizeOnly => vec![PaymentStatus::Authorized],
+        };
+        self.advance(intent, &[PaymentStatus::Initiated], &events)
+            .await
+    }
+
+    /// Captures an `AUTHORIZED` intent and queues its webhook.
+    pub async fn capture(&self, intent: &str) -> Result<SandboxIntent, ProviderError> {
+        self.advance(
+            intent,
+            &[PaymentStatus::Authorized],
+            &[PaymentStatus::Captured],
+        )
+        .await
+    }
+
+    async fn advance(
+        &self,
+        intent: &str,
+        from: &[PaymentStatus],
+        events: &[PaymentStatus],
+    ) -> Result<SandboxIntent, ProviderError> {
+        let mut tx = self.store.begin().await?;
+        let mut record = tx
+            .sandbox_intent_for_update(intent)
+            .await?
+            .ok_or_else(|| ProviderError::Refused(format!("no sandbox intent {intent}")))?;
+        if !from.iter().any(|s| s.as_str() == record.status) {
+            return Err(ProviderError::Refused(format!(
+                "the sandbox intent is {}; this needs it to be {}",
+                record.status,
+                from.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )));
+        }
+        let now = crate::domain::now();
+        let bodies: Vec<(String, DateTime<Utc>)> = events
+            .iter()
+            .enumerate()
+            .map(|(i, status)| {
+                // Each event a millisecond after the previous one, so their order is known.
+                let at = now + TimeDelta::milliseconds(i as i64);
+                (webhook_body(intent, *status, at, None), at)
+            })
+            .collect();
+        if let Some(last) = events.last() {
+            record.status = last.as_str().to_string();
+            record.status_at = now + TimeDelta::milliseconds(events.len() as i64 - 1);
+        }
+        tx.sandbox_update_intent(&record).await?;
+        self.enqueue(tx.as_mut(), intent, bodies).await?;
+        tx.commit().await?;
+        self.wake.notify_one();
+        Ok(record)
+    }
+
+    /// Queues webhooks, applying the configured delay, duplication and reordering.
+    async fn enqueue(
+        &self,
+        tx: &mut dyn Tx,
+        intent: &str,
+        mut bodies: Vec<(String, DateTime<Utc>)>,
+    ) -> Result<(), StoreError> {
+        let (duplicate, reorder) = {
+            let mut rng = rand::rng();
+            (
+                rng.random_bool(self.settings.sandbox_duplicate_probability),
+                bodies.len() > 1 && rng.random_bool(self.settings.sandbox_reorder_probability),
+            )
+        };
+        let delay =
+            TimeDelta::milliseconds(i64::try_from(self.settings.sandbox_delay_ms).unwrap_or(0));
+        if reorder {
+            // Deliver the later event first: swap the delivery times, keep the event times.
+            let n = bodies.len();
+            let first_at = bodies[0].1;
+            bodies[0].1 = bodies[n - 1].1 + TimeDelta::milliseconds(1);
+            bodies[n - 1].1 = first_at;
+        }
+        for (body, at) in &bodies {
+            tx.sandbox_enqueue(intent, body, *at + delay).await?;
+            if duplicate {
+                tx.sandbox_enqueue(intent, body, *at + delay).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Delivers the webhooks that are due, once. Returns how many were delivered.
+    pub async fn deliver_due(&self) -> Result<usize, StoreError> {
+        let due = self
+            .store
+            .sandbox_due_deliveries(crate::domain::now(), 50)
+            .await?;
+        let mut delivered = 0;
+        for delivery in due {
+            let body = delivery.body.into_bytes();
+            let timestamp = Utc::now().timestamp();
+            let mut request = self
+                .client
+                .post(&self.webhook_url)
+                .header("content-type", "application/json");
+            if let Some(secret) = self.secrets.first() {
+                request = request.header(
+                    signature::HEADER,
+                    signature::header_value(&[secret.expose()], timestamp, &body),
+                );
+            }
+            let status = match request.body(body).send().await {
+                Ok(response) => Some(response.status().as_u16()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "sandbox webhook delivery failed");
+                    None
+                }
+            };
+            let attempts = u32::try_from(delivery.attempts).unwrap_or(0) + 1;
+            let outcome = match status {
+                Some(s) if (200..300).contains(&s) => {
+                    delivered += 1;
+                    DeliveryOutcome::Delivered
+                }
+                _ if attempts >= self.settings.sandbox_max_attempts => {
+                    tracing::warn!(intent = %delivery.payment_intent_id, ?status, attempts, "sandbox gave a webhook up");
+                    DeliveryOutcome::GiveUp
+                }
+                _ => DeliveryOutcome::RetryAt(crate::domain::now() + backoff(attempts)),
+            };
+            self.store
+                .sandbox_delivery_attempted(delivery.id, status, outcome, crate::domain::now())
+                .await?;
+        }
+        Ok(delivered)
+    }
+
+    /// Runs the delivery worker until cancelled.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let poll = Duration::from_millis(self.settings.sandbox_poll_interval_ms);
+        loop {
+            if let Err(e) = self.deliver_due().await {
+                tracing::warn!(error = %e, "sandbox delivery worker cannot reach the database");
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+}
+
+/// Exponential back-off with full jitter: up to 200 ms × 2^(attempt-1), capped at a minute.
+fn backoff(attempt: u32) -> TimeDelta {
+    let cap = 200_i64
+        .saturating_mul(1 << attempt.saturating_sub(1).min(9))
+        .min(60_000);
+    TimeDelta::milliseconds(rand::rng().random_range(cap / 2..=cap))
+}
+
+/// The body of a sandbox webhook.
+fn webhook_body(
+    intent: &str,
+    status: PaymentStatus,
+    at: DateTime<Utc>,
+    data: Option<serde_json::Value>,
+) -> String {
+    let mut body = json!({
+        "id": format!("evt_{}", uuid::Uuid::new_v4().simple()),
+        "event_type": format!("payment_intent.{}", status.as_str().to_ascii_lowercase()),
+        "payment_intent_id": intent,
+        "status": status.as_str(),
+        "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    });
+    if let Some(data) = data {
+        body["data"] = data;
+    }
+    body.to_string()
+}
+
+#[async_trait]
+impl PaymentProvider for Sandbox {
+    fn name(&self) -> &'static str {
+        "sandbox"
+    }
+
+    async fn create_intent(
+        &self,
+        tx: &mut dyn Tx,
+        intent: &str,
+        amount_minor: i64,
+        currency: Currency,
+    ) -> Result<(), ProviderError> {
+        let now = crate::domain::now();
+        tx.sandbox_insert_intent(&SandboxIntent {
+            payment_intent_id: intent.to_string(),
+            amount_minor,
+            currency: currency.code().to_string(),
+            status: PaymentStatus::Initiated.as_str().to_string(),
+            refunded_minor: 0,
+            status_at: now,
+            created_at: now,
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn refund(
+        &self,
+        tx: &mut dyn Tx,
+        intent: &str,
+        refund_id: &str,
+        amount_minor: i64,
+    ) -> Result<(), ProviderError> {
+        let mut record = tx
+            .sandbox_intent_for_update(intent)
+            .await?
+            .ok_or_else(|| ProviderError::Refused(format!("no sandbox intent {intent}")))?;
+        if record.status != PaymentStatus::Captured.as_str() {
+            return Err(ProviderError::Refused(format!(
+                "the provider holds this intent as {}, not CAPTURED",
+                record.status
+            )));
+        }
+        if amount_minor > record.amount_minor - record.refunded_minor {
+            return Err(ProviderError::Refused(
+                "the provider has less than that left to refund".into(),
+            ));
+        }
+        let now = crate::domain::now();
+        record.refunded_minor += amount_minor;
+        if record.refunded_minor == record.amount_minor {
+            record.status = PaymentStatus::Refunded.as_str().to_string();
+        }
+        record.status_at = now;
+        tx.sandbox_update_intent(&record).await?;
+        let currency = Currency::parse(&record.currency).map_err(ProviderError::Refused)?;
+        let amount: serde_json::Value = serde_json::from_str(&currency.format_minor(amount_minor))
+            .map_err(|e| ProviderError::Refused(e.to_string()))?;
+        let body = webhook_body(
+            intent,
+            PaymentStatus::Refunded,
+            now,
+            Some(json!({"refund_id": refund_id, "amount": amount})),
+        );
+        self.enqueue(tx, intent, vec![(body, now)]).await?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    async fn fetch(&self, intent: &str) -> Result<Option<ProviderIntent>, ProviderError> {
+        let Some(record) = self.store.sandbox_intent(intent).await? else {
+            return Ok(None);
+        };
+        Ok(Some(ProviderIntent {
+            status: PaymentStatus::parse(&record.status).map_err(ProviderError::Refused)?,
+            status_at: record.status_at,
+            refunded_minor: record.refunded_minor,
+        }))
+    }
+}
