@@ -21,8 +21,6 @@ const SHORT_ENV_NAMES: &[(&str, &str)] = &[
     ("listen", "server.listen"),
     ("data_dir", "server.data_dir"),
     ("database_url", "database.url"),
-    ("amqp_url", "amqp.url"),
-    ("redis_url", "redis.url"),
 ];
 
 /// The whole configuration of `cfa-server`.
@@ -145,17 +143,37 @@ impl Serialize for DatabaseUrl {
     }
 }
 
-/// Replaces the password of a `scheme://user:password@host` URL with `****`.
+/// Replaces the password of a `scheme://user:password@host` URL, and the value of any
+/// `password`-like query parameter, with `****`.
 pub fn mask_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
     };
-    let Some((credentials, host)) = rest.rsplit_once('@') else {
-        return url.to_string();
+    let base = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((credentials, host)) => match credentials.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:****@{host}"),
+                None => base.to_string(),
+            },
+            None => base.to_string(),
+        },
+        None => base.to_string(),
     };
-    match credentials.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:****@{host}"),
-        None => url.to_string(),
+    match query {
+        None => base,
+        Some(query) => {
+            let masked: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if k.to_ascii_lowercase().contains("password") => {
+                        format!("{k}=****")
+                    }
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", masked.join("&"))
+        }
     }
 }
 
@@ -176,6 +194,8 @@ pub struct OutboxSettings {
     pub max_backoff_ms: u64,
     /// How long delivered rows are kept, in hours.
     pub retention_hours: u64,
+    /// Delivery attempts before an event is set aside as a dead letter.
+    pub max_attempts: i32,
 }
 
 impl Default for OutboxSettings {
@@ -187,6 +207,7 @@ impl Default for OutboxSettings {
             lease_seconds: 30,
             max_backoff_ms: 10_000,
             retention_hours: 168,
+            max_attempts: 10,
         }
     }
 }
@@ -218,6 +239,8 @@ pub struct AuthSettings {
     /// which start-up and `/ready` both say.
     #[serde(deserialize_with = "secrets_from_list_or_csv")]
     pub api_keys: Vec<Secret>,
+    /// Allow open operator endpoints on a non-loopback address (otherwise start-up refuses).
+    pub allow_open: bool,
 }
 
 /// `[payments]`
@@ -386,6 +409,15 @@ impl Settings {
         env: Env,
         overrides: &Overrides,
     ) -> Result<Settings, ConfigError> {
+        for (short, what) in [("AMQP_URL", "RabbitMQ"), ("REDIS_URL", "Redis")] {
+            let name = format!("CFA_{short}");
+            if std::env::var_os(&name).is_some() {
+                return Err(ConfigError(format!(
+                    "{name}: the {what} backend is not built into this version yet; unset it to run on \
+                     the embedded backend"
+                )));
+            }
+        }
         let mut figment = Figment::new();
         if let Some(file) = file {
             if !file.exists() {
@@ -444,6 +476,92 @@ impl Settings {
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError(format!("{key} must be greater than 0")));
+        }
+        let at_most = [
+            (
+                "server.request_timeout_seconds",
+                self.server.request_timeout_seconds,
+                3_600,
+            ),
+            (
+                "server.shutdown_grace_seconds",
+                self.server.shutdown_grace_seconds,
+                3_600,
+            ),
+            (
+                "database.acquire_timeout_seconds",
+                self.database.acquire_timeout_seconds,
+                3_600,
+            ),
+            (
+                "outbox.poll_interval_ms",
+                self.outbox.poll_interval_ms,
+                3_600_000,
+            ),
+            ("outbox.lease_seconds", self.outbox.lease_seconds, 86_400),
+            (
+                "outbox.max_backoff_ms",
+                self.outbox.max_backoff_ms,
+                3_600_000,
+            ),
+            (
+                "outbox.retention_hours",
+                self.outbox.retention_hours,
+                87_600,
+            ),
+            (
+                "idempotency.retention_hours",
+                self.idempotency.retention_hours,
+                87_600,
+            ),
+            (
+                "idempotency.sweep_interval_seconds",
+                self.idempotency.sweep_interval_seconds,
+                86_400,
+            ),
+            (
+                "payments.signature_tolerance_seconds",
+                self.payments.signature_tolerance_seconds,
+                86_400,
+            ),
+            (
+                "payments.sandbox_delay_ms",
+                self.payments.sandbox_delay_ms,
+                3_600_000,
+            ),
+            (
+                "payments.sandbox_poll_interval_ms",
+                self.payments.sandbox_poll_interval_ms,
+                3_600_000,
+            ),
+            (
+                "payments.reconcile_after_seconds",
+                self.payments.reconcile_after_seconds,
+                30 * 86_400,
+            ),
+            (
+                "payments.reconcile_interval_seconds",
+                self.payments.reconcile_interval_seconds,
+                86_400,
+            ),
+        ];
+        if let Some((key, _, max)) = at_most.iter().find(|(_, v, max)| v > max) {
+            return Err(ConfigError(format!("{key} must be at most {max}")));
+        }
+        if !(1..=1000).contains(&self.outbox.max_attempts) {
+            return Err(ConfigError(
+                "outbox.max_attempts must be between 1 and 1000".into(),
+            ));
+        }
+        if self.auth.api_keys.is_empty()
+            && !self.auth.allow_open
+            && !self.server.listen.ip().is_loopback()
+        {
+            return Err(ConfigError(format!(
+                "auth.api_keys: the server would listen on {} with the operator endpoints open to the network; \
+                 set auth.api_keys (CFA_AUTH__API_KEYS), or auth.allow_open = true if that is really meant",
+                self.server.listen
+            )));
         }
         if !(1..=10_000).contains(&self.outbox.batch_size) {
             return Err(ConfigError(
@@ -649,6 +767,44 @@ mod tests {
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("postgres://app:****@db/cfa"), "{printed}");
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn passwords_in_query_parameters_are_masked_too() {
+        assert_eq!(
+            mask_url("postgres://app@db/cfa?password=hunter2&sslmode=require&sslpassword=x"),
+            "postgres://app@db/cfa?password=****&sslmode=require&sslpassword=****"
+        );
+    }
+
+    #[test]
+    fn open_operator_endpoints_are_refused_off_loopback() {
+        let err = load(
+            "[server]\nlisten = \"0.0.0.0:8000\"\n",
+            &[],
+            Overrides::default(),
+        )
+        .expect_err("open on the network must be refused");
+        assert!(err.to_string().contains("auth.api_keys"), "{err}");
+        load(
+            "[server]\nlisten = \"0.0.0.0:8000\"\n[auth]\napi_keys = [\"k\"]\n",
+            &[],
+            Overrides::default(),
+        )
+        .expect("a key makes it fine");
+        load(
+            "[server]\nlisten = \"0.0.0.0:8000\"\n[auth]\nallow_open = true\n",
+            &[],
+            Overrides::default(),
+        )
+        .expect("so does saying so");
+    }
+
+    #[test]
+    fn backends_not_built_yet_are_named_rather_than_ignored() {
+        let err =
+            load("", &[("CFA_AMQP_URL", "amqp://x")], Overrides::default()).expect_err("not built");
+        assert!(err.to_string().contains("CFA_AMQP_URL"), "{err}");
     }
 
     #[test]

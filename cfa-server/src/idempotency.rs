@@ -8,8 +8,10 @@
 //!
 //! "Still running" is known in two ways: an in-process gate (which is all the single-writer SQLite
 //! backend needs) and, on PostgreSQL, a transaction-scoped advisory lock that covers replicas.
-//! Only successful (2xx) outcomes are saved: a refused request leaves no key behind, so the
-//! client can correct it and retry with the same key.
+//! Outcomes decided once the request owns its key are saved, refusals included (an unknown or
+//! closed campaign, a refund that does not fit): a retry gets the same answer even if the world
+//! changed in between. Requests refused before that point (malformed, invalid fields, a key in
+//! flight) save nothing, so the client can correct them and retry with the same key.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -165,11 +167,9 @@ pub struct Owned {
 }
 
 impl Owned {
-    /// Saves the response in the transaction (for 2xx outcomes of keyed requests) and commits.
+    /// Saves the response with the key (for keyed requests) in the transaction, and commits.
     pub async fn save(mut self, status: u16, body: &[u8]) -> Result<(), StoreError> {
-        if let Some(request) = &self.request
-            && (200..300).contains(&status)
-        {
+        if let Some(request) = &self.request {
             self.tx
                 .insert_idempotency_record(&IdempotencyRecord {
                     scope: request.scope.clone(),
@@ -182,6 +182,18 @@ impl Owned {
                 .await?;
         }
         self.tx.commit().await
+    }
+}
+
+impl Owned {
+    /// Undoes the work (back to the savepoint taken when the key was owned) and saves a refusal
+    /// under the key in the same transaction, which still holds the key's lock.
+    pub async fn save_refusal(mut self, status: u16, body: &[u8]) -> Result<(), StoreError> {
+        if self.request.is_none() {
+            return self.tx.rollback().await;
+        }
+        self.tx.rollback_to_savepoint().await?;
+        self.save(status, body).await
     }
 }
 
@@ -206,12 +218,15 @@ pub async fn begin(
     let guard = gate.enter(scope, key).ok_or(IdempotencyError::InFlight)?;
     let mut tx = store.begin().await?;
     if !tx.lock_idempotency_key(scope, key).await? {
+        tx.rollback().await?;
         return Err(IdempotencyError::InFlight);
     }
     // The first look ran outside the lock: a request that finished in between is seen now.
     if let Some(saved) = tx.idempotency_record(scope, key).await? {
+        tx.rollback().await?;
         return replay(saved, &request);
     }
+    tx.savepoint().await?;
     Ok(Begin::Proceed(Owned {
         tx,
         request: Some(request),

@@ -237,8 +237,18 @@ impl Application {
             }
         };
         cancel.cancel();
-        tasks.wait().await;
-        store.close().await;
+        if tokio::time::timeout(Duration::from_secs(15), tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks did not stop within 15 s; leaving them");
+        }
+        if tokio::time::timeout(Duration::from_secs(5), store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("database connections still busy after 5 s; closing anyway");
+        }
         tracing::info!("stopped");
         result
     }

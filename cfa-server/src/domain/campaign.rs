@@ -57,6 +57,9 @@ pub struct Campaign {
 /// Validates a campaign title, returning it trimmed.
 pub fn parse_title(raw: &str) -> Result<String, String> {
     let title = raw.trim();
+    if title.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
     match title.chars().count() {
         0 => Err("must not be empty".into()),
         n if n > 200 => Err("must be at most 200 characters".into()),

@@ -94,12 +94,8 @@ impl Currency {
         if text.starts_with('"') {
             return Err("must be a JSON number such as 25.00, not a string".into());
         }
-        let parsed = if text.contains(['e', 'E']) {
-            Decimal::from_scientific(text)
-        } else {
-            Decimal::from_str_exact(text)
-        };
-        let value = parsed.map_err(|_| format!("must be a decimal number, got {text}"))?;
+        let value =
+            parse_exact(text).ok_or_else(|| format!("must be a decimal number, got {text}"))?;
         let allowed = self.exponent.min(2);
         if value.normalize().scale() > allowed {
             return Err(match allowed {
@@ -117,6 +113,26 @@ impl Currency {
             .to_i64()
             .ok_or_else(|| "is out of range".into())
     }
+}
+
+/// Parses a JSON number exactly, exponent included: `2.55e1` is 25.5, and a mantissa with more
+/// digits than a `Decimal` holds is refused rather than rounded.
+fn parse_exact(text: &str) -> Option<Decimal> {
+    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().ok()?),
+        None => (text, 0),
+    };
+    let mut value = Decimal::from_str_exact(mantissa).ok()?;
+    if exponent < 0 {
+        let scale = value.scale().checked_add(exponent.unsigned_abs())?;
+        value.set_scale(scale).ok()?;
+    } else if exponent > 0 {
+        value = value.checked_mul(Decimal::from_i128_with_scale(
+            10_i128.checked_pow(exponent as u32)?,
+            0,
+        ))?;
+    }
+    Some(value)
 }
 
 impl fmt::Display for Currency {
@@ -173,6 +189,12 @@ mod tests {
         assert!(usd("\"25.00\"").is_err());
         assert!(usd("1e400").is_err());
         assert!(usd("0.001").is_err());
+        assert!(
+            usd("25.0000000000000000000000000000001e0").is_err(),
+            "too many digits to hold exactly"
+        );
+        assert!(usd("1000000.00000000000000000000000001e0").is_err());
+        assert_eq!(usd("2550e-2"), Ok(2550));
     }
 
     #[test]

@@ -33,8 +33,9 @@ impl FromRequestParts<AppState> for Operator {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim())
             .ok_or_else(|| {
                 ApiError::Unauthorized(
                     "this endpoint needs an operator key: send Authorization: Bearer <key>".into(),

@@ -22,7 +22,7 @@ use crate::domain::email::DonorEmail;
 use crate::domain::event::EventEnvelope;
 use crate::domain::money::{Currency, MAX_DONATION_MAJOR};
 use crate::idempotency::Begin;
-use crate::storage::{HistoryFilter, StatusAudit};
+use crate::storage::{HistoryFilter, StatusAudit, Tx};
 
 /// The donation routes.
 pub fn router() -> Router<AppState> {
@@ -130,6 +130,12 @@ async fn create(
                 "must be at most 200 characters",
             ));
         }
+        Some(name) if name.chars().any(char::is_control) => {
+            return Err(ApiError::field(
+                "donor_name",
+                "must not contain control characters",
+            ));
+        }
         Some("") | None => None,
         Some(name) => Some(name.to_string()),
     };
@@ -149,6 +155,12 @@ async fn create(
         Value::Object(map) => Value::Object(map),
         _ => return Err(ApiError::field(metadata_field, "must be a JSON object")),
     };
+    if contains_nul(&metadata) {
+        return Err(ApiError::field(
+            metadata_field,
+            "must not contain NUL characters",
+        ));
+    }
     // Validate the amount before taking the key, with the currency the client named; the
     // campaign's currency is checked again inside the transaction.
     let parse_currency = requested_currency.unwrap_or(Currency::USD);
@@ -161,16 +173,45 @@ async fn create(
             Begin::Replay(saved) => return Ok(replayed(saved)),
             Begin::Proceed(owned) => owned,
         };
-    let campaign =
-        owned
-            .tx
-            .campaign(req.campaign_id)
-            .await?
-            .ok_or_else(|| ApiError::Unprocessable {
-                code: "campaign_not_found",
-                field: Some("campaign_id"),
-                message: format!("campaign {} does not exist", req.campaign_id),
-            })?;
+    let donation = match record_donation(
+        owned.tx.as_mut(),
+        req,
+        donor_email,
+        donor_name,
+        requested_currency,
+        metadata,
+    )
+    .await
+    {
+        Ok(donation) => donation,
+        Err(e) => return Ok(super::refuse(owned, e).await),
+    };
+    let response = serde_json::to_vec(&DonationBody::from(&donation))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    owned.save(201, &response).await?;
+    state.outbox_written();
+    tracing::info!(donation_id = %donation.id, campaign_id = %donation.campaign_id, donor = %donation.donor_email, amount_minor = donation.amount_minor, "donation created");
+    Ok(json_bytes(StatusCode::CREATED, response))
+}
+
+/// The part of a donation's creation decided under its idempotency key: the campaign must
+/// accept it; then the donation and its event are written.
+async fn record_donation(
+    tx: &mut dyn Tx,
+    req: &CreateDonation,
+    donor_email: DonorEmail,
+    donor_name: Option<String>,
+    requested_currency: Option<Currency>,
+    metadata: Value,
+) -> Result<Donation, ApiError> {
+    let campaign = tx
+        .campaign_for_share(req.campaign_id)
+        .await?
+        .ok_or_else(|| ApiError::Unprocessable {
+            code: "campaign_not_found",
+            field: Some("campaign_id"),
+            message: format!("campaign {} does not exist", req.campaign_id),
+        })?;
     if campaign.status == CampaignStatus::Closed {
         return Err(ApiError::Unprocessable {
             code: "campaign_closed",
@@ -213,14 +254,20 @@ async fn create(
         created_at: now,
         updated_at: now,
     };
-    owned.tx.insert_donation(&donation).await?;
-    owned.tx.insert_outbox(&donation_event(&donation)).await?;
-    let response = serde_json::to_vec(&DonationBody::from(&donation))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    owned.save(201, &response).await?;
-    state.outbox_written();
-    tracing::info!(donation_id = %donation.id, campaign_id = %campaign.id, donor = %donation.donor_email, amount_minor, "donation created");
-    Ok(json_bytes(StatusCode::CREATED, response))
+    tx.insert_donation(&donation).await?;
+    tx.insert_outbox(&donation_event(&donation)).await?;
+    Ok(donation)
+}
+
+/// Whether any key or string in a JSON document holds a NUL character (which PostgreSQL's JSONB
+/// cannot store).
+fn contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
 }
 
 /// `GET /api/v1/donations/{id}`

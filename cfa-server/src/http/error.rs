@@ -114,6 +114,7 @@ fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
     match e {
         StoreError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "backend_unavailable"),
         StoreError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        StoreError::InvalidInput(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_error"),
         StoreError::Other(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
 }
@@ -127,6 +128,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(c) => ApiError::Conflict(format!(
                 "a concurrent request changed the same record ({c}); retry"
             )),
+            StoreError::InvalidInput(m) => ApiError::field("body", m),
             StoreError::Other(m) => ApiError::Internal(m),
         }
     }

@@ -98,6 +98,7 @@ pub fn app(state: AppState) -> Router {
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(middleware::from_fn(log_requests))
+                .layer(middleware::from_fn(json_errors))
                 .layer(CatchPanicLayer::custom(panic_response))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -132,6 +133,40 @@ async fn log_requests(request: Request, next: Next) -> Response {
         tracing::debug!(%method, %route, status, elapsed_ms, %request_id, "request");
     }
     response
+}
+
+/// Turns the few error responses that do not come from [`ApiError`] (axum's own path and query
+/// rejections, the timeout layer) into the same JSON shape.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let detail = match String::from_utf8_lossy(&text).trim() {
+        "" => status.canonical_reason().unwrap_or("error").to_string(),
+        t => t.to_string(),
+    };
+    let code = match status {
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => "timeout",
+        StatusCode::NOT_FOUND => "not_found",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let mut rebuilt = json_response(status, &serde_json::json!({"detail": detail, "code": code}));
+    for (name, value) in parts.headers.iter() {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            rebuilt.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rebuilt
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
@@ -199,6 +234,29 @@ pub async fn begin_idempotent(
         }
     };
     Ok(idempotency::begin(state.store.as_ref(), &state.gate, request).await?)
+}
+
+/// Answers a request refused after it took its idempotency key: a business refusal (404, 400,
+/// 422) is saved with the key so a retry gets the same answer; anything else (a conflict, a
+/// backend down) is not, so the retry can succeed.
+pub async fn refuse(owned: idempotency::Owned, error: ApiError) -> Response {
+    let (status, _) = error.status_and_code();
+    let saved = matches!(status.as_u16(), 400 | 404 | 422);
+    let response = error.into_response();
+    if !saved {
+        if let Err(e) = owned.tx.rollback().await {
+            tracing::warn!(error = %e, "rolling back a refused request failed");
+        }
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    if let Err(e) = owned.save_refusal(status.as_u16(), &bytes).await {
+        tracing::warn!(error = %e, "could not save a refusal under its idempotency key");
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 /// The saved response of an earlier request with the same key, byte for byte.

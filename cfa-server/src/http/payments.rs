@@ -21,7 +21,7 @@ use crate::domain::donation::DonationStatus;
 use crate::domain::money::{Currency, MAX_DONATION_MAJOR};
 use crate::domain::payment::{Payment, PaymentStatus, ProviderEvent, parse_timestamp};
 use crate::idempotency::Begin;
-use crate::payments::provider::ProviderError;
+use crate::payments::provider::{PaymentProvider, ProviderError};
 use crate::payments::{Applied, apply_event, payment_event, signature};
 use crate::storage::{Refund, StoreError, Tx, WebhookRecord};
 
@@ -177,8 +177,44 @@ async fn create_intent(
         Begin::Replay(saved) => return Ok(replayed(saved)),
         Begin::Proceed(owned) => owned,
     };
-    let donation = owned
-        .tx
+    let payment = match record_intent(
+        owned.tx.as_mut(),
+        req,
+        requested_currency,
+        provider.as_ref(),
+    )
+    .await
+    {
+        Ok(payment) => payment,
+        Err(e) => return Ok(super::refuse(owned, e).await),
+    };
+    let response = serde_json::to_vec(&IntentBody {
+        id: payment.id,
+        payment_intent_id: &payment.payment_intent_id,
+        donation_id: payment.donation_id,
+        amount: amount_json(payment.amount_minor, payment.currency),
+        amount_minor: payment.amount_minor,
+        currency: payment.currency.code(),
+        status: payment.status.as_str(),
+        gateway: &payment.gateway,
+        client_secret: &payment.client_secret,
+        version: payment.version,
+        created_at: payment.created_at,
+    })
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    owned.save(201, &response).await?;
+    state.outbox_written();
+    Ok(json_bytes(StatusCode::CREATED, response))
+}
+
+/// The part of an intent's creation decided under its idempotency key.
+async fn record_intent(
+    tx: &mut dyn Tx,
+    req: &CreateIntent,
+    requested_currency: Option<Currency>,
+    provider: &dyn PaymentProvider,
+) -> Result<Payment, ApiError> {
+    let donation = tx
         .donation_for_update(req.donation_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("donation {} not found", req.donation_id)))?;
@@ -217,7 +253,7 @@ async fn create_intent(
             ),
         });
     }
-    if let Some(existing) = owned.tx.live_payment_for_donation(donation.id).await? {
+    if let Some(existing) = tx.live_payment_for_donation(donation.id).await? {
         return Err(ApiError::Unprocessable {
             code: "payment_exists",
             field: Some("donation_id"),
@@ -248,35 +284,17 @@ async fn create_intent(
     };
     provider
         .create_intent(
-            owned.tx.as_mut(),
+            tx,
             &payment.payment_intent_id,
             amount_minor,
             payment.currency,
         )
         .await
         .map_err(provider_error)?;
-    owned.tx.insert_payment(&payment).await?;
-    owned
-        .tx
-        .insert_outbox(&payment_event(PaymentStatus::Initiated, &payment, None))
+    tx.insert_payment(&payment).await?;
+    tx.insert_outbox(&payment_event(PaymentStatus::Initiated, &payment, None))
         .await?;
-    let response = serde_json::to_vec(&IntentBody {
-        id: payment.id,
-        payment_intent_id: &payment.payment_intent_id,
-        donation_id: payment.donation_id,
-        amount: amount_json(payment.amount_minor, payment.currency),
-        amount_minor: payment.amount_minor,
-        currency: payment.currency.code(),
-        status: payment.status.as_str(),
-        gateway: &payment.gateway,
-        client_secret: &payment.client_secret,
-        version: payment.version,
-        created_at: payment.created_at,
-    })
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
-    owned.save(201, &response).await?;
-    state.outbox_written();
-    Ok(json_bytes(StatusCode::CREATED, response))
+    Ok(payment)
 }
 
 /// Finds a payment by its id or its intent id.
@@ -370,8 +388,44 @@ async fn refund(
         Begin::Replay(saved) => return Ok(replayed(saved)),
         Begin::Proceed(owned) => owned,
     };
-    let payment = owned
-        .tx
+    let (payment, refund) = match record_refund(
+        owned.tx.as_mut(),
+        &target,
+        &id,
+        parsed.value.amount.as_deref(),
+        provider.as_ref(),
+    )
+    .await
+    {
+        Ok(done) => done,
+        Err(e) => return Ok(super::refuse(owned, e).await),
+    };
+    let amount = refund.amount_minor;
+    let response = serde_json::to_vec(&RefundBody {
+        refund_id: &refund.refund_id,
+        payment_id: payment.id,
+        payment_intent_id: &payment.payment_intent_id,
+        amount: amount_json(amount, payment.currency),
+        amount_minor: amount,
+        currency: payment.currency.code(),
+        status: &refund.status,
+    })
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    owned.save(202, &response).await?;
+    state.sandbox_wake();
+    Ok(json_bytes(StatusCode::ACCEPTED, response))
+}
+
+/// The part of a refund decided under its idempotency key: the amount is checked against what
+/// is captured, refunded and already requested, reserved, and asked of the provider.
+async fn record_refund(
+    tx: &mut dyn Tx,
+    target: &Payment,
+    id: &str,
+    amount: Option<&RawValue>,
+    provider: &dyn PaymentProvider,
+) -> Result<(Payment, Refund), ApiError> {
+    let payment = tx
         .payment_for_update(target.id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("payment {id} not found")))?;
@@ -381,9 +435,9 @@ async fn refund(
             payment.status.as_str()
         )));
     }
-    let reserved = owned.tx.requested_refunds_minor(payment.id).await?;
+    let reserved = tx.requested_refunds_minor(payment.id).await?;
     let available = payment.refundable_minor() - reserved;
-    let amount = match &parsed.value.amount {
+    let amount = match amount {
         Some(raw) => payment
             .currency
             .parse_amount(raw.get(), MAX_DONATION_MAJOR)
@@ -407,14 +461,9 @@ async fn refund(
         requested_at: crate::domain::now(),
         completed_at: None,
     };
-    owned.tx.insert_refund(&refund).await?;
+    tx.insert_refund(&refund).await?;
     provider
-        .refund(
-            owned.tx.as_mut(),
-            &payment.payment_intent_id,
-            &refund.refund_id,
-            amount,
-        )
+        .refund(tx, &payment.payment_intent_id, &refund.refund_id, amount)
         .await
         .map_err(|e| match e {
             ProviderError::Refused(m) => {
@@ -422,19 +471,7 @@ async fn refund(
             }
             ProviderError::Store(e) => e.into(),
         })?;
-    let response = serde_json::to_vec(&RefundBody {
-        refund_id: &refund.refund_id,
-        payment_id: payment.id,
-        payment_intent_id: &payment.payment_intent_id,
-        amount: amount_json(amount, payment.currency),
-        amount_minor: amount,
-        currency: payment.currency.code(),
-        status: &refund.status,
-    })
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
-    owned.save(202, &response).await?;
-    state.sandbox_wake();
-    Ok(json_bytes(StatusCode::ACCEPTED, response))
+    Ok((payment, refund))
 }
 
 /// A webhook event.

@@ -63,7 +63,7 @@ impl Default for InProcessBus {
     fn default() -> Self {
         InProcessBus {
             subscribers: RwLock::new(Vec::new()),
-            ack_timeout: Duration::from_secs(30),
+            ack_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -106,10 +106,11 @@ impl EventBus for InProcessBus {
                 event: event.clone(),
                 ack,
             };
-            sender
-                .send(delivery)
-                .await
-                .map_err(|_| BusError(format!("consumer {name} has stopped")))?;
+            match tokio::time::timeout(self.ack_timeout, sender.send(delivery)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(BusError(format!("consumer {name} has stopped"))),
+                Err(_) => return Err(BusError(format!("consumer {name} is not taking events"))),
+            }
             match tokio::time::timeout(self.ack_timeout, acked).await {
                 Ok(Ok(Ok(()))) => {}
                 Ok(Ok(Err(reason))) => {

@@ -26,6 +26,8 @@ pub struct BatchReport {
     pub delivered: usize,
     /// Rows given back after a failed publish.
     pub failed: usize,
+    /// Rows set aside as dead letters (counted in `failed` too).
+    pub dead: usize,
 }
 
 /// Delivers outbox rows to the bus.
@@ -72,19 +74,28 @@ impl Relay {
             }
         }
         self.store
-            .mark_outbox_sent(&sent, crate::domain::now())
+            .mark_outbox_sent(&self.id, &sent, crate::domain::now())
             .await?;
         report.delivered = sent.len();
         if let Some((failed_id, error)) = failure {
-            tracing::warn!(outbox_id = failed_id, %error, "publishing an outbox event failed; it will be retried");
-            // The failed row and everything after it go back, so order is kept.
+            // The failed row and everything after it go back, so order is kept; a row that has
+            // failed too often is set aside as a dead letter so it stops holding the rest back.
             for row in rows.iter().filter(|r| r.id >= failed_id) {
-                let why = if row.id == failed_id {
-                    error.as_str()
+                let (why, dead_at) = if row.id == failed_id {
+                    let dead = row.attempts >= self.settings.max_attempts;
+                    if dead {
+                        report.dead += 1;
+                        tracing::error!(outbox_id = row.id, event_id = %row.event.event_id, event_type = %row.event.event_type, attempts = row.attempts, %error, "outbox event set aside as a dead letter after its last attempt");
+                    } else {
+                        tracing::warn!(outbox_id = row.id, attempts = row.attempts, %error, "publishing an outbox event failed; it will be retried");
+                    }
+                    (error.as_str(), dead.then(crate::domain::now))
                 } else {
-                    "not attempted: an earlier event failed"
+                    ("not attempted: an earlier event failed", None)
                 };
-                self.store.release_outbox(row.id, why).await?;
+                self.store
+                    .release_outbox(&self.id, row.id, why, dead_at)
+                    .await?;
                 report.failed += 1;
             }
         }

@@ -34,6 +34,9 @@ pub enum StoreError {
     /// A row violated a uniqueness constraint (the constraint's name is given).
     #[error("conflict on {0}")]
     Conflict(String),
+    /// The database refused a value (e.g. a NUL character in text on PostgreSQL).
+    #[error("invalid value: {0}")]
+    InvalidInput(String),
     /// Anything else: a bug or a corrupt row.
     #[error("database error: {0}")]
     Other(String),
@@ -47,6 +50,13 @@ impl From<sqlx::Error> for StoreError {
             }
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 StoreError::Conflict(db.constraint().unwrap_or("unique").to_string())
+            }
+            // PostgreSQL: character not in repertoire / untranslatable character (NUL in text or
+            // JSONB).
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("22021") | Some("22P05")) =>
+            {
+                StoreError::InvalidInput(db.message().to_string())
             }
             _ => StoreError::Other(err.to_string()),
         }
@@ -125,6 +135,8 @@ pub struct OutboxStats {
     pub oldest_pending: Option<DateTime<Utc>>,
     /// Delivered rows still kept.
     pub sent: i64,
+    /// Rows set aside after too many failed deliveries.
+    pub dead: i64,
 }
 
 /// The stored outcome of one webhook delivery, keyed by its deduplication key.
@@ -260,10 +272,22 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<Vec<OutboxRow>>;
-    /// Marks rows delivered.
-    async fn mark_outbox_sent(&self, ids: &[i64], at: DateTime<Utc>) -> StoreResult<()>;
-    /// Gives a row back after a failed delivery, recording why.
-    async fn release_outbox(&self, id: i64, error: &str) -> StoreResult<()>;
+    /// Marks rows delivered, if `relay` still holds them.
+    async fn mark_outbox_sent(
+        &self,
+        relay: &str,
+        ids: &[i64],
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Gives a row back after a failed delivery, recording why, if `relay` still holds it; with
+    /// `dead_at`, sets it aside for good (a dead letter) so it no longer blocks the rows after it.
+    async fn release_outbox(
+        &self,
+        relay: &str,
+        id: i64,
+        error: &str,
+        dead_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<()>;
     /// One payment by its id.
     async fn payment(&self, id: Uuid) -> StoreResult<Option<Payment>>;
     /// One payment by its provider intent id.
@@ -326,8 +350,8 @@ pub trait Tx: Send {
     /// Saves an idempotent response.
     async fn insert_idempotency_record(&mut self, record: &IdempotencyRecord) -> StoreResult<()>;
 
-    /// One campaign, as this transaction sees it, without locking it.
-    async fn campaign(&mut self, id: Uuid) -> StoreResult<Option<Campaign>>;
+    /// One campaign, share-locked so it cannot be closed until the transaction ends.
+    async fn campaign_for_share(&mut self, id: Uuid) -> StoreResult<Option<Campaign>>;
     /// One campaign, locked against concurrent change until the transaction ends.
     async fn campaign_for_update(&mut self, id: Uuid) -> StoreResult<Option<Campaign>>;
     /// Inserts a campaign unless its id exists; returns whether it was inserted.
@@ -436,8 +460,15 @@ pub trait Tx: Send {
     /// Writes an event to the outbox.
     async fn insert_outbox(&mut self, event: &EventEnvelope) -> StoreResult<()>;
 
+    /// Marks a point this transaction can return to with [`Tx::rollback_to_savepoint`].
+    async fn savepoint(&mut self) -> StoreResult<()>;
+    /// Undoes everything since [`Tx::savepoint`], keeping the transaction and its locks.
+    async fn rollback_to_savepoint(&mut self) -> StoreResult<()>;
     /// Commits.
     async fn commit(self: Box<Self>) -> StoreResult<()>;
+    /// Rolls back now, releasing every lock before returning (dropping the transaction rolls it
+    /// back too, but only when its connection is next used).
+    async fn rollback(self: Box<Self>) -> StoreResult<()>;
 }
 
 /// Opens the store a database URL names (`sqlite://…` or `postgres://…`), applying pending

@@ -48,6 +48,7 @@ sql_store!(
     PgStore,
     PgTx,
     for_update = " FOR UPDATE",
+    for_share = " FOR SHARE",
     skip_locked = " FOR UPDATE SKIP LOCKED"
 );
 

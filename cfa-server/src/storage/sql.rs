@@ -17,7 +17,7 @@
 /// `for_update` is appended to a `SELECT` that locks a row for change; `skip_locked` to the
 /// outbox claim's inner `SELECT`.
 macro_rules! sql_store {
-    ($store:ident, $tx:ident, for_update = $for_update:literal, skip_locked = $skip_locked:literal) => {
+    ($store:ident, $tx:ident, for_update = $for_update:literal, for_share = $for_share:literal, skip_locked = $skip_locked:literal) => {
         use $crate::domain::campaign::{Campaign, CampaignStatus};
         use $crate::domain::donation::{Donation, DonationStatus};
         use $crate::domain::email::DonorEmail;
@@ -239,11 +239,12 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn campaign(&mut self, id: Uuid) -> StoreResult<Option<Campaign>> {
-                sqlx::query(
+            async fn campaign_for_share(&mut self, id: Uuid) -> StoreResult<Option<Campaign>> {
+                sqlx::query(concat!(
                     "SELECT id, title, goal_minor, currency, status, version, created_at, updated_at \
                      FROM campaigns WHERE id = $1",
-                )
+                    $for_share
+                ))
                 .bind(db_id(id))
                 .fetch_optional(&mut *self.tx)
                 .await?
@@ -672,8 +673,23 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn savepoint(&mut self) -> StoreResult<()> {
+                sqlx::query("SAVEPOINT cfa_work").execute(&mut *self.tx).await?;
+                Ok(())
+            }
+
+            async fn rollback_to_savepoint(&mut self) -> StoreResult<()> {
+                sqlx::query("ROLLBACK TO SAVEPOINT cfa_work").execute(&mut *self.tx).await?;
+                Ok(())
+            }
+
             async fn commit(self: Box<Self>) -> StoreResult<()> {
                 self.tx.commit().await?;
+                Ok(())
+            }
+
+            async fn rollback(self: Box<Self>) -> StoreResult<()> {
+                self.tx.rollback().await?;
                 Ok(())
             }
         }
@@ -814,7 +830,7 @@ macro_rules! sql_store {
             ) -> StoreResult<Vec<OutboxRow>> {
                 let rows = sqlx::query(concat!(
                     "UPDATE outbox SET claimed_by = $1, claimed_until = $2, attempts = attempts + 1 \
-                     WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL \
+                     WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL \
                      AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY id LIMIT $4",
                     $skip_locked,
                     ") RETURNING id, event_id, event_type, aggregate_type, aggregate_id, version, \
@@ -834,13 +850,15 @@ macro_rules! sql_store {
                 Ok(claimed)
             }
 
-            async fn mark_outbox_sent(&self, ids: &[i64], at: DateTime<Utc>) -> StoreResult<()> {
+            async fn mark_outbox_sent(&self, relay: &str, ids: &[i64], at: DateTime<Utc>) -> StoreResult<()> {
                 if ids.is_empty() {
                     return Ok(());
                 }
                 let mut q = sqlx::QueryBuilder::<Db>::new("UPDATE outbox SET sent_at = ");
                 q.push_bind(at)
-                    .push(", claimed_until = NULL, last_error = NULL WHERE id IN (");
+                    .push(", claimed_until = NULL, last_error = NULL WHERE claimed_by = ")
+                    .push_bind(relay.to_string())
+                    .push(" AND sent_at IS NULL AND id IN (");
                 let mut list = q.separated(", ");
                 for id in ids {
                     list.push_bind(*id);
@@ -850,12 +868,21 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn release_outbox(&self, id: i64, error: &str) -> StoreResult<()> {
+            async fn release_outbox(
+                &self,
+                relay: &str,
+                id: i64,
+                error: &str,
+                dead_at: Option<DateTime<Utc>>,
+            ) -> StoreResult<()> {
                 sqlx::query(
-                    "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL, last_error = $1 WHERE id = $2",
+                    "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL, last_error = $1, dead_at = $2 \
+                     WHERE id = $3 AND claimed_by = $4 AND sent_at IS NULL",
                 )
                 .bind(error)
+                .bind(dead_at)
                 .bind(id)
+                .bind(relay)
                 .execute(&self.write)
                 .await?;
                 Ok(())
@@ -995,11 +1022,16 @@ macro_rules! sql_store {
             }
 
             async fn outbox_stats(&self) -> StoreResult<OutboxStats> {
-                let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+                let pending: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL",
+                )
+                .fetch_one(&self.read)
+                .await?;
+                let dead: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE dead_at IS NOT NULL")
                     .fetch_one(&self.read)
                     .await?;
                 let oldest_pending: Option<DateTime<Utc>> = sqlx::query_scalar(
-                    "SELECT occurred_at FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT 1",
+                    "SELECT occurred_at FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL ORDER BY id LIMIT 1",
                 )
                 .fetch_optional(&self.read)
                 .await?;
@@ -1011,6 +1043,7 @@ macro_rules! sql_store {
                     pending,
                     oldest_pending,
                     sent,
+                    dead,
                 })
             }
         }

@@ -40,7 +40,13 @@ pub struct SqliteStore {
     write: Pool<Sqlite>,
 }
 
-sql_store!(SqliteStore, SqliteTx, for_update = "", skip_locked = "");
+sql_store!(
+    SqliteStore,
+    SqliteTx,
+    for_update = "",
+    for_share = "",
+    skip_locked = ""
+);
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file a `sqlite://PATH` URL names, and its

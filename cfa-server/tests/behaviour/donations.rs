@@ -157,6 +157,8 @@ async fn malformed_requests_get_a_4xx_that_names_the_problem(ctx: TestContext) {
         (json, format!(r#"{{"campaign_id":"{campaign}","donor_email":"a@example.org","amount":5,"metadata":[1]}}"#).into_bytes(), 422, "validation_error"),
         (json, vec![b' '; 70 * 1024], 413, "payload_too_large"),
         (json, vec![0xff, 0xfe, 0x00], 400, "malformed_json"),
+        (json, format!(r#"{{"campaign_id":"{campaign}","donor_email":"a@example.org","donor_name":"a\u0000b","amount":5}}"#).into_bytes(), 422, "validation_error"),
+        (json, format!(r#"{{"campaign_id":"{campaign}","donor_email":"a@example.org","amount":5,"metadata":{{"k":"a\u0000b"}}}}"#).into_bytes(), 422, "validation_error"),
     ];
     for (content_type, body, status, code) in cases {
         let shown = String::from_utf8_lossy(&body[..body.len().min(80)]).to_string();
@@ -188,6 +190,26 @@ async fn malformed_requests_get_a_4xx_that_names_the_problem(ctx: TestContext) {
         )
         .await;
     assert_eq!(wrong_type.json["field"], "donor_email");
+    let bad_title = app
+        .post(
+            "/api/v1/campaigns",
+            &json!({"title": "nul\u{0}title", "goal_amount": 5}),
+        )
+        .await;
+    assert_eq!(
+        bad_title.json["field"], "title",
+        "control characters are refused on every backend"
+    );
+    let bad_encoding = app.get("/api/v1/donations/%FF").await;
+    assert!(
+        bad_encoding.status >= 400 && bad_encoding.status < 500,
+        "{}",
+        bad_encoding.status
+    );
+    assert!(
+        bad_encoding.json["detail"].as_str().is_some(),
+        "even axum's own rejections are JSON"
+    );
     let bad_path = app.get("/api/v1/donations/12345").await;
     assert_eq!(bad_path.status, 422);
     assert_eq!(bad_path.json["field"], "id");

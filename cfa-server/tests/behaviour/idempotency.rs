@@ -15,7 +15,7 @@ tests![
     eight_concurrent_requests_with_one_key_create_one_donation,
     a_key_whose_first_request_is_still_running_gets_409,
     expired_keys_are_swept_and_can_be_used_again,
-    a_refused_request_leaves_its_key_free;
+    a_refusal_decided_under_the_key_is_replayed_but_an_invalid_request_saves_nothing;
     postgres: two_replicas_on_one_database_honour_one_key,
 ];
 
@@ -300,14 +300,17 @@ async fn expired_keys_are_swept_and_can_be_used_again(ctx: TestContext) {
     );
 }
 
-async fn a_refused_request_leaves_its_key_free(ctx: TestContext) {
+async fn a_refusal_decided_under_the_key_is_replayed_but_an_invalid_request_saves_nothing(
+    ctx: TestContext,
+) {
     let app = ctx.spawn_app().await;
     let campaign = app.create_campaign("Fixable", 500.0).await;
+    // Invalid before the key is taken: nothing saved, the key stays free.
     let key = [("idempotency-key", "fix-me")];
-    let unknown =
-        json!({"campaign_id": uuid::Uuid::new_v4(), "donor_email": "ada@example.org", "amount": 5});
+    let invalid =
+        json!({"campaign_id": campaign, "donor_email": "ada@example.org", "amount": 5.001});
     assert_eq!(
-        app.send(Method::POST, "/api/v1/donations", Some(&unknown), &key)
+        app.send(Method::POST, "/api/v1/donations", Some(&invalid), &key)
             .await
             .status,
         422
@@ -321,6 +324,30 @@ async fn a_refused_request_leaves_its_key_free(ctx: TestContext) {
         )
         .await;
     assert_eq!(fixed.status, 201, "{:?}", fixed.json);
+
+    // Refused after the key is taken (the campaign is unknown): the refusal is the answer.
+    let key = [("idempotency-key", "unknown-campaign")];
+    let unknown =
+        json!({"campaign_id": uuid::Uuid::new_v4(), "donor_email": "ada@example.org", "amount": 5});
+    let first = app
+        .send(Method::POST, "/api/v1/donations", Some(&unknown), &key)
+        .await;
+    assert_eq!(first.status, 422);
+    assert_eq!(first.code(), "campaign_not_found");
+    let again = app
+        .send(Method::POST, "/api/v1/donations", Some(&unknown), &key)
+        .await;
+    assert_eq!((again.status, &again.bytes), (422, &first.bytes));
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    let other = app
+        .send(
+            Method::POST,
+            "/api/v1/donations",
+            Some(&body(&campaign, 5.0)),
+            &key,
+        )
+        .await;
+    assert_eq!(other.code(), "idempotency_key_reused");
 }
 
 async fn two_replicas_on_one_database_honour_one_key(ctx: TestContext) {

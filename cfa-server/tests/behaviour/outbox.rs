@@ -11,7 +11,56 @@ tests![
     concurrent_relays_never_claim_the_same_rows,
     delivered_rows_are_pruned_after_the_retention_period,
     the_background_relay_delivers_new_events_promptly,
+    an_event_that_keeps_failing_becomes_a_dead_letter_and_stops_blocking_the_rest,
 ];
+
+async fn an_event_that_keeps_failing_becomes_a_dead_letter_and_stops_blocking_the_rest(
+    ctx: TestContext,
+) {
+    let app = ctx.spawn_app_with(|s| s.outbox.max_attempts = 2).await;
+    let campaign = app.create_campaign("Poison", 500.0).await;
+    app.relay.deliver_batch().await.expect("deliver");
+    let poison = app.donate(&campaign, "ada@example.org", "1").await.json["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let healthy = app.donate(&campaign, "bob@example.org", "2").await.json["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let mut consumer = app.bus.subscribe("picky", &["donation"]);
+    let poison_id = poison.clone();
+    let consumed = tokio::spawn(async move {
+        let mut accepted = Vec::new();
+        while let Some(delivery) = consumer.recv().await {
+            if delivery.event.aggregate_id == poison_id {
+                delivery.nack("cannot handle this one");
+            } else {
+                accepted.push(delivery.event.aggregate_id.clone());
+                delivery.ack();
+                break;
+            }
+        }
+        accepted
+    });
+    let first = app.relay.deliver_batch().await.expect("deliver");
+    assert_eq!(
+        (first.delivered, first.failed, first.dead),
+        (0, 2, 0),
+        "first failure: retried later, order kept"
+    );
+    let second = app.relay.deliver_batch().await.expect("deliver");
+    assert_eq!(second.dead, 1, "the second failure is the last attempt");
+    let third = app.relay.deliver_batch().await.expect("deliver");
+    assert_eq!(third.delivered, 1, "the next event is no longer held back");
+    assert_eq!(consumed.await.expect("consumer"), [healthy]);
+    let stats = app.store.outbox_stats().await.expect("stats");
+    assert_eq!(
+        (stats.pending, stats.dead),
+        (0, 1),
+        "the dead letter is kept and counted"
+    );
+}
 
 async fn every_acknowledged_donation_has_its_event_and_the_relay_delivers_it_once(
     ctx: TestContext,
