@@ -288,7 +288,7 @@ impl Default for PaymentSettings {
             sandbox_delay_ms: 0,
             sandbox_duplicate_probability: 0.0,
             sandbox_reorder_probability: 0.0,
-            sandbox_max_attempts: 8,
+            sandbox_max_attempts: 15,
             sandbox_poll_interval_ms: 100,
             reconcile_after_seconds: 900,
             reconcile_interval_seconds: 60,

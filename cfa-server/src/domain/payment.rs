@@ -191,10 +191,14 @@ pub enum Decision {
 }
 
 /// Decides what an event does to a payment. The ordering check comes first: an event older than
-/// the last applied one is ignored even if its transition would be valid.
+/// the last applied one is ignored even if its transition would be valid. Refunds identified by a
+/// refund id are the exception: they add up in any order and are deduplicated by their id, so a
+/// partial refund delivered after a later one is still applied.
 pub fn decide(payment: &Payment, event: &ProviderEvent) -> Decision {
+    let keyed_refund = event.status == PaymentStatus::Refunded && event.refund.is_some();
     if let Some(last) = payment.last_event_at
         && event.at < last
+        && !keyed_refund
     {
         return Decision::OutOfOrder;
     }
@@ -347,6 +351,22 @@ mod tests {
             decide(&p, &event(Authorized, "2026-01-01T11:00:00Z", None)),
             Decision::Invalid(_)
         ));
+    }
+
+    #[test]
+    fn partial_refunds_add_up_whatever_order_they_arrive_in() {
+        let p = payment(Captured, 400, Some("2026-01-01T12:00:00Z"));
+        assert_eq!(
+            decide(
+                &p,
+                &event(Refunded, "2026-01-01T11:00:00Z", Some(("r1", Some(100))))
+            ),
+            Decision::Apply {
+                next: Captured,
+                refunded_minor: 500,
+                refund: Some(("r1".into(), 100))
+            }
+        );
     }
 
     #[test]

@@ -672,33 +672,56 @@ async fn process_webhook(
     };
     let refund = if status == PaymentStatus::Refunded {
         let data = event.data.clone().unwrap_or(Value::Null);
-        let amount = match (&data["amount_minor"], &data["amount"]) {
-            (Value::Number(n), _) => n.as_i64(),
-            (_, Value::Number(n)) => payment
-                .currency
-                .parse_amount(&n.to_string(), MAX_DONATION_MAJOR)
-                .ok(),
-            _ => None,
+        let refund_id = match data["refund_id"].as_str().map(str::trim) {
+            Some(id) if !id.is_empty() && id.len() <= 255 => id.to_string(),
+            _ => {
+                return Ok((
+                    intent,
+                    event_id,
+                    rejected(
+                        StatusCode::BAD_REQUEST,
+                        "malformed",
+                        "malformed_webhook",
+                        "data.refund_id: a REFUNDED event must name its refund".into(),
+                        json!({"field": "data.refund_id"}),
+                    ),
+                ));
+            }
         };
-        let refund_id = data["refund_id"].as_str().map(str::to_string);
-        refund_id
-            .map(|id| (id, amount))
-            .or(amount.map(|a| (event.id.clone().unwrap_or_default(), Some(a))))
-            .map(|(id, a)| {
-                (
-                    if id.is_empty() {
-                        format!("refund-of-{}", Uuid::new_v4().simple())
-                    } else {
-                        id
-                    },
-                    a,
-                )
-            })
+        let amount = match (&data["amount_minor"], &data["amount"]) {
+            (Value::Number(n), _) => n
+                .as_i64()
+                .filter(|a| *a > 0)
+                .ok_or_else(|| "must be a positive integer".to_string()),
+            (Value::Null, Value::Number(n)) => payment
+                .currency
+                .parse_amount(&n.to_string(), MAX_DONATION_MAJOR),
+            _ => Err("data.amount is required (a decimal number)".to_string()),
+        };
+        match amount {
+            Ok(amount) => Some((refund_id, Some(amount))),
+            Err(m) => {
+                return Ok((
+                    intent,
+                    event_id,
+                    rejected(
+                        StatusCode::BAD_REQUEST,
+                        "malformed",
+                        "malformed_webhook",
+                        format!("data.amount: {m}"),
+                        json!({"field": "data.amount"}),
+                    ),
+                ));
+            }
+        }
     } else {
         None
     };
     let provider_event = ProviderEvent {
-        event_id: event.id.clone().unwrap_or_else(|| "unidentified".into()),
+        event_id: event
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("sha256:{}", hex::encode(Sha256::digest(body)))),
         status,
         at,
         refund,
@@ -740,6 +763,18 @@ async fn process_webhook(
                 "version": payment.version,
             }),
         },
+        Applied::RefundMismatch { reason, payment } => rejected(
+            StatusCode::BAD_REQUEST,
+            "refund_mismatch",
+            "invalid_refund",
+            reason,
+            json!({
+                "payment_id": payment.id,
+                "payment_intent_id": payment.payment_intent_id,
+                "current_status": payment.status.as_str(),
+                "version": payment.version,
+            }),
+        ),
         Applied::Invalid { reason, payment } => rejected(
             StatusCode::BAD_REQUEST,
             "invalid_transition",

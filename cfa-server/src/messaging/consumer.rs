@@ -104,10 +104,27 @@ impl DonationStatusConsumer {
                 tracing::warn!(%donation_id, ?amount, expected = donation.amount_minor, "a capture for another amount does not complete the donation");
                 None
             }
-            ("payment.failed", DonationStatus::Pending) => Some((
-                DonationStatus::Failed.event_type(),
-                with_status(&donation, DonationStatus::Failed, now),
-            )),
+            ("payment.failed", DonationStatus::Pending) => {
+                // A donor may retry with a new intent after a decline; only fail the donation
+                // when no other payment for it is still alive.
+                let failed_payment = payload["payment_id"].as_str().unwrap_or("");
+                match tx.live_payment_for_donation(donation.id).await? {
+                    Some(other) if other.id.to_string() != failed_payment => None,
+                    _ => Some((
+                        DonationStatus::Failed.event_type(),
+                        with_status(&donation, DonationStatus::Failed, now),
+                    )),
+                }
+            }
+            ("payment.refunded", DonationStatus::Pending)
+                if payload["old_status"] == "AUTHORIZED" =>
+            {
+                // A voided authorization: the donation was never paid.
+                Some((
+                    DonationStatus::Failed.event_type(),
+                    with_status(&donation, DonationStatus::Failed, now),
+                ))
+            }
             ("payment.refunded", DonationStatus::Completed) => {
                 let refunded = payload["refunded_minor"]
                     .as_i64()

@@ -37,6 +37,13 @@ pub enum Applied {
     OutOfOrder(Payment),
     /// This refund was applied before (same `refund_id`): nothing changed.
     RefundAlreadyApplied(Payment),
+    /// The refund id belongs to another payment, or its amount differs from the one requested.
+    RefundMismatch {
+        /// Why.
+        reason: String,
+        /// The payment as it is.
+        payment: Payment,
+    },
     /// Not allowed: nothing changed.
     Invalid {
         /// Why.
@@ -98,8 +105,23 @@ pub async fn apply_event(
     let now = crate::domain::now();
     if let Some((refund_id, amount)) = &refund {
         match tx.refund_for_update(refund_id).await? {
+            Some(existing) if existing.payment_id != payment.id => {
+                return Ok(Applied::RefundMismatch {
+                    reason: format!("refund {refund_id} belongs to another payment"),
+                    payment,
+                });
+            }
             Some(existing) if existing.status == "SUCCEEDED" => {
                 return Ok(Applied::RefundAlreadyApplied(payment));
+            }
+            Some(existing) if existing.amount_minor != *amount => {
+                return Ok(Applied::RefundMismatch {
+                    reason: format!(
+                        "refund {refund_id} was requested for {} minor units, not {amount}",
+                        existing.amount_minor
+                    ),
+                    payment,
+                });
             }
             Some(_) => tx.complete_refund(refund_id, "SUCCEEDED", now).await?,
             None => {
@@ -214,6 +236,9 @@ impl Reconciler {
         let mut report = ReconcileReport::default();
         for payment in stuck {
             report.checked += 1;
+            self.store
+                .mark_reconciled(payment.id, crate::domain::now())
+                .await?;
             let remote = match self.provider.fetch(&payment.payment_intent_id).await {
                 Ok(Some(remote)) => remote,
                 Ok(None) => {

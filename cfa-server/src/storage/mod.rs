@@ -296,8 +296,11 @@ pub trait Store: Send + Sync + 'static {
     async fn payment_history(&self, payment_id: Uuid) -> StoreResult<Vec<PaymentTransition>>;
     /// A payment's refunds, oldest first.
     async fn refunds(&self, payment_id: Uuid) -> StoreResult<Vec<Refund>>;
-    /// Payments still `INITIATED` or `AUTHORIZED` that have not changed since `before`.
+    /// Payments still `INITIATED` or `AUTHORIZED` that have neither changed nor been reconciled
+    /// since `before`, least recently looked at first.
     async fn stuck_payments(&self, before: DateTime<Utc>, limit: i64) -> StoreResult<Vec<Payment>>;
+    /// Records that reconciliation looked at a payment, so the next pass starts with others.
+    async fn mark_reconciled(&self, payment_id: Uuid, at: DateTime<Utc>) -> StoreResult<()>;
     /// The stored outcome of a webhook delivery.
     async fn webhook_record(&self, dedup_key: &str) -> StoreResult<Option<WebhookRecord>>;
 

@@ -931,9 +931,20 @@ macro_rules! sql_store {
                 q.push(PAYMENT_COLUMNS)
                     .push(" FROM payments WHERE status IN ('INITIATED', 'AUTHORIZED') AND updated_at < ")
                     .push_bind(before)
-                    .push(" ORDER BY updated_at LIMIT ")
+                    .push(" AND (reconciled_at IS NULL OR reconciled_at < ")
+                    .push_bind(before)
+                    .push(") ORDER BY COALESCE(reconciled_at, updated_at) LIMIT ")
                     .push_bind(limit);
                 q.build().fetch_all(&self.read).await?.iter().map(payment_from_row).collect()
+            }
+
+            async fn mark_reconciled(&self, payment_id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
+                sqlx::query("UPDATE payments SET reconciled_at = $1 WHERE id = $2")
+                    .bind(at)
+                    .bind(db_id(payment_id))
+                    .execute(&self.write)
+                    .await?;
+                Ok(())
             }
 
             async fn webhook_record(&self, dedup_key: &str) -> StoreResult<Option<WebhookRecord>> {

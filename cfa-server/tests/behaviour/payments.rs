@@ -31,6 +31,7 @@ tests![
     a_refund_is_applied_once_per_refund_id,
     reconciliation_applies_what_the_provider_knows,
     a_redelivered_payment_event_changes_the_donation_once,
+    a_voided_authorization_fails_the_donation,
 ];
 
 fn event(intent: &str, status: &str, timestamp: &str, id: Option<&str>) -> String {
@@ -789,11 +790,60 @@ async fn a_refund_is_applied_once_per_refund_id(ctx: TestContext) {
         ),
         (Some("ignored"), Some("refund_already_applied"))
     );
+    let earlier = json!({"id": "evt-r0", "payment_intent_id": pi, "status": "REFUNDED", "timestamp": "2026-01-01T10:30:00Z", "data": {"refund_id": "re_provider_0", "amount": 2.5}}).to_string();
+    assert_eq!(
+        app.webhook(&earlier, &[]).await.json["status"],
+        "processed",
+        "partial refunds add up in any order"
+    );
+    let anonymous = json!({"id": "evt-r3", "payment_intent_id": pi, "status": "REFUNDED", "timestamp": "2026-01-01T12:00:00Z", "data": {"amount": 1}}).to_string();
+    let refused = app.webhook(&anonymous, &[]).await;
+    assert_eq!(
+        (refused.status, refused.json["field"].as_str()),
+        (400, Some("data.refund_id"))
+    );
+    let bad_amount = json!({"id": "evt-r4", "payment_intent_id": pi, "status": "REFUNDED", "timestamp": "2026-01-01T12:00:00Z", "data": {"refund_id": "re_x", "amount": "1.00"}}).to_string();
+    assert_eq!(
+        app.webhook(&bad_amount, &[]).await.json["field"],
+        "data.amount",
+        "an unreadable amount is never read as 'the rest'"
+    );
     let p = payment(&app, &pi).await;
     assert_eq!(
         (p["refunded_amount_minor"].as_i64(), p["version"].as_i64()),
-        (Some(1250), Some(4))
+        (Some(1500), Some(5))
     );
+
+    let (_, other) = app.pending_payment("50").await;
+    let other_pi = intent_id(&other);
+    app.webhook(
+        &event(&other_pi, "AUTHORIZED", "2026-01-01T10:00:00Z", None),
+        &[],
+    )
+    .await;
+    app.webhook(
+        &event(&other_pi, "CAPTURED", "2026-01-01T10:00:01Z", None),
+        &[],
+    )
+    .await;
+    let stolen = json!({"id": "evt-r5", "payment_intent_id": other_pi, "status": "REFUNDED", "timestamp": "2026-01-01T11:00:00Z", "data": {"refund_id": "re_provider_1", "amount": 12.5}}).to_string();
+    let mismatch = app.webhook(&stolen, &[]).await;
+    assert_eq!(
+        (mismatch.status, mismatch.json["reason"].as_str()),
+        (400, Some("refund_mismatch")),
+        "a refund id belongs to one payment"
+    );
+}
+
+async fn a_voided_authorization_fails_the_donation(ctx: TestContext) {
+    let app = ctx.spawn_app().await;
+    let (donation_id, intent) = app.pending_payment("9").await;
+    let pi = intent_id(&intent);
+    app.webhook(&event(&pi, "AUTHORIZED", "2026-01-01T10:00:00Z", None), &[])
+        .await;
+    let void = json!({"id": "void-1", "payment_intent_id": pi, "status": "REFUNDED", "timestamp": "2026-01-01T10:05:00Z", "data": {"refund_id": "re_void", "amount": 9}}).to_string();
+    assert_eq!(app.webhook(&void, &[]).await.json["new_status"], "REFUNDED");
+    wait_for_donation(&app, &donation_id, "FAILED").await;
 }
 
 async fn reconciliation_applies_what_the_provider_knows(ctx: TestContext) {
