@@ -39,6 +39,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Webhook signatures, the sandbox provider, reconciliation.
     pub payments: PaymentSettings,
+    /// The totals read model's cache.
+    pub totals: TotalsSettings,
     /// Log format and level.
     pub log: LogSettings,
 }
@@ -292,6 +294,23 @@ impl Default for PaymentSettings {
             sandbox_poll_interval_ms: 100,
             reconcile_after_seconds: 900,
             reconcile_interval_seconds: 60,
+        }
+    }
+}
+
+/// `[totals]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TotalsSettings {
+    /// Longest a cached total lives, in seconds; a safety net only, since every change to the
+    /// read model invalidates its entry.
+    pub cache_ttl_seconds: u64,
+}
+
+impl Default for TotalsSettings {
+    fn default() -> Self {
+        TotalsSettings {
+            cache_ttl_seconds: 5,
         }
     }
 }

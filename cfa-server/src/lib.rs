@@ -11,6 +11,7 @@
 //! - [`messaging`]: the event bus, the outbox relay and the consumers.
 //! - [`payments`]: applying provider events, reconciliation, signatures, the sandbox provider.
 //! - [`telemetry`]: logging setup.
+//! - [`totals`]: the live totals read model, its cache and its refresh.
 
 pub mod config;
 pub mod domain;
@@ -21,3 +22,4 @@ pub mod payments;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;
+pub mod totals;

@@ -22,6 +22,7 @@ use crate::messaging::relay::Relay;
 use crate::payments::provider::{PaymentProvider, Sandbox};
 use crate::payments::{ReconcileStats, Reconciler};
 use crate::storage::{self, Store};
+use crate::totals::{LocalCache, TotalsCache, TotalsConsumer};
 
 /// A built, bound, not yet running server.
 pub struct Application {
@@ -118,8 +119,13 @@ impl Application {
                 url,
             ))
         });
-        let handlers: Vec<Arc<dyn Handler>> =
-            vec![Arc::new(DonationStatusConsumer::new(store.clone()))];
+        let totals_cache: Arc<dyn TotalsCache> = Arc::new(LocalCache::new(Duration::from_secs(
+            settings.totals.cache_ttl_seconds,
+        )));
+        let handlers: Vec<Arc<dyn Handler>> = vec![
+            Arc::new(DonationStatusConsumer::new(store.clone())),
+            Arc::new(TotalsConsumer::new(store.clone(), totals_cache.clone())),
+        ];
         let consumers = handlers
             .into_iter()
             .map(|h| {
@@ -137,6 +143,7 @@ impl Application {
             sandbox,
             webhook_secrets: Arc::new(secrets),
             reconcile: Arc::new(ReconcileStats::default()),
+            totals_cache,
         };
         Ok(Application {
             listener,

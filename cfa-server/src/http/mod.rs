@@ -5,7 +5,7 @@
 //! - [`error`]: [`error::ApiError`] and the JSON body extractor.
 //! - [`auth`]: the operator-key extractor.
 //! - [`health`]: `/health`, `/ready` and the per-service aliases.
-//! - [`campaigns`], [`donations`], [`payments`]: the resources.
+//! - [`campaigns`], [`donations`], [`payments`], [`totals`]: the resources.
 //! - [`sandbox`]: the built-in sandbox provider's API.
 
 pub mod auth;
@@ -15,6 +15,7 @@ pub mod error;
 pub mod health;
 pub mod payments;
 pub mod sandbox;
+pub mod totals;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +41,7 @@ use crate::idempotency::{self, Begin, IdempotencyKey, IdempotentRequest, InFligh
 use crate::payments::ReconcileStats;
 use crate::payments::provider::{PaymentProvider, Sandbox};
 use crate::storage::{IdempotencyRecord, Store};
+use crate::totals::TotalsCache;
 use error::{ApiError, InternalMessage, json_response};
 
 /// What every handler can reach.
@@ -63,6 +65,8 @@ pub struct AppState {
     pub webhook_secrets: Arc<Vec<Secret>>,
     /// What reconciliation did.
     pub reconcile: Arc<ReconcileStats>,
+    /// The totals cache.
+    pub totals_cache: Arc<dyn TotalsCache>,
 }
 
 impl AppState {
@@ -90,6 +94,7 @@ pub fn app(state: AppState) -> Router {
         .merge(donations::router())
         .merge(payments::router())
         .merge(sandbox::router())
+        .merge(totals::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

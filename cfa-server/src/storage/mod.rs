@@ -207,6 +207,42 @@ pub struct SandboxDelivery {
     pub attempts: i32,
 }
 
+/// A campaign's totals as the read model holds them (or as computed from donations).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CampaignTotals {
+    /// The campaign.
+    pub campaign_id: Uuid,
+    /// Sum of completed donations net of refunds, minor units.
+    pub total_minor: i64,
+    /// Completed donations not fully refunded.
+    pub completed_count: i64,
+    /// Distinct donor addresses among them.
+    pub unique_donors: i64,
+    /// The campaign's goal.
+    pub goal_minor: i64,
+    /// Currency code.
+    pub currency: String,
+    /// Last change.
+    pub last_updated: DateTime<Utc>,
+}
+
+/// What one donation contributes to its campaign's totals, as last applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Contribution {
+    /// The donation.
+    pub donation_id: Uuid,
+    /// Its campaign.
+    pub campaign_id: Uuid,
+    /// Its donor (normalised).
+    pub donor_email: String,
+    /// The donation version this reflects; older events are ignored.
+    pub version: i64,
+    /// Minor units counted.
+    pub counted_minor: i64,
+    /// Whether it counts as a completed donation.
+    pub counted: bool,
+}
+
 /// Which database a store talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -301,6 +337,16 @@ pub trait Store: Send + Sync + 'static {
     async fn stuck_payments(&self, before: DateTime<Utc>, limit: i64) -> StoreResult<Vec<Payment>>;
     /// Records that reconciliation looked at a payment, so the next pass starts with others.
     async fn mark_reconciled(&self, payment_id: Uuid, at: DateTime<Utc>) -> StoreResult<()>;
+    /// The totals read model's row for a campaign.
+    async fn campaign_totals(&self, campaign_id: Uuid) -> StoreResult<Option<CampaignTotals>>;
+    /// Totals computed from the donations themselves (the source of truth), without goal and
+    /// currency (filled from the campaign by the caller).
+    async fn realtime_totals(&self, campaign_id: Uuid) -> StoreResult<(i64, i64, i64)>;
+    /// Every donation of a campaign (for rebuilding its totals).
+    async fn campaign_donations(&self, campaign_id: Uuid) -> StoreResult<Vec<Donation>>;
+    /// Every campaign id.
+    async fn campaign_ids(&self) -> StoreResult<Vec<Uuid>>;
+
     /// The stored outcome of a webhook delivery.
     async fn webhook_record(&self, dedup_key: &str) -> StoreResult<Option<WebhookRecord>>;
 
@@ -442,6 +488,31 @@ pub trait Tx: Send {
         event_id: Uuid,
         at: DateTime<Utc>,
     ) -> StoreResult<bool>;
+
+    /// The totals row of a campaign, locked until the transaction ends.
+    async fn totals_for_update(&mut self, campaign_id: Uuid)
+    -> StoreResult<Option<CampaignTotals>>;
+    /// Writes a campaign's totals row.
+    async fn upsert_totals(&mut self, totals: &CampaignTotals) -> StoreResult<()>;
+    /// A donation's contribution, locked until the transaction ends.
+    async fn contribution_for_update(
+        &mut self,
+        donation_id: Uuid,
+    ) -> StoreResult<Option<Contribution>>;
+    /// Writes a donation's contribution.
+    async fn upsert_contribution(&mut self, contribution: &Contribution) -> StoreResult<()>;
+    /// Adds `delta` to the number of counted donations of a donor in a campaign; returns the new
+    /// number.
+    async fn adjust_donor(
+        &mut self,
+        campaign_id: Uuid,
+        donor_email: &str,
+        delta: i64,
+    ) -> StoreResult<i64>;
+    /// Every donation of a campaign, as this transaction sees them.
+    async fn campaign_donations(&mut self, campaign_id: Uuid) -> StoreResult<Vec<Donation>>;
+    /// Forgets every contribution and donor of a campaign (before a rebuild).
+    async fn clear_totals_detail(&mut self, campaign_id: Uuid) -> StoreResult<()>;
 
     /// Creates the sandbox provider's record of an intent.
     async fn sandbox_insert_intent(&mut self, intent: &SandboxIntent) -> StoreResult<()>;

@@ -25,7 +25,7 @@ macro_rules! sql_store {
         use $crate::domain::money::Currency;
         use $crate::domain::payment::{Payment, PaymentStatus, PaymentTransition};
         use $crate::storage::{
-            DeliveryOutcome, HistoryFilter, IdempotencyRecord, OutboxRow, OutboxStats, Refund,
+            CampaignTotals, Contribution, DeliveryOutcome, HistoryFilter, IdempotencyRecord, OutboxRow, OutboxStats, Refund,
             SandboxDelivery, SandboxIntent, StatusAudit, Store, StoreError, StoreResult, Tx,
             WebhookRecord,
         };
@@ -191,6 +191,18 @@ macro_rules! sql_store {
                 refunded_minor: row.try_get("refunded_minor")?,
                 status_at: row.try_get("status_at")?,
                 created_at: row.try_get("created_at")?,
+            })
+        }
+
+        fn totals_from_row(row: &DbRow) -> StoreResult<CampaignTotals> {
+            Ok(CampaignTotals {
+                campaign_id: from_db_id(row.try_get("campaign_id")?),
+                total_minor: row.try_get("total_minor")?,
+                completed_count: row.try_get("completed_count")?,
+                unique_donors: row.try_get("unique_donors")?,
+                goal_minor: row.try_get("goal_minor")?,
+                currency: row.try_get("currency")?,
+                last_updated: row.try_get("last_updated")?,
             })
         }
 
@@ -599,6 +611,115 @@ macro_rules! sql_store {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn totals_for_update(&mut self, campaign_id: Uuid) -> StoreResult<Option<CampaignTotals>> {
+                sqlx::query(concat!(
+                    "SELECT campaign_id, total_minor, completed_count, unique_donors, goal_minor, currency, last_updated \
+                     FROM campaign_totals WHERE campaign_id = $1",
+                    $for_update
+                ))
+                .bind(db_id(campaign_id))
+                .fetch_optional(&mut *self.tx)
+                .await?
+                .as_ref()
+                .map(totals_from_row)
+                .transpose()
+            }
+
+            async fn upsert_totals(&mut self, t: &CampaignTotals) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO campaign_totals (campaign_id, total_minor, completed_count, unique_donors, goal_minor, \
+                     currency, last_updated) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (campaign_id) DO UPDATE SET total_minor = excluded.total_minor, \
+                     completed_count = excluded.completed_count, unique_donors = excluded.unique_donors, \
+                     goal_minor = excluded.goal_minor, currency = excluded.currency, last_updated = excluded.last_updated",
+                )
+                .bind(db_id(t.campaign_id))
+                .bind(t.total_minor)
+                .bind(t.completed_count)
+                .bind(t.unique_donors)
+                .bind(t.goal_minor)
+                .bind(&t.currency)
+                .bind(t.last_updated)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn contribution_for_update(&mut self, donation_id: Uuid) -> StoreResult<Option<Contribution>> {
+                let row = sqlx::query(concat!(
+                    "SELECT donation_id, campaign_id, donor_email, version, counted_minor, counted \
+                     FROM totals_contributions WHERE donation_id = $1",
+                    $for_update
+                ))
+                .bind(db_id(donation_id))
+                .fetch_optional(&mut *self.tx)
+                .await?;
+                row.map(|row| {
+                    Ok(Contribution {
+                        donation_id: from_db_id(row.try_get("donation_id")?),
+                        campaign_id: from_db_id(row.try_get("campaign_id")?),
+                        donor_email: row.try_get("donor_email")?,
+                        version: row.try_get("version")?,
+                        counted_minor: row.try_get("counted_minor")?,
+                        counted: row.try_get::<i64, _>("counted")? != 0,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn upsert_contribution(&mut self, c: &Contribution) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO totals_contributions (donation_id, campaign_id, donor_email, version, counted_minor, counted) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (donation_id) DO UPDATE SET \
+                     version = excluded.version, counted_minor = excluded.counted_minor, counted = excluded.counted",
+                )
+                .bind(db_id(c.donation_id))
+                .bind(db_id(c.campaign_id))
+                .bind(&c.donor_email)
+                .bind(c.version)
+                .bind(c.counted_minor)
+                .bind(i64::from(c.counted))
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn adjust_donor(&mut self, campaign_id: Uuid, donor_email: &str, delta: i64) -> StoreResult<i64> {
+                let donations: i64 = sqlx::query_scalar(
+                    "INSERT INTO totals_donors (campaign_id, donor_email, donations) VALUES ($1, $2, $3) \
+                     ON CONFLICT (campaign_id, donor_email) DO UPDATE SET donations = totals_donors.donations + excluded.donations \
+                     RETURNING donations",
+                )
+                .bind(db_id(campaign_id))
+                .bind(donor_email)
+                .bind(delta)
+                .fetch_one(&mut *self.tx)
+                .await?;
+                Ok(donations)
+            }
+
+            async fn campaign_donations(&mut self, campaign_id: Uuid) -> StoreResult<Vec<Donation>> {
+                sqlx::query("SELECT * FROM donations WHERE campaign_id = $1 ORDER BY created_at, id")
+                    .bind(db_id(campaign_id))
+                    .fetch_all(&mut *self.tx)
+                    .await?
+                    .iter()
+                    .map(donation_from_row)
+                    .collect()
+            }
+
+            async fn clear_totals_detail(&mut self, campaign_id: Uuid) -> StoreResult<()> {
+                sqlx::query("DELETE FROM totals_contributions WHERE campaign_id = $1")
+                    .bind(db_id(campaign_id))
+                    .execute(&mut *self.tx)
+                    .await?;
+                sqlx::query("DELETE FROM totals_donors WHERE campaign_id = $1")
+                    .bind(db_id(campaign_id))
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
             async fn sandbox_insert_intent(&mut self, i: &SandboxIntent) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO sandbox_intents (payment_intent_id, amount_minor, currency, status, refunded_minor, \
@@ -945,6 +1066,52 @@ macro_rules! sql_store {
                     .execute(&self.write)
                     .await?;
                 Ok(())
+            }
+
+            async fn campaign_totals(&self, campaign_id: Uuid) -> StoreResult<Option<CampaignTotals>> {
+                sqlx::query(
+                    "SELECT campaign_id, total_minor, completed_count, unique_donors, goal_minor, currency, last_updated \
+                     FROM campaign_totals WHERE campaign_id = $1",
+                )
+                .bind(db_id(campaign_id))
+                .fetch_optional(&self.read)
+                .await?
+                .as_ref()
+                .map(totals_from_row)
+                .transpose()
+            }
+
+            async fn realtime_totals(&self, campaign_id: Uuid) -> StoreResult<(i64, i64, i64)> {
+                let row = sqlx::query(
+                    "SELECT CAST(COALESCE(SUM(amount_minor - refunded_minor), 0) AS BIGINT) AS total_minor, \
+                     COUNT(*) AS completed_count, COUNT(DISTINCT donor_email) AS unique_donors \
+                     FROM donations WHERE campaign_id = $1 AND status = 'COMPLETED'",
+                )
+                .bind(db_id(campaign_id))
+                .fetch_one(&self.read)
+                .await?;
+                Ok((
+                    row.try_get("total_minor")?,
+                    row.try_get("completed_count")?,
+                    row.try_get("unique_donors")?,
+                ))
+            }
+
+            async fn campaign_donations(&self, campaign_id: Uuid) -> StoreResult<Vec<Donation>> {
+                sqlx::query("SELECT * FROM donations WHERE campaign_id = $1 ORDER BY created_at, id")
+                    .bind(db_id(campaign_id))
+                    .fetch_all(&self.read)
+                    .await?
+                    .iter()
+                    .map(donation_from_row)
+                    .collect()
+            }
+
+            async fn campaign_ids(&self) -> StoreResult<Vec<Uuid>> {
+                let ids: Vec<DbId> = sqlx::query_scalar("SELECT id FROM campaigns ORDER BY created_at, id")
+                    .fetch_all(&self.read)
+                    .await?;
+                Ok(ids.into_iter().map(from_db_id).collect())
             }
 
             async fn webhook_record(&self, dedup_key: &str) -> StoreResult<Option<WebhookRecord>> {

@@ -16,6 +16,7 @@ mod helpers;
 mod idempotency;
 mod outbox;
 mod payments;
+mod totals;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -65,6 +66,7 @@ fn main() {
         ("idempotency", idempotency::all()),
         ("outbox", outbox::all()),
         ("payments", payments::all()),
+        ("totals", totals::all()),
     ];
     let mut trials = Vec::new();
     for (group, tests) in groups {

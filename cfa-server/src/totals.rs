@@ -1,0 +1,330 @@
+//! Live campaign totals: a read model kept exact by an idempotent consumer of donation events,
+//! a cache in front of it, the computation from the donations themselves, and the refresh that
+//! reconciles the two.
+//!
+//! Each donation's contribution to its campaign (amount net of refunds, counted or not, donor) is
+//! stored with the donation version it reflects. An event applies the difference between the new
+//! contribution and the stored one, in the transaction of its inbox row; a redelivered or older
+//! event changes nothing. So totals never drift by a cent, whatever the delivery order.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::domain::donation::DonationStatus;
+use crate::domain::event::EventEnvelope;
+use crate::messaging::consumer::Handler;
+use crate::storage::{CampaignTotals, Contribution, Store, StoreError, Tx};
+
+/// A cache of totals in front of the read model.
+#[async_trait]
+pub trait TotalsCache: Send + Sync + 'static {
+    /// Cached totals and when they were cached; counts a hit or a miss.
+    async fn get(&self, campaign_id: Uuid) -> Option<(CampaignTotals, Instant)>;
+    /// Caches totals just read from the read model.
+    async fn put(&self, totals: CampaignTotals);
+    /// Drops a campaign's entry (its read model changed).
+    async fn invalidate(&self, campaign_id: Uuid);
+    /// Hits and misses since start.
+    fn counts(&self) -> (u64, u64);
+}
+
+/// The in-process cache: entries are invalidated when the read model changes; the TTL is only a
+/// safety net.
+pub struct LocalCache {
+    entries: moka::future::Cache<Uuid, (CampaignTotals, Instant)>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl LocalCache {
+    /// A cache whose entries live at most `ttl`.
+    pub fn new(ttl: Duration) -> LocalCache {
+        LocalCache {
+            entries: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl TotalsCache for LocalCache {
+    async fn get(&self, campaign_id: Uuid) -> Option<(CampaignTotals, Instant)> {
+        let found = self.entries.get(&campaign_id).await;
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    async fn put(&self, totals: CampaignTotals) {
+        self.entries
+            .insert(totals.campaign_id, (totals, Instant::now()))
+            .await;
+    }
+
+    async fn invalidate(&self, campaign_id: Uuid) {
+        self.entries.invalidate(&campaign_id).await;
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The contribution a donation in this state makes.
+fn contribution_of(status: DonationStatus, amount_minor: i64, refunded_minor: i64) -> (i64, bool) {
+    match status {
+        DonationStatus::Completed => ((amount_minor - refunded_minor).max(0), true),
+        DonationStatus::Pending | DonationStatus::Failed | DonationStatus::Refunded => (0, false),
+    }
+}
+
+/// Applies a new contribution of one donation: the difference to its stored contribution goes
+/// into the campaign's totals. Returns false if the stored contribution is already as new.
+async fn apply_contribution(tx: &mut dyn Tx, new: Contribution) -> Result<bool, StoreError> {
+    let old = tx.contribution_for_update(new.donation_id).await?;
+    if old.as_ref().is_some_and(|o| o.version >= new.version) {
+        return Ok(false);
+    }
+    let (old_minor, old_counted) = old
+        .as_ref()
+        .map_or((0, false), |o| (o.counted_minor, o.counted));
+    let mut unique_delta = 0;
+    if new.counted != old_counted {
+        let delta = if new.counted { 1 } else { -1 };
+        let now_counted = tx
+            .adjust_donor(new.campaign_id, &new.donor_email, delta)
+            .await?;
+        unique_delta = match (delta, now_counted) {
+            (1, 1) => 1,
+            (-1, 0) => -1,
+            _ => 0,
+        };
+    }
+    let mut totals = match tx.totals_for_update(new.campaign_id).await? {
+        Some(t) => t,
+        None => empty_totals(tx, new.campaign_id).await?,
+    };
+    totals.total_minor += new.counted_minor - old_minor;
+    totals.completed_count += i64::from(new.counted) - i64::from(old_counted);
+    totals.unique_donors += unique_delta;
+    totals.last_updated = crate::domain::now();
+    tx.upsert_totals(&totals).await?;
+    tx.upsert_contribution(&new).await?;
+    Ok(true)
+}
+
+async fn empty_totals(tx: &mut dyn Tx, campaign_id: Uuid) -> Result<CampaignTotals, StoreError> {
+    let campaign = tx.campaign_for_share(campaign_id).await?;
+    Ok(CampaignTotals {
+        campaign_id,
+        total_minor: 0,
+        completed_count: 0,
+        unique_donors: 0,
+        goal_minor: campaign.as_ref().map_or(0, |c| c.goal_minor),
+        currency: campaign.map_or_else(|| "USD".into(), |c| c.currency.code().to_string()),
+        last_updated: crate::domain::now(),
+    })
+}
+
+/// Keeps the read model in step with donation and campaign events.
+pub struct TotalsConsumer {
+    store: Arc<dyn Store>,
+    cache: Arc<dyn TotalsCache>,
+}
+
+impl TotalsConsumer {
+    /// The consumer over a store, invalidating `cache`.
+    pub fn new(store: Arc<dyn Store>, cache: Arc<dyn TotalsCache>) -> TotalsConsumer {
+        TotalsConsumer { store, cache }
+    }
+
+    async fn apply(&self, event: &EventEnvelope) -> Result<(), StoreError> {
+        let p = &event.payload;
+        let campaign_id = p["campaign_id"]
+            .as_str()
+            .and_then(|s| Uuid::parse_str(s).ok());
+        let Some(campaign_id) = campaign_id else {
+            return Ok(());
+        };
+        let mut tx = self.store.begin().await?;
+        if !tx
+            .insert_inbox(self.name(), event.event_id, crate::domain::now())
+            .await?
+        {
+            return Ok(());
+        }
+        let changed = if event.aggregate_type == "campaign" {
+            let mut totals = match tx.totals_for_update(campaign_id).await? {
+                Some(t) => t,
+                None => empty_totals(tx.as_mut(), campaign_id).await?,
+            };
+            if let Some(goal) = p["goal_minor"].as_i64() {
+                totals.goal_minor = goal;
+            }
+            if let Some(currency) = p["currency"].as_str() {
+                totals.currency = currency.to_string();
+            }
+            totals.last_updated = crate::domain::now();
+            tx.upsert_totals(&totals).await?;
+            true
+        } else {
+            let (Some(donation_id), Some(status), Some(amount), Some(version), Some(email)) = (
+                p["donation_id"]
+                    .as_str()
+                    .and_then(|s| Uuid::parse_str(s).ok()),
+                p["status"]
+                    .as_str()
+                    .and_then(|s| DonationStatus::parse(s).ok()),
+                p["amount_minor"].as_i64(),
+                p["version"].as_i64(),
+                p["donor_email"].as_str(),
+            ) else {
+                tracing::warn!(event_id = %event.event_id, "donation event without the fields totals need; ignored");
+                return tx.commit().await;
+            };
+            let (counted_minor, counted) =
+                contribution_of(status, amount, p["refunded_minor"].as_i64().unwrap_or(0));
+            apply_contribution(
+                tx.as_mut(),
+                Contribution {
+                    donation_id,
+                    campaign_id,
+                    donor_email: email.to_string(),
+                    version,
+                    counted_minor,
+                    counted,
+                },
+            )
+            .await?
+        };
+        tx.commit().await?;
+        if changed {
+            self.cache.invalidate(campaign_id).await;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Handler for TotalsConsumer {
+    fn name(&self) -> &'static str {
+        "totals"
+    }
+
+    fn topics(&self) -> &'static [&'static str] {
+        &["donation", "campaign"]
+    }
+
+    async fn handle(&self, event: &EventEnvelope) -> Result<(), String> {
+        self.apply(event).await.map_err(|e| e.to_string())
+    }
+}
+
+/// The figures of one campaign, before and after a refresh.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Figures {
+    /// Net total, minor units.
+    pub total_amount_minor: i64,
+    /// Completed donations.
+    pub total_donations: i64,
+    /// Distinct donors.
+    pub unique_donors: i64,
+}
+
+/// What a refresh found and corrected for one campaign.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Drift {
+    /// The campaign.
+    pub campaign_id: Uuid,
+    /// The read model before (absent if it had no row).
+    pub before: Option<Figures>,
+    /// The figures computed from the donations, now in the read model.
+    pub after: Figures,
+    /// Whether they differed.
+    pub corrected: bool,
+}
+
+fn figures(t: &CampaignTotals) -> Figures {
+    Figures {
+        total_amount_minor: t.total_minor,
+        total_donations: t.completed_count,
+        unique_donors: t.unique_donors,
+    }
+}
+
+/// Rebuilds the read model of one campaign (or all) from the donations, and reports the drift.
+pub async fn refresh(
+    store: &dyn Store,
+    cache: &dyn TotalsCache,
+    only: Option<Uuid>,
+) -> Result<Vec<Drift>, StoreError> {
+    let ids = match only {
+        Some(id) => vec![id],
+        None => store.campaign_ids().await?,
+    };
+    let mut report = Vec::with_capacity(ids.len());
+    for campaign_id in ids {
+        let mut tx = store.begin().await?;
+        // Lock the totals row first, then read the donations in the same transaction: an event
+        // applied concurrently either waits for the rebuild or is already in what it reads.
+        let before = tx.totals_for_update(campaign_id).await?;
+        let donations = tx.campaign_donations(campaign_id).await?;
+        let mut totals = empty_totals(tx.as_mut(), campaign_id).await?;
+        tx.clear_totals_detail(campaign_id).await?;
+        for d in &donations {
+            let (counted_minor, counted) =
+                contribution_of(d.status, d.amount_minor, d.refunded_minor);
+            if counted {
+                totals.total_minor += counted_minor;
+                totals.completed_count += 1;
+                if tx
+                    .adjust_donor(campaign_id, d.donor_email.as_str(), 1)
+                    .await?
+                    == 1
+                {
+                    totals.unique_donors += 1;
+                }
+            }
+            tx.upsert_contribution(&Contribution {
+                donation_id: d.id,
+                campaign_id,
+                donor_email: d.donor_email.as_str().to_string(),
+                version: d.version,
+                counted_minor,
+                counted,
+            })
+            .await?;
+        }
+        tx.upsert_totals(&totals).await?;
+        tx.commit().await?;
+        cache.invalidate(campaign_id).await;
+        let after = figures(&totals);
+        let corrected = before.as_ref().map(figures) != Some(after.clone());
+        if corrected {
+            tracing::warn!(%campaign_id, ?before, ?after, "totals refresh corrected drift");
+        }
+        report.push(Drift {
+            campaign_id,
+            before: before.as_ref().map(figures),
+            after,
+            corrected,
+        });
+    }
+    Ok(report)
+}
