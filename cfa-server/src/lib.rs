@@ -9,6 +9,7 @@
 //! - [`idempotency`]: `Idempotency-Key` handling.
 //! - [`http`]: handlers, errors, middleware.
 //! - [`messaging`]: the event bus, the outbox relay and the consumers.
+//! - [`notifications`]: receipts and notices, their senders, donor history links.
 //! - [`payments`]: applying provider events, reconciliation, signatures, the sandbox provider.
 //! - [`telemetry`]: logging setup.
 //! - [`totals`]: the live totals read model, its cache and its refresh.
@@ -18,6 +19,7 @@ pub mod domain;
 pub mod http;
 pub mod idempotency;
 pub mod messaging;
+pub mod notifications;
 pub mod payments;
 pub mod startup;
 pub mod storage;

@@ -13,12 +13,15 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Secret, Settings};
+use crate::config::{MailSender, Secret, Settings};
 use crate::http::{self, AppState};
 use crate::idempotency::InFlightGate;
 use crate::messaging::bus::{Delivery, EventBus, InProcessBus};
 use crate::messaging::consumer::{self, DonationStatusConsumer, Handler};
 use crate::messaging::relay::Relay;
+use crate::notifications::{
+    FileMailer, HistoryLinks, Mailer, NotificationConsumer, Sender, SmtpMailer,
+};
 use crate::payments::provider::{PaymentProvider, Sandbox};
 use crate::payments::{ReconcileStats, Reconciler};
 use crate::storage::{self, Store};
@@ -38,11 +41,28 @@ fn webhook_secrets(settings: &Settings) -> anyhow::Result<Vec<Secret>> {
     if !settings.payments.webhook_secret.is_empty() {
         return Ok(settings.payments.webhook_secret.clone());
     }
-    let path = settings.data_dir().join("webhook_secret");
+    let secret = kept_secret(
+        settings,
+        "webhook_secret",
+        "whsec_",
+        "no payments.webhook_secret configured: generated one; read it with `cat {}` and give it to the payment provider",
+    )?;
+    Ok(vec![secret])
+}
+
+/// A secret kept in `<data_dir>/<name>`, generated (and announced with `message`, where `{}`
+/// is the path) on first use.
+fn kept_secret(
+    settings: &Settings,
+    name: &str,
+    prefix: &str,
+    message: &str,
+) -> anyhow::Result<Secret> {
+    let path = settings.data_dir().join(name);
     if let Ok(existing) = std::fs::read_to_string(&path) {
         let existing = existing.trim();
         if !existing.is_empty() {
-            return Ok(vec![Secret::from(existing)]);
+            return Ok(Secret::from(existing));
         }
     }
     std::fs::create_dir_all(settings.data_dir()).with_context(|| {
@@ -51,7 +71,7 @@ fn webhook_secrets(settings: &Settings) -> anyhow::Result<Vec<Secret>> {
             settings.data_dir().display()
         )
     })?;
-    let secret = format!("whsec_{}", hex::encode(rand::random::<[u8; 32]>()));
+    let secret = format!("{prefix}{}", hex::encode(rand::random::<[u8; 32]>()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -66,12 +86,8 @@ fn webhook_secrets(settings: &Settings) -> anyhow::Result<Vec<Secret>> {
                 path.display()
             )
         })?;
-    tracing::warn!(
-        path = %path.display(),
-        "no payments.webhook_secret configured: generated one; read it with `cat {}` and give it to the payment provider",
-        path.display()
-    );
-    Ok(vec![Secret::from(secret.as_str())])
+    tracing::warn!(path = %path.display(), "{}", message.replace("{}", &path.display().to_string()));
+    Ok(Secret::from(secret.as_str()))
 }
 
 impl Application {
@@ -119,12 +135,48 @@ impl Application {
                 url,
             ))
         });
+        let link_secret = match &settings.notifications.history_link_secret {
+            Some(secret) => secret.clone(),
+            None => kept_secret(
+                &settings,
+                "history_link_secret",
+                "hl_",
+                "generated the secret that signs donor history links in {}",
+            )?,
+        };
+        let base_url = match settings.notifications.public_base_url.trim() {
+            "" => {
+                let mut addr = listener.local_addr().unwrap_or(settings.server.listen);
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                format!("http://{addr}")
+            }
+            url => url.to_string(),
+        };
+        let history_links = HistoryLinks::new(
+            link_secret,
+            chrono::TimeDelta::hours(
+                i64::try_from(settings.notifications.history_link_ttl_hours).unwrap_or(2160),
+            ),
+            base_url,
+        );
+        let mailer: Arc<dyn Mailer> = match settings.notifications.sender {
+            MailSender::File => Arc::new(FileMailer::new(settings.data_dir().join("mail"))),
+            MailSender::Smtp => Arc::new(SmtpMailer::new(&settings.notifications)?),
+        };
+        let mail_wake = Arc::new(Notify::new());
         let totals_cache: Arc<dyn TotalsCache> = Arc::new(LocalCache::new(Duration::from_secs(
             settings.totals.cache_ttl_seconds,
         )));
         let handlers: Vec<Arc<dyn Handler>> = vec![
             Arc::new(DonationStatusConsumer::new(store.clone())),
             Arc::new(TotalsConsumer::new(store.clone(), totals_cache.clone())),
+            Arc::new(NotificationConsumer::new(
+                store.clone(),
+                history_links.clone(),
+                mail_wake.clone(),
+            )),
         ];
         let consumers = handlers
             .into_iter()
@@ -144,6 +196,9 @@ impl Application {
             webhook_secrets: Arc::new(secrets),
             reconcile: Arc::new(ReconcileStats::default()),
             totals_cache,
+            history_links,
+            mailer,
+            mail_wake,
         };
         Ok(Application {
             listener,
@@ -168,6 +223,16 @@ impl Application {
     /// The in-process bus, so embedded consumers (and tests) can subscribe before the relay runs.
     pub fn bus(&self) -> Arc<InProcessBus> {
         self.bus.clone()
+    }
+
+    /// A notification sender over this application's store and mailer, for driving by hand.
+    pub fn sender(&self) -> Sender {
+        Sender::new(
+            self.state.store.clone(),
+            self.state.mailer.clone(),
+            self.state.settings.notifications.clone(),
+            self.state.mail_wake.clone(),
+        )
     }
 
     /// A relay over this application's store and bus, for driving by hand.
@@ -205,6 +270,7 @@ impl Application {
         if let Some(sandbox) = &self.state.sandbox {
             tasks.spawn(sandbox.clone().run(cancel.clone()));
         }
+        tasks.spawn(self.sender().run(cancel.clone()));
         if let Some(provider) = &self.state.provider {
             let reconciler = Reconciler::new(
                 self.state.store.clone(),

@@ -86,6 +86,35 @@ impl Currency {
         Decimal::new(minor, self.exponent).to_string()
     }
 
+    /// Formats minor units for people: `$1,234.50`, `€12.00`, `¥500`, `BDT 1,234.50`.
+    pub fn display(&self, minor: i64) -> String {
+        let plain = self.format_minor(minor.abs());
+        let (int, frac) = plain
+            .split_once('.')
+            .map_or((plain.as_str(), None), |(i, f)| (i, Some(f)));
+        let mut grouped = String::new();
+        for (i, c) in int.chars().enumerate() {
+            if i > 0 && (int.len() - i) % 3 == 0 {
+                grouped.push(',');
+            }
+            grouped.push(c);
+        }
+        if let Some(frac) = frac {
+            grouped.push('.');
+            grouped.push_str(frac);
+        }
+        let sign = if minor < 0 { "-" } else { "" };
+        match self.code {
+            "USD" => format!("{sign}${grouped}"),
+            "EUR" => format!("{sign}€{grouped}"),
+            "GBP" => format!("{sign}£{grouped}"),
+            "JPY" => format!("{sign}¥{grouped}"),
+            "INR" => format!("{sign}₹{grouped}"),
+            "BDT" => format!("{sign}৳{grouped}"),
+            code => format!("{sign}{code} {grouped}"),
+        }
+    }
+
     /// Parses the exact text of a JSON number into minor units of this currency, refusing
     /// anything that is not strictly positive, has more decimals than the currency's minor unit
     /// (and at most two), or exceeds `max_major`.
@@ -210,6 +239,21 @@ mod tests {
         assert_eq!(Currency::USD.format_minor(2550), "25.50");
         assert_eq!(Currency::USD.format_minor(1), "0.01");
         assert_eq!(Currency::USD.format_minor(100_000_000), "1000000.00");
+    }
+
+    #[test]
+    fn amounts_for_people_have_symbols_and_thousands_separators() {
+        assert_eq!(Currency::USD.display(123_450), "$1,234.50");
+        assert_eq!(Currency::USD.display(5), "$0.05");
+        assert_eq!(
+            Currency::parse("EUR").expect("EUR").display(100_000_000),
+            "€1,000,000.00"
+        );
+        assert_eq!(Currency::parse("JPY").expect("JPY").display(1500), "¥1,500");
+        assert_eq!(
+            Currency::parse("CHF").expect("CHF").display(1200),
+            "CHF 12.00"
+        );
     }
 
     #[test]

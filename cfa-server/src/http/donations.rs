@@ -284,20 +284,33 @@ async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<R
     ))
 }
 
-/// `GET /api/v1/donations/history?donor_email=&status=&campaign_id=&limit=&offset=` (operator):
-/// a bare array, newest first.
+/// `GET /api/v1/donations/history?donor_email=&status=&campaign_id=&limit=&offset=` (operator),
+/// or `?token=…` (the signed link in a donor's receipt, no API key): a bare array, newest first.
 async fn history(
     State(state): State<AppState>,
-    _operator: Operator,
+    operator: Result<Operator, ApiError>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let (limit, offset) = page(&query)?;
+    let donor_email = match query.get("token") {
+        Some(token) => {
+            let email = state
+                .history_links
+                .verify(token)
+                .map_err(|m| ApiError::Unauthorized(format!("token: {m}")))?;
+            Some(email)
+        }
+        None => {
+            operator?;
+            query
+                .get("donor_email")
+                .map(|e| DonorEmail::parse(e).map(|e| e.as_str().to_string()))
+                .transpose()
+                .map_err(|m| ApiError::field("donor_email", m))?
+        }
+    };
     let filter = HistoryFilter {
-        donor_email: query
-            .get("donor_email")
-            .map(|e| DonorEmail::parse(e).map(|e| e.as_str().to_string()))
-            .transpose()
-            .map_err(|m| ApiError::field("donor_email", m))?,
+        donor_email,
         status: query
             .get("status")
             .map(|s| DonationStatus::parse(s))

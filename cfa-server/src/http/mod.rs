@@ -13,6 +13,7 @@ pub mod campaigns;
 pub mod donations;
 pub mod error;
 pub mod health;
+pub mod notifications;
 pub mod payments;
 pub mod sandbox;
 pub mod totals;
@@ -38,6 +39,7 @@ use uuid::Uuid;
 use crate::config::{Secret, Settings};
 use crate::domain::money::Currency;
 use crate::idempotency::{self, Begin, IdempotencyKey, IdempotentRequest, InFlightGate};
+use crate::notifications::{HistoryLinks, Mailer};
 use crate::payments::ReconcileStats;
 use crate::payments::provider::{PaymentProvider, Sandbox};
 use crate::storage::{IdempotencyRecord, Store};
@@ -67,6 +69,12 @@ pub struct AppState {
     pub reconcile: Arc<ReconcileStats>,
     /// The totals cache.
     pub totals_cache: Arc<dyn TotalsCache>,
+    /// Signs and checks donor history links.
+    pub history_links: HistoryLinks,
+    /// Where notifications go.
+    pub mailer: Arc<dyn Mailer>,
+    /// Wakes the notification sender.
+    pub mail_wake: Arc<Notify>,
 }
 
 impl AppState {
@@ -95,6 +103,7 @@ pub fn app(state: AppState) -> Router {
         .merge(payments::router())
         .merge(sandbox::router())
         .merge(totals::router())
+        .merge(notifications::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

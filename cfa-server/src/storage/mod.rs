@@ -243,6 +243,50 @@ pub struct Contribution {
     pub counted: bool,
 }
 
+/// A message to a donor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notification {
+    /// Its id.
+    pub id: Uuid,
+    /// The event that caused it; with `kind`, unique.
+    pub event_id: Uuid,
+    /// `receipt`, `failure` or `refund`.
+    pub kind: String,
+    /// The donation concerned.
+    pub donation_id: Uuid,
+    /// The donor's address.
+    pub recipient: String,
+    /// Subject line.
+    pub subject: String,
+    /// Plain-text body.
+    pub body_text: String,
+    /// HTML body.
+    pub body_html: String,
+    /// `PENDING`, `SENT` or `DEAD`.
+    pub status: String,
+    /// Send attempts so far.
+    pub attempts: i32,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// When the next attempt is due.
+    pub next_attempt_at: DateTime<Utc>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Sent.
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+/// What one send attempt did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SendOutcome {
+    /// Accepted by the mail server (or written by the sink).
+    Sent,
+    /// Failed; try again at this time.
+    RetryAt(DateTime<Utc>, String),
+    /// Failed for the last time.
+    Dead(String),
+}
+
 /// Which database a store talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -346,6 +390,29 @@ pub trait Store: Send + Sync + 'static {
     async fn campaign_donations(&self, campaign_id: Uuid) -> StoreResult<Vec<Donation>>;
     /// Every campaign id.
     async fn campaign_ids(&self) -> StoreResult<Vec<Uuid>>;
+
+    /// Claims up to `limit` notifications due for sending, leased until `lease_until`.
+    async fn claim_notifications(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<Notification>>;
+    /// Records a send attempt.
+    async fn notification_attempted(
+        &self,
+        id: Uuid,
+        outcome: &SendOutcome,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Notifications, newest first, optionally of one donation and in one status.
+    async fn notifications(
+        &self,
+        donation_id: Option<Uuid>,
+        status: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<Vec<Notification>>;
 
     /// The stored outcome of a webhook delivery.
     async fn webhook_record(&self, dedup_key: &str) -> StoreResult<Option<WebhookRecord>>;
@@ -513,6 +580,9 @@ pub trait Tx: Send {
     async fn campaign_donations(&mut self, campaign_id: Uuid) -> StoreResult<Vec<Donation>>;
     /// Forgets every contribution and donor of a campaign (before a rebuild).
     async fn clear_totals_detail(&mut self, campaign_id: Uuid) -> StoreResult<()>;
+
+    /// Inserts a notification unless one exists for its (event, kind); returns whether it did.
+    async fn insert_notification(&mut self, notification: &Notification) -> StoreResult<bool>;
 
     /// Creates the sandbox provider's record of an intent.
     async fn sandbox_insert_intent(&mut self, intent: &SandboxIntent) -> StoreResult<()>;

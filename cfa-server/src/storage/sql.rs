@@ -25,7 +25,7 @@ macro_rules! sql_store {
         use $crate::domain::money::Currency;
         use $crate::domain::payment::{Payment, PaymentStatus, PaymentTransition};
         use $crate::storage::{
-            CampaignTotals, Contribution, DeliveryOutcome, HistoryFilter, IdempotencyRecord, OutboxRow, OutboxStats, Refund,
+            CampaignTotals, Contribution, DeliveryOutcome, HistoryFilter, Notification, SendOutcome, IdempotencyRecord, OutboxRow, OutboxStats, Refund,
             SandboxDelivery, SandboxIntent, StatusAudit, Store, StoreError, StoreResult, Tx,
             WebhookRecord,
         };
@@ -203,6 +203,28 @@ macro_rules! sql_store {
                 goal_minor: row.try_get("goal_minor")?,
                 currency: row.try_get("currency")?,
                 last_updated: row.try_get("last_updated")?,
+            })
+        }
+
+        const NOTIFICATION_COLUMNS: &str = "id, event_id, kind, donation_id, recipient, subject, body_text, body_html, \
+             status, attempts, last_error, next_attempt_at, created_at, sent_at";
+
+        fn notification_from_row(row: &DbRow) -> StoreResult<Notification> {
+            Ok(Notification {
+                id: from_db_id(row.try_get("id")?),
+                event_id: from_db_id(row.try_get("event_id")?),
+                kind: row.try_get("kind")?,
+                donation_id: from_db_id(row.try_get("donation_id")?),
+                recipient: row.try_get("recipient")?,
+                subject: row.try_get("subject")?,
+                body_text: row.try_get("body_text")?,
+                body_html: row.try_get("body_html")?,
+                status: row.try_get("status")?,
+                attempts: row.try_get("attempts")?,
+                last_error: row.try_get("last_error")?,
+                next_attempt_at: row.try_get("next_attempt_at")?,
+                created_at: row.try_get("created_at")?,
+                sent_at: row.try_get("sent_at")?,
             })
         }
 
@@ -720,6 +742,28 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn insert_notification(&mut self, n: &Notification) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO notifications (id, event_id, kind, donation_id, recipient, subject, body_text, body_html, \
+                     status, attempts, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11) \
+                     ON CONFLICT (event_id, kind) DO NOTHING",
+                )
+                .bind(db_id(n.id))
+                .bind(db_id(n.event_id))
+                .bind(&n.kind)
+                .bind(db_id(n.donation_id))
+                .bind(&n.recipient)
+                .bind(&n.subject)
+                .bind(&n.body_text)
+                .bind(&n.body_html)
+                .bind(&n.status)
+                .bind(n.next_attempt_at)
+                .bind(n.created_at)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn sandbox_insert_intent(&mut self, i: &SandboxIntent) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO sandbox_intents (payment_intent_id, amount_minor, currency, status, refunded_minor, \
@@ -1112,6 +1156,70 @@ macro_rules! sql_store {
                     .fetch_all(&self.read)
                     .await?;
                 Ok(ids.into_iter().map(from_db_id).collect())
+            }
+
+            async fn claim_notifications(
+                &self,
+                now: DateTime<Utc>,
+                lease_until: DateTime<Utc>,
+                limit: i64,
+            ) -> StoreResult<Vec<Notification>> {
+                let rows = sqlx::query(concat!(
+                    "UPDATE notifications SET claimed_until = $1 WHERE id IN (SELECT id FROM notifications \
+                     WHERE status = 'PENDING' AND next_attempt_at <= $2 AND (claimed_until IS NULL OR claimed_until < $2) \
+                     ORDER BY next_attempt_at LIMIT $3",
+                    $skip_locked,
+                    ") RETURNING id, event_id, kind, donation_id, recipient, subject, body_text, body_html, \
+                     status, attempts, last_error, next_attempt_at, created_at, sent_at"
+                ))
+                .bind(lease_until)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&self.write)
+                .await?;
+                rows.iter().map(notification_from_row).collect()
+            }
+
+            async fn notification_attempted(&self, id: Uuid, outcome: &SendOutcome, at: DateTime<Utc>) -> StoreResult<()> {
+                let query = match outcome {
+                    SendOutcome::Sent => sqlx::query(
+                        "UPDATE notifications SET status = 'SENT', attempts = attempts + 1, sent_at = $1, \
+                         claimed_until = NULL, last_error = NULL WHERE id = $2",
+                    )
+                    .bind(at),
+                    SendOutcome::RetryAt(next, error) => sqlx::query(
+                        "UPDATE notifications SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2, \
+                         claimed_until = NULL WHERE id = $3",
+                    )
+                    .bind(*next)
+                    .bind(error.clone()),
+                    SendOutcome::Dead(error) => sqlx::query(
+                        "UPDATE notifications SET status = 'DEAD', attempts = attempts + 1, last_error = $1, \
+                         claimed_until = NULL WHERE id = $2",
+                    )
+                    .bind(error.clone()),
+                };
+                query.bind(db_id(id)).execute(&self.write).await?;
+                Ok(())
+            }
+
+            async fn notifications(
+                &self,
+                donation_id: Option<Uuid>,
+                status: Option<&str>,
+                limit: i64,
+                offset: i64,
+            ) -> StoreResult<Vec<Notification>> {
+                let mut q = sqlx::QueryBuilder::<Db>::new("SELECT ");
+                q.push(NOTIFICATION_COLUMNS).push(" FROM notifications WHERE 1 = 1");
+                if let Some(d) = donation_id {
+                    q.push(" AND donation_id = ").push_bind(db_id(d));
+                }
+                if let Some(st) = status {
+                    q.push(" AND status = ").push_bind(st.to_string());
+                }
+                q.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(limit).push(" OFFSET ").push_bind(offset);
+                q.build().fetch_all(&self.read).await?.iter().map(notification_from_row).collect()
             }
 
             async fn webhook_record(&self, dedup_key: &str) -> StoreResult<Option<WebhookRecord>> {

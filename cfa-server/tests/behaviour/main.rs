@@ -14,8 +14,10 @@ mod donations;
 mod health;
 mod helpers;
 mod idempotency;
+mod notifications;
 mod outbox;
 mod payments;
+mod smtp;
 mod totals;
 
 use std::future::Future;
@@ -67,6 +69,7 @@ fn main() {
         ("outbox", outbox::all()),
         ("payments", payments::all()),
         ("totals", totals::all()),
+        ("notifications", notifications::all()),
     ];
     let mut trials = Vec::new();
     for (group, tests) in groups {

@@ -1,0 +1,437 @@
+//! Donor notifications: receipts, failure notices and refund notices.
+//!
+//! A consumer turns donation and payment events into notification rows — exactly one per
+//! (event, kind), written in the transaction of its inbox row — and a sender worker delivers them
+//! through a [`Mailer`]: a file sink (one `.eml` per message under `<data_dir>/mail`, the default)
+//! or SMTP through lettre. Failed sends are retried with exponential back-off and jitter up to
+//! `notifications.max_attempts`, then marked `DEAD` and kept. Every receipt carries the donor's
+//! history link: a signed, expiring token that opens `GET /api/v1/donations/history?token=…`
+//! without an API key.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{TimeDelta, Utc};
+use hmac::{Hmac, KeyInit, Mac};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use rand::Rng;
+use sha2::Sha256;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::{NotificationSettings, Secret, SmtpTls};
+use crate::domain::event::EventEnvelope;
+use crate::domain::money::Currency;
+use crate::messaging::consumer::Handler;
+use crate::storage::{Notification, SendOutcome, Store, StoreError};
+
+/// Something that delivers e-mail.
+#[async_trait]
+pub trait Mailer: Send + Sync + 'static {
+    /// A short name for logs.
+    fn name(&self) -> &'static str;
+    /// Sends one message; an error is retried later.
+    async fn send(&self, notification: &Notification, message: Message) -> Result<(), String>;
+}
+
+/// Writes each message as an `.eml` file.
+pub struct FileMailer {
+    dir: PathBuf,
+}
+
+impl FileMailer {
+    /// A sink writing into `dir` (created if needed).
+    pub fn new(dir: PathBuf) -> FileMailer {
+        FileMailer { dir }
+    }
+}
+
+#[async_trait]
+impl Mailer for FileMailer {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
+    async fn send(&self, notification: &Notification, message: Message) -> Result<(), String> {
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+        let path = self
+            .dir
+            .join(format!("{}-{}.eml", notification.kind, notification.id));
+        tokio::fs::write(&path, message.formatted())
+            .await
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+}
+
+/// Sends through an SMTP server.
+pub struct SmtpMailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+}
+
+impl SmtpMailer {
+    /// A transport from the `[notifications]` settings.
+    pub fn new(settings: &NotificationSettings) -> anyhow::Result<SmtpMailer> {
+        let host = settings.smtp_host.trim();
+        if host.is_empty() {
+            anyhow::bail!(
+                "notifications.smtp_host must be set when notifications.sender = \"smtp\""
+            );
+        }
+        let mut builder = match settings.smtp_tls {
+            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
+            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)?,
+            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host)?,
+        }
+        .port(settings.smtp_port)
+        .timeout(Some(Duration::from_secs(10)));
+        if !settings.smtp_username.is_empty() {
+            let password = settings.smtp_password.as_ref().map_or("", Secret::expose);
+            builder = builder.credentials(Credentials::new(
+                settings.smtp_username.clone(),
+                password.to_string(),
+            ));
+        }
+        Ok(SmtpMailer {
+            transport: builder.build(),
+        })
+    }
+}
+
+#[async_trait]
+impl Mailer for SmtpMailer {
+    fn name(&self) -> &'static str {
+        "smtp"
+    }
+
+    async fn send(&self, _: &Notification, message: Message) -> Result<(), String> {
+        self.transport
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Signs and checks the donor history tokens.
+#[derive(Clone)]
+pub struct HistoryLinks {
+    secret: Secret,
+    ttl: TimeDelta,
+    base_url: String,
+}
+
+impl HistoryLinks {
+    /// Links signed with `secret`, valid for `ttl`, pointing at `base_url`.
+    pub fn new(secret: Secret, ttl: TimeDelta, base_url: String) -> HistoryLinks {
+        HistoryLinks {
+            secret,
+            ttl,
+            base_url: base_url.trim_end_matches('/').to_string(),
+        }
+    }
+
+    fn mac(&self, payload: &str) -> HmacSha256 {
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(self.secret.expose().as_bytes())
+            .expect("HMAC accepts keys of any length");
+        mac.update(b"donor-history\x1f");
+        mac.update(payload.as_bytes());
+        mac
+    }
+
+    /// A token for one donor address.
+    pub fn token(&self, email: &str) -> String {
+        let expires = (Utc::now() + self.ttl).timestamp();
+        let payload = URL_SAFE_NO_PAD.encode(format!("{expires}:{email}"));
+        let signature = URL_SAFE_NO_PAD.encode(self.mac(&payload).finalize().into_bytes());
+        format!("{payload}.{signature}")
+    }
+
+    /// The full link for a donor.
+    pub fn link(&self, email: &str) -> String {
+        format!(
+            "{}/api/v1/donations/history?token={}",
+            self.base_url,
+            self.token(email)
+        )
+    }
+
+    /// The donor address a token was made for, if it is genuine and not expired.
+    pub fn verify(&self, token: &str) -> Result<String, &'static str> {
+        let (payload, signature) = token.split_once('.').ok_or("malformed token")?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| "malformed token")?;
+        self.mac(payload)
+            .verify_slice(&signature)
+            .map_err(|_| "the token is not genuine")?;
+        let decoded = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| "malformed token")?;
+        let decoded = String::from_utf8(decoded).map_err(|_| "malformed token")?;
+        let (expires, email) = decoded.split_once(':').ok_or("malformed token")?;
+        let expires: i64 = expires.parse().map_err(|_| "malformed token")?;
+        if Utc::now().timestamp() > expires {
+            return Err("the link has expired; a newer receipt carries a fresh one");
+        }
+        Ok(email.to_string())
+    }
+}
+
+/// Escapes text for HTML.
+fn html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Turns events into notifications.
+pub struct NotificationConsumer {
+    store: Arc<dyn Store>,
+    links: HistoryLinks,
+    wake: Arc<Notify>,
+}
+
+impl NotificationConsumer {
+    /// The consumer; `wake` nudges the sender after a commit.
+    pub fn new(
+        store: Arc<dyn Store>,
+        links: HistoryLinks,
+        wake: Arc<Notify>,
+    ) -> NotificationConsumer {
+        NotificationConsumer { store, links, wake }
+    }
+
+    async fn apply(&self, event: &EventEnvelope) -> Result<(), StoreError> {
+        let kind = match event.event_type.as_str() {
+            "donation.completed" => "receipt",
+            "payment.failed" => "failure",
+            "donation.refunded" | "donation.partially_refunded" => "refund",
+            _ => return Ok(()),
+        };
+        let Some(donation_id) = event.payload["donation_id"]
+            .as_str()
+            .and_then(|s| Uuid::parse_str(s).ok())
+        else {
+            return Ok(());
+        };
+        let Some(donation) = self.store.donation(donation_id).await? else {
+            tracing::warn!(%donation_id, "notification for an unknown donation; skipped");
+            return Ok(());
+        };
+        let title = self
+            .store
+            .campaign(donation.campaign_id)
+            .await?
+            .map_or_else(|| "a CareForAll campaign".to_string(), |c| c.title);
+        let currency: Currency = donation.currency;
+        let amount = currency.display(donation.amount_minor);
+        let name = donation
+            .donor_name
+            .clone()
+            .unwrap_or_else(|| "friend".into());
+        let link = self.links.link(donation.donor_email.as_str());
+        let (subject, lead) = match kind {
+            "receipt" => (
+                format!("Thank you for your gift of {amount} to {title}"),
+                format!(
+                    "We received your donation of {amount} to {title}. This e-mail is your receipt."
+                ),
+            ),
+            "failure" => (
+                format!("Your donation of {amount} to {title} did not go through"),
+                format!(
+                    "Your payment of {amount} to {title} was declined. No money was taken; you can try again at any time."
+                ),
+            ),
+            _ => {
+                let refunded = currency.display(
+                    event.payload["refunded_minor"]
+                        .as_i64()
+                        .unwrap_or(donation.amount_minor),
+                );
+                (
+                    format!("Refund of {refunded} for your donation to {title}"),
+                    format!(
+                        "We refunded {refunded} of your donation of {amount} to {title}. It may take a few days to reach your account."
+                    ),
+                )
+            }
+        };
+        let body_text = format!(
+            "Dear {name},\n\n{lead}\n\nDonation: {donation_id}\nAmount: {amount}\nCampaign: {title}\n\n\
+             Everything you have given, at any time, without an account:\n{link}\n\nCareForAll\n"
+        );
+        let body_html = format!(
+            "<!doctype html><html><body><p>Dear {},</p><p>{}</p><table>\
+             <tr><th align=\"left\">Donation</th><td>{donation_id}</td></tr>\
+             <tr><th align=\"left\">Amount</th><td>{}</td></tr>\
+             <tr><th align=\"left\">Campaign</th><td>{}</td></tr></table>\
+             <p><a href=\"{}\">See everything you have given</a> (no account needed).</p>\
+             <p>CareForAll</p></body></html>",
+            html(&name),
+            html(&lead),
+            html(&amount),
+            html(&title),
+            html(&link)
+        );
+        let now = crate::domain::now();
+        let mut tx = self.store.begin().await?;
+        if !tx.insert_inbox(self.name(), event.event_id, now).await? {
+            return Ok(());
+        }
+        tx.insert_notification(&Notification {
+            id: Uuid::new_v4(),
+            event_id: event.event_id,
+            kind: kind.to_string(),
+            donation_id,
+            recipient: donation.donor_email.as_str().to_string(),
+            subject,
+            body_text,
+            body_html,
+            status: "PENDING".into(),
+            attempts: 0,
+            last_error: None,
+            next_attempt_at: now,
+            created_at: now,
+            sent_at: None,
+        })
+        .await?;
+        tx.commit().await?;
+        self.wake.notify_one();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Handler for NotificationConsumer {
+    fn name(&self) -> &'static str {
+        "notifications"
+    }
+
+    fn topics(&self) -> &'static [&'static str] {
+        &["donation", "payment"]
+    }
+
+    async fn handle(&self, event: &EventEnvelope) -> Result<(), String> {
+        self.apply(event).await.map_err(|e| e.to_string())
+    }
+}
+
+/// Sends pending notifications.
+pub struct Sender {
+    store: Arc<dyn Store>,
+    mailer: Arc<dyn Mailer>,
+    settings: NotificationSettings,
+    wake: Arc<Notify>,
+}
+
+impl Sender {
+    /// A sender through `mailer`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        mailer: Arc<dyn Mailer>,
+        settings: NotificationSettings,
+        wake: Arc<Notify>,
+    ) -> Sender {
+        Sender {
+            store,
+            mailer,
+            settings,
+            wake,
+        }
+    }
+
+    fn message(&self, n: &Notification) -> Result<Message, String> {
+        let from: Mailbox = self
+            .settings
+            .from
+            .parse()
+            .map_err(|e| format!("notifications.from is not an address: {e}"))?;
+        let to: Mailbox = n
+            .recipient
+            .parse()
+            .map_err(|e| format!("bad recipient: {e}"))?;
+        Message::builder()
+            .from(from)
+            .to(to)
+            .subject(n.subject.clone())
+            .message_id(Some(format!("<{}@careforall>", n.id)))
+            .multipart(MultiPart::alternative_plain_html(
+                n.body_text.clone(),
+                n.body_html.clone(),
+            ))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Sends the notifications that are due, once. Returns how many were sent.
+    pub async fn send_due(&self) -> Result<usize, StoreError> {
+        let now = crate::domain::now();
+        let due = self
+            .store
+            .claim_notifications(now, now + TimeDelta::seconds(60), 20)
+            .await?;
+        let mut sent = 0;
+        for n in due {
+            let result = match self.message(&n) {
+                Ok(message) => self.mailer.send(&n, message).await,
+                Err(e) => Err(e),
+            };
+            let attempts = u32::try_from(n.attempts).unwrap_or(0) + 1;
+            let outcome = match result {
+                Ok(()) => {
+                    sent += 1;
+                    tracing::info!(notification_id = %n.id, kind = %n.kind, mailer = self.mailer.name(), "notification sent");
+                    SendOutcome::Sent
+                }
+                Err(error) if attempts >= self.settings.max_attempts => {
+                    tracing::error!(notification_id = %n.id, kind = %n.kind, attempts, %error, "notification dead after its last attempt");
+                    SendOutcome::Dead(error)
+                }
+                Err(error) => {
+                    tracing::warn!(notification_id = %n.id, kind = %n.kind, attempts, %error, "sending a notification failed; it will be retried");
+                    SendOutcome::RetryAt(crate::domain::now() + self.backoff(attempts), error)
+                }
+            };
+            self.store
+                .notification_attempted(n.id, &outcome, crate::domain::now())
+                .await?;
+        }
+        Ok(sent)
+    }
+
+    /// Exponential back-off with jitter: base × 2^(attempt-1), ±50 %, at most an hour.
+    fn backoff(&self, attempt: u32) -> TimeDelta {
+        let base = i64::try_from(self.settings.retry_base_ms).unwrap_or(1000);
+        let ms = base
+            .saturating_mul(1 << attempt.saturating_sub(1).min(20))
+            .min(3_600_000);
+        TimeDelta::milliseconds(rand::rng().random_range(ms / 2..=ms.max(1)))
+    }
+
+    /// Runs until cancelled.
+    pub async fn run(self, cancel: CancellationToken) {
+        let poll = Duration::from_millis(self.settings.poll_interval_ms);
+        loop {
+            if let Err(e) = self.send_due().await {
+                tracing::warn!(error = %e, "notification sender cannot reach the database");
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+}
