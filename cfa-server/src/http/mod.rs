@@ -127,24 +127,25 @@ pub fn app(state: AppState) -> Router {
 async fn log_requests(request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let request_id = request
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    // Cheap clones (reference-counted); formatted only if a line is actually written.
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let request_id = request.headers().get(&REQUEST_ID).cloned();
     let response = next.run(request).await;
-    let status = response.status().as_u16();
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    if let Some(InternalMessage(message)) = response.extensions().get::<InternalMessage>() {
-        tracing::error!(%method, %route, status, elapsed_ms, %request_id, error = %message, "request failed");
-    } else {
-        tracing::debug!(%method, %route, status, elapsed_ms, %request_id, "request");
+    let failure = response.extensions().get::<InternalMessage>();
+    if failure.is_some() || tracing::enabled!(tracing::Level::DEBUG) {
+        let route = route.as_ref().map_or("unmatched", |r| r.as_str());
+        let request_id = request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let status = response.status().as_u16();
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match failure {
+            Some(InternalMessage(message)) => {
+                tracing::error!(%method, route, status, elapsed_ms, request_id, error = %message, "request failed")
+            }
+            None => tracing::debug!(%method, route, status, elapsed_ms, request_id, "request"),
+        }
     }
     response
 }

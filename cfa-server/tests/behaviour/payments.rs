@@ -32,7 +32,73 @@ tests![
     reconciliation_applies_what_the_provider_knows,
     a_redelivered_payment_event_changes_the_donation_once,
     a_voided_authorization_fails_the_donation,
+    a_sandbox_that_duplicates_and_delays_every_webhook_still_applies_each_once,
+    a_sandbox_that_reorders_leaves_the_capture_to_reconciliation,
 ];
+
+async fn a_sandbox_that_duplicates_and_delays_every_webhook_still_applies_each_once(
+    ctx: TestContext,
+) {
+    let app = ctx
+        .spawn_app_with(|s| {
+            s.payments.sandbox_duplicate_probability = 1.0;
+            s.payments.sandbox_delay_ms = 50;
+        })
+        .await;
+    let (donation_id, intent) = app.pending_payment("11").await;
+    let pi = intent_id(&intent);
+    app.post(
+        &format!("/sandbox/v1/intents/{pi}/confirm"),
+        &json!({"outcome": "succeed"}),
+    )
+    .await;
+    let captured = wait_for_payment(&app, &pi, "CAPTURED").await;
+    wait_for_donation(&app, &donation_id, "COMPLETED").await;
+    eventually(
+        Duration::from_secs(10),
+        "the duplicates to be delivered too",
+        || async {
+            let due = app
+                .store
+                .sandbox_due_deliveries(chrono::Utc::now() + chrono::TimeDelta::hours(1), 10)
+                .await
+                .expect("due");
+            due.is_empty().then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        payment(&app, &pi).await["version"],
+        captured["version"],
+        "four deliveries, two transitions"
+    );
+    assert_eq!(captured["version"], 3);
+}
+
+async fn a_sandbox_that_reorders_leaves_the_capture_to_reconciliation(ctx: TestContext) {
+    let app = ctx
+        .spawn_app_with(|s| s.payments.sandbox_reorder_probability = 1.0)
+        .await;
+    let (donation_id, intent) = app.pending_payment("13").await;
+    let pi = intent_id(&intent);
+    app.post(
+        &format!("/sandbox/v1/intents/{pi}/confirm"),
+        &json!({"outcome": "succeed"}),
+    )
+    .await;
+    // CAPTURED arrives first and is rejected for good; AUTHORIZED then applies.
+    wait_for_payment(&app, &pi, "AUTHORIZED").await;
+    let reconciler = cfa_server::payments::Reconciler::new(
+        app.store.clone(),
+        app.state.provider.clone().expect("sandbox"),
+        app.state.reconcile.clone(),
+        Duration::ZERO,
+    );
+    let report = reconciler.run_once().await.expect("reconcile");
+    assert_eq!(report.repaired, 1, "{report:?}");
+    wait_for_payment(&app, &pi, "CAPTURED").await;
+    wait_for_donation(&app, &donation_id, "COMPLETED").await;
+}
 
 fn event(intent: &str, status: &str, timestamp: &str, id: Option<&str>) -> String {
     let mut body = json!({"event_type": format!("payment_intent.{}", status.to_lowercase()), "payment_intent_id": intent, "status": status, "timestamp": timestamp});
