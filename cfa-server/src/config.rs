@@ -21,6 +21,7 @@ const SHORT_ENV_NAMES: &[(&str, &str)] = &[
     ("listen", "server.listen"),
     ("data_dir", "server.data_dir"),
     ("database_url", "database.url"),
+    ("amqp_url", "amqp.url"),
 ];
 
 /// The whole configuration of `cfa-server`.
@@ -43,6 +44,8 @@ pub struct Settings {
     pub totals: TotalsSettings,
     /// Donor e-mails: sender, SMTP, retries, history links.
     pub notifications: NotificationSettings,
+    /// RabbitMQ, when the events go through a broker.
+    pub amqp: AmqpSettings,
     /// Log format and level.
     pub log: LogSettings,
 }
@@ -392,6 +395,34 @@ pub enum SmtpTls {
     Tls,
 }
 
+/// `[amqp]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpSettings {
+    /// `amqp://user:pass@host:5672/%2f`; empty means the in-process bus. Masked when printed.
+    pub url: DatabaseUrl,
+    /// A prefix for every exchange and queue name (empty in production; tests isolate with it).
+    pub namespace: String,
+    /// Unacknowledged messages a consumer holds at once.
+    pub prefetch: u16,
+    /// Handling attempts before a message goes to the dead-letter queue.
+    pub max_attempts: u32,
+    /// Delay before a failed message is retried, in milliseconds.
+    pub retry_delay_ms: u64,
+}
+
+impl Default for AmqpSettings {
+    fn default() -> Self {
+        AmqpSettings {
+            url: DatabaseUrl(String::new()),
+            namespace: String::new(),
+            prefetch: 16,
+            max_attempts: 5,
+            retry_delay_ms: 1000,
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -505,14 +536,12 @@ impl Settings {
         env: Env,
         overrides: &Overrides,
     ) -> Result<Settings, ConfigError> {
-        for (short, what) in [("AMQP_URL", "RabbitMQ"), ("REDIS_URL", "Redis")] {
-            let name = format!("CFA_{short}");
-            if std::env::var_os(&name).is_some() {
-                return Err(ConfigError(format!(
-                    "{name}: the {what} backend is not built into this version yet; unset it to run on \
-                     the embedded backend"
-                )));
-            }
+        if std::env::var_os("CFA_REDIS_URL").is_some() {
+            return Err(ConfigError(
+                "CFA_REDIS_URL: the Redis backend is not built into this version yet; unset it to run \
+                 on the in-process cache"
+                    .into(),
+            ));
         }
         let mut figment = Figment::new();
         if let Some(file) = file {
@@ -898,9 +927,16 @@ mod tests {
 
     #[test]
     fn backends_not_built_yet_are_named_rather_than_ignored() {
-        let err =
-            load("", &[("CFA_AMQP_URL", "amqp://x")], Overrides::default()).expect_err("not built");
-        assert!(err.to_string().contains("CFA_AMQP_URL"), "{err}");
+        let err = load("", &[("CFA_REDIS_URL", "redis://x")], Overrides::default())
+            .expect_err("not built");
+        assert!(err.to_string().contains("CFA_REDIS_URL"), "{err}");
+        let s = load(
+            "",
+            &[("CFA_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")],
+            Overrides::default(),
+        )
+        .expect("RabbitMQ is built");
+        assert!(s.amqp.url.0.starts_with("amqp://"));
     }
 
     #[test]

@@ -137,7 +137,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         listen = %format!("http://{}", app.local_addr()),
         database = state.store.backend().as_str(),
         database_url = %database_url,
-        bus = state.bus_name,
+        bus = state.bus.name(),
         "CareForAll is listening"
     );
     if open {

@@ -18,6 +18,7 @@ use crate::http::{self, AppState};
 use crate::idempotency::InFlightGate;
 use crate::messaging::bus::{Delivery, EventBus, InProcessBus};
 use crate::messaging::consumer::{self, DonationStatusConsumer, Handler};
+use crate::messaging::rabbit::{self, RabbitBus};
 use crate::messaging::relay::Relay;
 use crate::notifications::{
     FileMailer, HistoryLinks, Mailer, NotificationConsumer, Sender, SmtpMailer,
@@ -27,12 +28,19 @@ use crate::payments::{ReconcileStats, Reconciler};
 use crate::storage::{self, Store};
 use crate::totals::{LocalCache, TotalsCache, TotalsConsumer};
 
+/// A consumer and, on the in-process bus, the channel it reads (RabbitMQ consumers read their
+/// queue instead).
+type ConsumerSlot = (
+    Arc<dyn Handler>,
+    Option<tokio::sync::mpsc::Receiver<Delivery>>,
+);
+
 /// A built, bound, not yet running server.
 pub struct Application {
     listener: TcpListener,
     state: AppState,
     bus: Arc<InProcessBus>,
-    consumers: Vec<(Arc<dyn Handler>, tokio::sync::mpsc::Receiver<Delivery>)>,
+    consumers: Vec<ConsumerSlot>,
 }
 
 /// The webhook secrets to verify with: the configured ones, or the one kept in
@@ -169,6 +177,11 @@ impl Application {
         let totals_cache: Arc<dyn TotalsCache> = Arc::new(LocalCache::new(Duration::from_secs(
             settings.totals.cache_ttl_seconds,
         )));
+        let relay_bus: Arc<dyn EventBus> = if settings.amqp.url.0.trim().is_empty() {
+            bus.clone()
+        } else {
+            Arc::new(RabbitBus::new(&settings.amqp))
+        };
         let handlers: Vec<Arc<dyn Handler>> = vec![
             Arc::new(DonationStatusConsumer::new(store.clone())),
             Arc::new(TotalsConsumer::new(store.clone(), totals_cache.clone())),
@@ -178,10 +191,15 @@ impl Application {
                 mail_wake.clone(),
             )),
         ];
+        let consumer_names: Vec<&'static str> = handlers.iter().map(|h| h.name()).collect();
         let consumers = handlers
             .into_iter()
             .map(|h| {
-                let receiver = bus.subscribe(h.name(), h.topics());
+                let receiver = if settings.amqp.url.0.trim().is_empty() {
+                    Some(bus.subscribe(h.name(), h.topics()))
+                } else {
+                    None
+                };
                 (h, receiver)
             })
             .collect();
@@ -190,7 +208,8 @@ impl Application {
             settings: Arc::new(settings),
             gate: Arc::new(InFlightGate::default()),
             outbox_wake: Arc::new(Notify::new()),
-            bus_name: bus.name(),
+            bus: relay_bus.clone(),
+            consumers: Arc::new(consumer_names),
             provider: sandbox.clone().map(|s| s as Arc<dyn PaymentProvider>),
             sandbox,
             webhook_secrets: Arc::new(secrets),
@@ -239,7 +258,7 @@ impl Application {
     pub fn relay(&self) -> Relay {
         Relay::new(
             self.state.store.clone(),
-            self.bus.clone(),
+            self.state.bus.clone(),
             self.state.settings.outbox.clone(),
         )
     }
@@ -265,7 +284,14 @@ impl Application {
             cancel.clone(),
         ));
         for (handler, deliveries) in std::mem::take(&mut self.consumers) {
-            tasks.spawn(consumer::run(handler, deliveries, cancel.clone()));
+            match deliveries {
+                Some(deliveries) => tasks.spawn(consumer::run(handler, deliveries, cancel.clone())),
+                None => tasks.spawn(rabbit::run_consumer(
+                    settings.amqp.clone(),
+                    handler,
+                    cancel.clone(),
+                )),
+            };
         }
         if let Some(sandbox) = &self.state.sandbox {
             tasks.spawn(sandbox.clone().run(cancel.clone()));

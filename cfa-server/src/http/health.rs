@@ -34,6 +34,13 @@ async fn ready(State(state): State<AppState>) -> Response {
             json!({"status": "down", "backend": state.store.backend().as_str(), "error": e.to_string()})
         }
     };
+    let bus = match state.bus.check().await {
+        Ok(()) => json!({"status": "up", "backend": state.bus.name()}),
+        Err(e) => json!({"status": "down", "backend": state.bus.name(), "error": e.to_string()}),
+    };
+    // The broker being down delays events but loses none (the outbox keeps them): degraded,
+    // still ready to take donations.
+    let bus_up = bus["status"] == "up";
     let database_up = database["status"] == "up";
     let mut warnings = Vec::new();
     if state.settings.auth.api_keys.is_empty() {
@@ -44,10 +51,14 @@ async fn ready(State(state): State<AppState>) -> Response {
         warnings.push("unsigned webhooks are accepted (payments.allow_unsigned_webhooks = true)");
     }
     let body = json!({
-        "status": if database_up { "ready" } else { "unavailable" },
+        "status": match (database_up, bus_up) {
+            (false, _) => "unavailable",
+            (true, false) => "degraded",
+            (true, true) => "ready",
+        },
         "checks": {
             "database": database,
-            "bus": {"status": "up", "backend": state.bus_name},
+            "bus": bus,
         },
         "warnings": warnings,
     });

@@ -3,11 +3,13 @@
 //!
 //! # Layout
 //! - [`error`]: [`error::ApiError`] and the JSON body extractor.
+//! - [`admin`]: dead letters for operators.
 //! - [`auth`]: the operator-key extractor.
 //! - [`health`]: `/health`, `/ready` and the per-service aliases.
 //! - [`campaigns`], [`donations`], [`payments`], [`totals`]: the resources.
 //! - [`sandbox`]: the built-in sandbox provider's API.
 
+pub mod admin;
 pub mod auth;
 pub mod campaigns;
 pub mod donations;
@@ -39,6 +41,7 @@ use uuid::Uuid;
 use crate::config::{Secret, Settings};
 use crate::domain::money::Currency;
 use crate::idempotency::{self, Begin, IdempotencyKey, IdempotentRequest, InFlightGate};
+use crate::messaging::bus::EventBus;
 use crate::notifications::{HistoryLinks, Mailer};
 use crate::payments::ReconcileStats;
 use crate::payments::provider::{PaymentProvider, Sandbox};
@@ -57,8 +60,10 @@ pub struct AppState {
     pub gate: Arc<InFlightGate>,
     /// Wakes the relay when a transaction wrote to the outbox.
     pub outbox_wake: Arc<Notify>,
-    /// Name of the event bus, for `/ready`.
-    pub bus_name: &'static str,
+    /// The bus the relay publishes to (in-process or RabbitMQ).
+    pub bus: Arc<dyn EventBus>,
+    /// The names of the consumers (their queues, with RabbitMQ).
+    pub consumers: Arc<Vec<&'static str>>,
     /// The payment provider, if one is configured.
     pub provider: Option<Arc<dyn PaymentProvider>>,
     /// The built-in sandbox provider, when it is on.
@@ -104,6 +109,7 @@ pub fn app(state: AppState) -> Router {
         .merge(sandbox::router())
         .merge(totals::router())
         .merge(notifications::router())
+        .merge(admin::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

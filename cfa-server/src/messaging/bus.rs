@@ -26,6 +26,10 @@ pub trait EventBus: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Publishes one event, returning once the bus is responsible for it.
     async fn publish(&self, event: &EventEnvelope) -> Result<(), BusError>;
+    /// Whether the bus can be reached now (for `/ready`).
+    async fn check(&self) -> Result<(), BusError> {
+        Ok(())
+    }
 }
 
 /// One event handed to an in-process subscriber, to be acknowledged after processing.

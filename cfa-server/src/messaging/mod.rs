@@ -3,8 +3,10 @@
 //! # Layout
 //! - [`bus`]: the [`bus::EventBus`] trait and the in-process bus of the embedded default.
 //! - [`consumer`]: idempotent event handlers and the donation-status consumer.
+//! - [`rabbit`]: the RabbitMQ bus, its consumers, retries and dead letters.
 //! - [`relay`]: the outbox relay that claims rows, publishes them and marks them sent.
 
 pub mod bus;
 pub mod consumer;
+pub mod rabbit;
 pub mod relay;

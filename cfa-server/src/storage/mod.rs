@@ -434,6 +434,10 @@ pub trait Store: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
 
+    /// Outbox rows set aside as dead letters, oldest first, with their last error.
+    async fn dead_outbox(&self, limit: i64) -> StoreResult<Vec<(OutboxRow, Option<String>)>>;
+    /// Puts a dead outbox row back in line with a fresh attempt count; false if it is not dead.
+    async fn revive_outbox(&self, id: i64) -> StoreResult<bool>;
     /// Deletes delivered rows sent before `before`; returns how many.
     async fn prune_outbox(&self, before: DateTime<Utc>) -> StoreResult<u64>;
     /// Counts of the outbox.

@@ -1299,6 +1299,30 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn dead_outbox(&self, limit: i64) -> StoreResult<Vec<(OutboxRow, Option<String>)>> {
+                let rows = sqlx::query(
+                    "SELECT id, event_id, event_type, aggregate_type, aggregate_id, version, occurred_at, traceparent, \
+                     payload, attempts, last_error FROM outbox WHERE dead_at IS NOT NULL ORDER BY id LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?;
+                rows.iter()
+                    .map(|row| Ok((outbox_from_row(row)?, row.try_get("last_error")?)))
+                    .collect()
+            }
+
+            async fn revive_outbox(&self, id: i64) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE outbox SET dead_at = NULL, attempts = 0, last_error = NULL, claimed_by = NULL, \
+                     claimed_until = NULL WHERE id = $1 AND dead_at IS NOT NULL",
+                )
+                .bind(id)
+                .execute(&self.write)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn prune_outbox(&self, before: DateTime<Utc>) -> StoreResult<u64> {
                 let done = sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
                     .bind(before)

@@ -21,7 +21,7 @@ async fn health_and_readiness_name_the_backend(ctx: TestContext) {
     assert_eq!(ready.json["status"], "ready");
     let backend = match ctx.backend {
         Backend::Sqlite => "sqlite",
-        Backend::Postgres(_) => "postgres",
+        Backend::Postgres(_) | Backend::PostgresRabbit(..) => "postgres",
     };
     assert_eq!(ready.json["checks"]["database"]["backend"], backend);
     assert!(

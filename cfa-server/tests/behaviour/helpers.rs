@@ -19,6 +19,8 @@ pub enum Backend {
     Sqlite,
     /// A fresh database on the PostgreSQL server this admin URL reaches.
     Postgres(String),
+    /// PostgreSQL as above, and RabbitMQ at this URL with names prefixed for the test.
+    PostgresRabbit(String, String),
 }
 
 /// What a test gets: a database of its own, and a way to start servers on it.
@@ -27,6 +29,8 @@ pub struct TestContext {
     pub database_url: String,
     /// The backend.
     pub backend: Backend,
+    /// RabbitMQ URL and this test's name prefix, when the test runs on RabbitMQ.
+    pub amqp: Option<(String, String)>,
     data_dir: tempfile::TempDir,
 }
 
@@ -44,19 +48,30 @@ pub fn run(backend: Backend, test: crate::TestFn) -> Result<(), Failed> {
                 format!("sqlite://{}", data_dir.path().join("cfa.db").display()),
                 None,
             ),
-            Backend::Postgres(admin) => {
+            Backend::Postgres(admin) | Backend::PostgresRabbit(admin, _) => {
                 let (url, name) = create_pg_database(admin).await?;
                 (url, Some((admin.clone(), name)))
             }
         };
+        let amqp = match &backend {
+            Backend::PostgresRabbit(_, url) => {
+                check_rabbit(url).await?;
+                Some((url.clone(), format!("t{}.", uuid::Uuid::new_v4().simple())))
+            }
+            _ => None,
+        };
         let ctx = TestContext {
             database_url,
             backend,
+            amqp: amqp.clone(),
             data_dir,
         };
         let outcome = tokio::spawn(test(ctx)).await;
         if let Some((admin, name)) = cleanup {
             drop_pg_database(&admin, &name).await;
+        }
+        if let Some((url, namespace)) = amqp {
+            drop_rabbit_names(&url, &namespace).await;
         }
         match outcome {
             Ok(()) => Ok(()),
@@ -72,6 +87,44 @@ pub fn run(backend: Backend, test: crate::TestFn) -> Result<(), Failed> {
             Err(e) => Err(Failed::from(format!("the test task failed: {e}"))),
         }
     })
+}
+
+async fn check_rabbit(url: &str) -> Result<(), String> {
+    lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            format!("CFA_TEST_AMQP_URL is set but RabbitMQ cannot be reached at {url}: {e}")
+        })
+}
+
+/// Deletes the queues and exchanges a test created under its prefix.
+async fn drop_rabbit_names(url: &str, namespace: &str) {
+    let Ok(connection) =
+        lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await
+    else {
+        return;
+    };
+    let Ok(channel) = connection.create_channel().await else {
+        return;
+    };
+    let topology = cfa_server::messaging::rabbit::Topology::new(namespace);
+    for consumer in ["donation-status", "totals", "notifications", "flaky"] {
+        for queue in [
+            topology.queue(consumer),
+            topology.retry_queue(consumer),
+            topology.dead_queue(consumer),
+        ] {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), Default::default())
+                .await;
+        }
+    }
+    for topic in ["donation", "payment"] {
+        let _ = channel
+            .exchange_delete(topology.exchange(topic).as_str().into(), Default::default())
+            .await;
+    }
 }
 
 fn pg_url_with_database(admin: &str, name: &str) -> String {
@@ -127,6 +180,11 @@ impl TestContext {
         settings.database.url.0 = self.database_url.clone();
         settings.database.max_connections = 8;
         settings.outbox.relay_enabled = false;
+        if let Some((url, namespace)) = &self.amqp {
+            settings.amqp.url.0 = url.clone();
+            settings.amqp.namespace = namespace.clone();
+            settings.amqp.retry_delay_ms = 100;
+        }
         settings
     }
 

@@ -17,6 +17,7 @@ mod idempotency;
 mod notifications;
 mod outbox;
 mod payments;
+mod rabbit;
 mod smtp;
 mod totals;
 
@@ -36,6 +37,8 @@ pub enum Only {
     Any,
     /// Several processes on one database: PostgreSQL only (SQLite is single-process).
     Postgres,
+    /// Needs RabbitMQ (and PostgreSQL).
+    Rabbit,
 }
 
 /// Lists tests: `tests![name, …]` for both backends.
@@ -44,6 +47,11 @@ macro_rules! tests {
     ($($name:ident),* $(,)?) => {
         pub fn all() -> Vec<(&'static str, $crate::TestFn, $crate::Only)> {
             vec![$((stringify!($name), |ctx| Box::pin($name(ctx)), $crate::Only::Any)),*]
+        }
+    };
+    (rabbit: $($name:ident),* $(,)?) => {
+        pub fn all() -> Vec<(&'static str, $crate::TestFn, $crate::Only)> {
+            vec![$((stringify!($name), |ctx| Box::pin($name(ctx)), $crate::Only::Rabbit)),*]
         }
     };
     ($($name:ident),* ; postgres: $($pg:ident),* $(,)?) => {
@@ -61,6 +69,9 @@ fn main() {
     let postgres = std::env::var("CFA_TEST_POSTGRES_URL")
         .ok()
         .filter(|v| !v.trim().is_empty());
+    let amqp = std::env::var("CFA_TEST_AMQP_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
     let groups = [
         ("health", health::all()),
         ("campaigns", campaigns::all()),
@@ -70,10 +81,28 @@ fn main() {
         ("payments", payments::all()),
         ("totals", totals::all()),
         ("notifications", notifications::all()),
+        ("rabbit", rabbit::all()),
     ];
     let mut trials = Vec::new();
     for (group, tests) in groups {
         for (name, test, only) in tests {
+            if matches!(only, Only::Rabbit) {
+                let both = postgres.clone().zip(amqp.clone());
+                trials.push(
+                    Trial::test(
+                        format!("postgres+rabbitmq::{group}::{name}"),
+                        move || match both {
+                            Some((pg, amqp)) => {
+                                helpers::run(Backend::PostgresRabbit(pg, amqp), test)
+                            }
+                            None => Ok(()),
+                        },
+                    )
+                    .with_kind("rabbitmq")
+                    .with_ignored_flag(postgres.is_none() || amqp.is_none()),
+                );
+                continue;
+            }
             if matches!(only, Only::Any) {
                 trials.push(
                     Trial::test(format!("sqlite::{group}::{name}"), move || {
@@ -92,6 +121,12 @@ fn main() {
                 .with_ignored_flag(postgres.is_none()),
             );
         }
+    }
+    if amqp.is_none() && !args.list {
+        println!(
+            "note: the RabbitMQ tests are SKIPPED (shown as ignored). Set CFA_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f \
+             (with CFA_TEST_POSTGRES_URL) to run them."
+        );
     }
     if postgres.is_none() && !args.list {
         println!(

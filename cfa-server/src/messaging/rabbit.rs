@@ -1,0 +1,549 @@
+//! The RabbitMQ bus (lapin): publishing with confirms, and consumers with retries and a
+//! dead-letter queue.
+//!
+//! Topology, under an optional name prefix (`amqp.namespace`):
+//! - topic exchanges `donations.events` (donation and campaign events) and `payments.events`,
+//!   routing key = event type;
+//! - per consumer a durable queue `cfa.<consumer>` bound to the topics it handles, a retry queue
+//!   `cfa.<consumer>.retry` whose messages expire after `amqp.retry_delay_ms` back into the main
+//!   queue, and a dead-letter queue `cfa.<consumer>.dead`.
+//!
+//! Messages are persistent and carry the event id as message id and the trace context in the
+//! `traceparent` header. A consumer acknowledges only after the handler's transaction committed;
+//! a failure is republished to the retry queue with its attempt count, and after
+//! `amqp.max_attempts` to the dead-letter queue, where operators can list and replay it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt as _;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
+    BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
+use serde::Serialize;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AmqpSettings;
+use crate::domain::event::EventEnvelope;
+use crate::messaging::bus::{BusError, EventBus};
+use crate::messaging::consumer::Handler;
+
+const ATTEMPTS: &str = "x-cfa-attempts";
+const LAST_ERROR: &str = "x-cfa-last-error";
+
+/// Names of the exchanges and queues.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    namespace: String,
+}
+
+impl Topology {
+    /// The topology under a name prefix (empty in production).
+    pub fn new(namespace: &str) -> Topology {
+        Topology {
+            namespace: namespace.to_string(),
+        }
+    }
+
+    /// The exchange a topic's events go to.
+    pub fn exchange(&self, topic: &str) -> String {
+        match topic {
+            "payment" => format!("{}payments.events", self.namespace),
+            _ => format!("{}donations.events", self.namespace),
+        }
+    }
+
+    /// A consumer's main queue.
+    pub fn queue(&self, consumer: &str) -> String {
+        format!("{}cfa.{consumer}", self.namespace)
+    }
+
+    /// A consumer's retry queue.
+    pub fn retry_queue(&self, consumer: &str) -> String {
+        format!("{}.retry", self.queue(consumer))
+    }
+
+    /// A consumer's dead-letter queue.
+    pub fn dead_queue(&self, consumer: &str) -> String {
+        format!("{}.dead", self.queue(consumer))
+    }
+
+    async fn declare_exchanges(&self, channel: &Channel) -> lapin::Result<()> {
+        for topic in ["donation", "payment"] {
+            channel
+                .exchange_declare(
+                    self.exchange(topic).into(),
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn declare_consumer(
+        &self,
+        channel: &Channel,
+        consumer: &str,
+        topics: &[&str],
+        retry_delay_ms: u64,
+    ) -> lapin::Result<()> {
+        self.declare_exchanges(channel).await?;
+        let durable = QueueDeclareOptions::durable();
+        channel
+            .queue_declare(self.queue(consumer).into(), durable, FieldTable::default())
+            .await?;
+        for topic in topics {
+            channel
+                .queue_bind(
+                    self.queue(consumer).into(),
+                    self.exchange(topic).into(),
+                    format!("{topic}.#").into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        let mut retry = FieldTable::default();
+        retry.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(i64::try_from(retry_delay_ms).unwrap_or(1000)),
+        );
+        retry.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString("".into()),
+        );
+        retry.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(self.queue(consumer).into()),
+        );
+        channel
+            .queue_declare(self.retry_queue(consumer).into(), durable, retry)
+            .await?;
+        channel
+            .queue_declare(
+                self.dead_queue(consumer).into(),
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+async fn connect(url: &str) -> lapin::Result<(Connection, Channel)> {
+    let connection = tokio::time::timeout(
+        Duration::from_secs(5),
+        Connection::connect(url, ConnectionProperties::default()),
+    )
+    .await
+    .map_err(|_| {
+        lapin::Error::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "RabbitMQ did not answer within 5 s",
+        ))
+    })??;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok((connection, channel))
+}
+
+fn properties(event_id: &str, headers: FieldTable) -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(event_id.into())
+        .with_headers(headers)
+}
+
+async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    payload: &[u8],
+    props: BasicProperties,
+) -> Result<(), String> {
+    let publish = async {
+        channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                payload,
+                props,
+            )
+            .await?
+            .await
+    };
+    // A broker that went silent must not hold the relay forever.
+    let confirm = tokio::time::timeout(Duration::from_secs(10), publish)
+        .await
+        .map_err(|_| "no publisher confirm within 10 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    match confirm {
+        Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
+        Confirmation::Nack(_) => Err("the broker refused the message (nack)".into()),
+    }
+}
+
+/// Publishes outbox events to RabbitMQ, reconnecting on demand.
+pub struct RabbitBus {
+    url: String,
+    topology: Topology,
+    link: Mutex<Option<(Connection, Channel)>>,
+}
+
+impl RabbitBus {
+    /// A bus for the broker at `url`; it connects on first use.
+    pub fn new(settings: &AmqpSettings) -> RabbitBus {
+        RabbitBus {
+            url: settings.url.0.clone(),
+            topology: Topology::new(&settings.namespace),
+            link: Mutex::new(None),
+        }
+    }
+
+    async fn channel(&self) -> Result<Channel, BusError> {
+        let mut link = self.link.lock().await;
+        if let Some((_, channel)) = link.as_ref()
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
+        }
+        let (connection, channel) =
+            tokio::time::timeout(Duration::from_secs(5), connect(&self.url))
+                .await
+                .map_err(|_| BusError("RabbitMQ did not answer within 5 s".into()))?
+                .map_err(|e| BusError(format!("cannot connect to RabbitMQ: {e}")))?;
+        self.topology
+            .declare_exchanges(&channel)
+            .await
+            .map_err(|e| BusError(format!("cannot declare the exchanges: {e}")))?;
+        *link = Some((connection, channel.clone()));
+        Ok(channel)
+    }
+
+    async fn forget(&self) {
+        *self.link.lock().await = None;
+    }
+}
+
+#[async_trait]
+impl EventBus for RabbitBus {
+    fn name(&self) -> &'static str {
+        "rabbitmq"
+    }
+
+    async fn publish(&self, event: &EventEnvelope) -> Result<(), BusError> {
+        let channel = self.channel().await?;
+        let payload = serde_json::to_vec(event).map_err(|e| BusError(e.to_string()))?;
+        let mut headers = FieldTable::default();
+        if let Some(traceparent) = &event.trace_context.traceparent {
+            headers.insert(
+                "traceparent".into(),
+                AMQPValue::LongString(traceparent.as_str().into()),
+            );
+        }
+        let result = publish_confirmed(
+            &channel,
+            &self.topology.exchange(event.topic()),
+            &event.event_type,
+            &payload,
+            properties(&event.event_id.to_string(), headers),
+        )
+        .await;
+        if let Err(e) = result {
+            self.forget().await;
+            return Err(BusError(format!("publishing to RabbitMQ failed: {e}")));
+        }
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<(), BusError> {
+        self.channel().await.map(|_| ())
+    }
+}
+
+fn header_u32(props: &BasicProperties, name: &str) -> u32 {
+    props
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(name).cloned())
+        .and_then(|v| match v {
+            AMQPValue::LongLongInt(n) => u32::try_from(n).ok(),
+            AMQPValue::LongInt(n) => u32::try_from(n).ok(),
+            AMQPValue::LongUInt(n) => Some(n),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+fn header_string(props: &BasicProperties, name: &str) -> Option<String> {
+    props
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(name).cloned())
+        .and_then(|v| match v {
+            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+            _ => None,
+        })
+}
+
+/// Runs one consumer on RabbitMQ until cancelled, reconnecting with back-off.
+pub async fn run_consumer(
+    settings: AmqpSettings,
+    handler: Arc<dyn Handler>,
+    cancel: CancellationToken,
+) {
+    let topology = Topology::new(&settings.namespace);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let outcome = tokio::select! {
+            _ = cancel.cancelled() => return,
+            outcome = consume(&settings, &topology, handler.as_ref(), &cancel) => outcome,
+        };
+        match outcome {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(consumer = handler.name(), error = %e, retry_in_ms = backoff.as_millis() as u64, "RabbitMQ consumer lost its connection");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+async fn consume(
+    settings: &AmqpSettings,
+    topology: &Topology,
+    handler: &dyn Handler,
+    cancel: &CancellationToken,
+) -> Result<(), String> {
+    let (_connection, channel) = connect(&settings.url.0).await.map_err(|e| e.to_string())?;
+    let name = handler.name();
+    topology
+        .declare_consumer(&channel, name, handler.topics(), settings.retry_delay_ms)
+        .await
+        .map_err(|e| e.to_string())?;
+    channel
+        .basic_qos(settings.prefetch, BasicQosOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut deliveries = channel
+        .basic_consume(
+            topology.queue(name).into(),
+            format!("{name}-{}", uuid::Uuid::new_v4().simple()).into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(consumer = name, queue = %topology.queue(name), "consuming from RabbitMQ");
+    loop {
+        let delivery = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            next = deliveries.next() => match next {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("the consumer was cancelled by the broker".into()),
+            },
+        };
+        let attempts = header_u32(&delivery.properties, ATTEMPTS) + 1;
+        let outcome = match serde_json::from_slice::<EventEnvelope>(&delivery.data) {
+            Ok(event) => handler.handle(&event).await,
+            Err(e) => Err(format!("unreadable event: {e}")),
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(error) => {
+                let dead = attempts >= settings.max_attempts;
+                let target = if dead {
+                    topology.dead_queue(name)
+                } else {
+                    topology.retry_queue(name)
+                };
+                let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+                headers.insert(ATTEMPTS.into(), AMQPValue::LongLongInt(i64::from(attempts)));
+                headers.insert(
+                    LAST_ERROR.into(),
+                    AMQPValue::LongString(error.as_str().into()),
+                );
+                let message_id = delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|m| m.as_str().to_string())
+                    .unwrap_or_default();
+                if dead {
+                    tracing::error!(consumer = name, %message_id, attempts, %error, "event moved to the dead-letter queue");
+                } else {
+                    tracing::warn!(consumer = name, %message_id, attempts, %error, "event handling failed; retrying after a delay");
+                }
+                publish_confirmed(
+                    &channel,
+                    "",
+                    &target,
+                    &delivery.data,
+                    properties(&message_id, headers),
+                )
+                .await?;
+            }
+        }
+        delivery
+            .ack(BasicAckOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+}
+
+/// A message in a dead-letter queue.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeadLetter {
+    /// `<consumer>:<event id>`, the id to replay it by.
+    pub id: String,
+    /// The consumer that gave up on it.
+    pub consumer: String,
+    /// The event id.
+    pub event_id: String,
+    /// The event type, if readable.
+    pub event_type: Option<String>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last error.
+    pub last_error: Option<String>,
+}
+
+/// Lists (up to `limit` per consumer) the dead letters of `consumers`, leaving them in place.
+pub async fn dead_letters(
+    settings: &AmqpSettings,
+    consumers: &[&str],
+    limit: usize,
+) -> Result<Vec<DeadLetter>, String> {
+    let topology = Topology::new(&settings.namespace);
+    let (_connection, channel) = connect(&settings.url.0).await.map_err(|e| e.to_string())?;
+    let mut found = Vec::new();
+    for consumer in consumers {
+        let queue = topology.dead_queue(consumer);
+        let mut held = Vec::new();
+        while held.len() < limit {
+            match channel
+                .basic_get(queue.as_str().into(), BasicGetOptions::default())
+                .await
+            {
+                Ok(Some(message)) => held.push(message.delivery),
+                Ok(None) => break,
+                // The queue does not exist yet: nothing died there.
+                Err(_) => return Ok(found),
+            }
+        }
+        for delivery in &held {
+            let event: Option<EventEnvelope> = serde_json::from_slice(&delivery.data).ok();
+            found.push(DeadLetter {
+                id: format!(
+                    "{consumer}:{}",
+                    event
+                        .as_ref()
+                        .map_or_else(String::new, |e| e.event_id.to_string())
+                ),
+                consumer: consumer.to_string(),
+                event_id: event
+                    .as_ref()
+                    .map_or_else(String::new, |e| e.event_id.to_string()),
+                event_type: event.map(|e| e.event_type),
+                attempts: header_u32(&delivery.properties, ATTEMPTS),
+                last_error: header_string(&delivery.properties, LAST_ERROR),
+            });
+        }
+        for delivery in held {
+            delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(found)
+}
+
+/// Moves one dead letter back to its consumer's queue with a fresh attempt count. Returns false
+/// if it is not there.
+pub async fn replay(
+    settings: &AmqpSettings,
+    consumer: &str,
+    event_id: &str,
+) -> Result<bool, String> {
+    let topology = Topology::new(&settings.namespace);
+    let (_connection, channel) = connect(&settings.url.0).await.map_err(|e| e.to_string())?;
+    let queue = topology.dead_queue(consumer);
+    let mut held = Vec::new();
+    let mut replayed = false;
+    loop {
+        let Some(message) = channel
+            .basic_get(queue.as_str().into(), BasicGetOptions::default())
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            break;
+        };
+        let delivery = message.delivery;
+        let id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(ShortString::as_str)
+            .unwrap_or("")
+            .to_string();
+        if !replayed && id == event_id {
+            let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+            headers.insert(ATTEMPTS.into(), AMQPValue::LongLongInt(0));
+            publish_confirmed(
+                &channel,
+                "",
+                &topology.queue(consumer),
+                &delivery.data,
+                properties(&id, headers),
+            )
+            .await?;
+            delivery
+                .ack(BasicAckOptions::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            replayed = true;
+        } else {
+            held.push(delivery);
+        }
+        if held.len() > 10_000 {
+            break;
+        }
+    }
+    for delivery in held {
+        delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(replayed)
+}
