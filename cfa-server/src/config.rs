@@ -22,6 +22,7 @@ const SHORT_ENV_NAMES: &[(&str, &str)] = &[
     ("data_dir", "server.data_dir"),
     ("database_url", "database.url"),
     ("amqp_url", "amqp.url"),
+    ("redis_url", "redis.url"),
 ];
 
 /// The whole configuration of `cfa-server`.
@@ -46,6 +47,8 @@ pub struct Settings {
     pub notifications: NotificationSettings,
     /// RabbitMQ, when the events go through a broker.
     pub amqp: AmqpSettings,
+    /// Redis, as a second-level cache.
+    pub redis: RedisSettings,
     /// Log format and level.
     pub log: LogSettings,
 }
@@ -423,6 +426,28 @@ impl Default for AmqpSettings {
     }
 }
 
+/// `[redis]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// `redis://host:6379/0`; empty means no Redis. Masked when printed.
+    pub url: DatabaseUrl,
+    /// A prefix for every key.
+    pub prefix: String,
+    /// Longest a Redis call may take before the request falls back to the database, in ms.
+    pub timeout_ms: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            url: DatabaseUrl(String::new()),
+            prefix: "cfa:".into(),
+            timeout_ms: 50,
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -536,13 +561,6 @@ impl Settings {
         env: Env,
         overrides: &Overrides,
     ) -> Result<Settings, ConfigError> {
-        if std::env::var_os("CFA_REDIS_URL").is_some() {
-            return Err(ConfigError(
-                "CFA_REDIS_URL: the Redis backend is not built into this version yet; unset it to run \
-                 on the in-process cache"
-                    .into(),
-            ));
-        }
         let mut figment = Figment::new();
         if let Some(file) = file {
             if !file.exists() {
@@ -926,17 +944,18 @@ mod tests {
     }
 
     #[test]
-    fn backends_not_built_yet_are_named_rather_than_ignored() {
-        let err = load("", &[("CFA_REDIS_URL", "redis://x")], Overrides::default())
-            .expect_err("not built");
-        assert!(err.to_string().contains("CFA_REDIS_URL"), "{err}");
+    fn the_broker_and_cache_urls_have_short_names() {
         let s = load(
             "",
-            &[("CFA_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")],
+            &[
+                ("CFA_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+                ("CFA_REDIS_URL", "redis://127.0.0.1:6379"),
+            ],
             Overrides::default(),
         )
-        .expect("RabbitMQ is built");
+        .expect("both are built");
         assert!(s.amqp.url.0.starts_with("amqp://"));
+        assert!(s.redis.url.0.starts_with("redis://"));
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::redis_cache::FastPath;
 use crate::storage::{IdempotencyRecord, Store, StoreError, Tx};
 
 /// The longest key accepted.
@@ -164,24 +165,53 @@ pub struct Owned {
     pub tx: Box<dyn Tx>,
     request: Option<IdempotentRequest>,
     _guard: Option<GateGuard>,
+    fast: Option<Arc<FastPath>>,
+    retention: std::time::Duration,
+}
+
+/// Where saved responses are looked up first, and how long they are kept there.
+#[derive(Clone)]
+pub struct Replays {
+    /// Redis, if configured.
+    pub fast: Option<Arc<FastPath>>,
+    /// How long a saved response is kept (`idempotency.retention_hours`).
+    pub retention: std::time::Duration,
+}
+
+fn fast_key(scope: &str, key: &str) -> String {
+    format!(
+        "idem:{}:{key}",
+        hex::encode(Sha256::digest(scope.as_bytes()))
+    )
 }
 
 impl Owned {
-    /// Saves the response with the key (for keyed requests) in the transaction, and commits.
+    /// Saves the response with the key (for keyed requests) in the transaction, and commits;
+    /// then copies it to Redis, if configured, for faster replays.
     pub async fn save(mut self, status: u16, body: &[u8]) -> Result<(), StoreError> {
-        if let Some(request) = &self.request {
-            self.tx
-                .insert_idempotency_record(&IdempotencyRecord {
-                    scope: request.scope.clone(),
-                    key: request.key.as_str().to_string(),
-                    fingerprint: request.fingerprint.clone(),
-                    status_code: status,
-                    body: body.to_vec(),
-                    created_at: crate::domain::now(),
-                })
-                .await?;
+        let record = self.request.as_ref().map(|request| IdempotencyRecord {
+            scope: request.scope.clone(),
+            key: request.key.as_str().to_string(),
+            fingerprint: request.fingerprint.clone(),
+            status_code: status,
+            body: body.to_vec(),
+            created_at: crate::domain::now(),
+        });
+        if let Some(record) = &record {
+            self.tx.insert_idempotency_record(record).await?;
         }
-        self.tx.commit().await
+        self.tx.commit().await?;
+        if let (Some(fast), Some(record)) = (&self.fast, &record)
+            && let Ok(bytes) = serde_json::to_vec(record)
+        {
+            fast.set(
+                &fast_key(&record.scope, &record.key),
+                &bytes,
+                self.retention,
+            )
+            .await;
+        }
+        Ok(())
     }
 }
 
@@ -202,6 +232,7 @@ impl Owned {
 pub async fn begin(
     store: &dyn Store,
     gate: &Arc<InFlightGate>,
+    replays: &Replays,
     request: Option<IdempotentRequest>,
 ) -> Result<Begin, IdempotencyError> {
     let Some(request) = request else {
@@ -209,9 +240,19 @@ pub async fn begin(
             tx: store.begin().await?,
             request: None,
             _guard: None,
+            fast: None,
+            retention: replays.retention,
         }));
     };
     let (scope, key) = (request.scope.as_str(), request.key.as_str());
+    if let Some(fast) = &replays.fast
+        && let Some(saved) = fast
+            .get(&fast_key(scope, key))
+            .await
+            .and_then(|bytes| serde_json::from_slice::<IdempotencyRecord>(&bytes).ok())
+    {
+        return replay(saved, &request);
+    }
     if let Some(saved) = store.idempotency_record(scope, key).await? {
         return replay(saved, &request);
     }
@@ -231,6 +272,8 @@ pub async fn begin(
         tx,
         request: Some(request),
         _guard: Some(guard),
+        fast: replays.fast.clone(),
+        retention: replays.retention,
     }))
 }
 

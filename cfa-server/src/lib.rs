@@ -10,6 +10,7 @@
 //! - [`http`]: handlers, errors, middleware.
 //! - [`messaging`]: the event bus, the outbox relay and the consumers.
 //! - [`notifications`]: receipts and notices, their senders, donor history links.
+//! - [`redis_cache`]: Redis as a fast path (second-level cache, idempotent replays).
 //! - [`payments`]: applying provider events, reconciliation, signatures, the sandbox provider.
 //! - [`telemetry`]: logging setup.
 //! - [`totals`]: the live totals read model, its cache and its refresh.
@@ -21,6 +22,7 @@ pub mod idempotency;
 pub mod messaging;
 pub mod notifications;
 pub mod payments;
+pub mod redis_cache;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;

@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{MailSender, Secret, Settings};
 use crate::http::{self, AppState};
 use crate::idempotency::InFlightGate;
+use crate::idempotency::Replays;
 use crate::messaging::bus::{Delivery, EventBus, InProcessBus};
 use crate::messaging::consumer::{self, DonationStatusConsumer, Handler};
 use crate::messaging::rabbit::{self, RabbitBus};
@@ -25,8 +26,9 @@ use crate::notifications::{
 };
 use crate::payments::provider::{PaymentProvider, Sandbox};
 use crate::payments::{ReconcileStats, Reconciler};
+use crate::redis_cache::FastPath;
 use crate::storage::{self, Store};
-use crate::totals::{LocalCache, TotalsCache, TotalsConsumer};
+use crate::totals::{LocalCache, TotalsCache, TotalsConsumer, TwoLevelCache};
 
 /// A consumer and, on the in-process bus, the channel it reads (RabbitMQ consumers read their
 /// queue instead).
@@ -174,9 +176,22 @@ impl Application {
             MailSender::Smtp => Arc::new(SmtpMailer::new(&settings.notifications)?),
         };
         let mail_wake = Arc::new(Notify::new());
-        let totals_cache: Arc<dyn TotalsCache> = Arc::new(LocalCache::new(Duration::from_secs(
-            settings.totals.cache_ttl_seconds,
-        )));
+        let redis = if settings.redis.url.0.trim().is_empty() {
+            None
+        } else {
+            Some(FastPath::new(&settings.redis)?)
+        };
+        let cache_ttl = Duration::from_secs(settings.totals.cache_ttl_seconds);
+        let totals_cache: Arc<dyn TotalsCache> = match &redis {
+            Some(redis) => Arc::new(TwoLevelCache::new(redis.clone(), cache_ttl)),
+            None => Arc::new(LocalCache::new(cache_ttl)),
+        };
+        let replays = Replays {
+            fast: redis.clone(),
+            retention: Duration::from_secs(
+                settings.idempotency.retention_hours.saturating_mul(3600),
+            ),
+        };
         let relay_bus: Arc<dyn EventBus> = if settings.amqp.url.0.trim().is_empty() {
             bus.clone()
         } else {
@@ -210,6 +225,7 @@ impl Application {
             outbox_wake: Arc::new(Notify::new()),
             bus: relay_bus.clone(),
             consumers: Arc::new(consumer_names),
+            replays,
             provider: sandbox.clone().map(|s| s as Arc<dyn PaymentProvider>),
             sandbox,
             webhook_secrets: Arc::new(secrets),

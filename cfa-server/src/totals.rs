@@ -86,6 +86,90 @@ impl TotalsCache for LocalCache {
     }
 }
 
+/// The in-process cache in front of Redis in front of the read model. A Redis hit fills the
+/// local level; invalidation clears both. With Redis, the local level lives at most a second, so
+/// a change made through another replica shows within that.
+pub struct TwoLevelCache {
+    local: LocalCache,
+    redis: Arc<crate::redis_cache::FastPath>,
+    ttl: Duration,
+}
+
+impl TwoLevelCache {
+    /// A two-level cache whose Redis entries live `ttl`.
+    pub fn new(redis: Arc<crate::redis_cache::FastPath>, ttl: Duration) -> TwoLevelCache {
+        TwoLevelCache {
+            local: LocalCache::new(ttl.min(Duration::from_secs(1))),
+            redis,
+            ttl,
+        }
+    }
+
+    fn key(campaign_id: Uuid) -> String {
+        format!("totals:{campaign_id}")
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Cached {
+    totals: CampaignTotals,
+    cached_at_ms: i64,
+}
+
+#[async_trait]
+impl TotalsCache for TwoLevelCache {
+    async fn get(&self, campaign_id: Uuid) -> Option<(CampaignTotals, Instant)> {
+        if let Some(found) = self.local.entries.get(&campaign_id).await {
+            self.local.hits.fetch_add(1, Ordering::Relaxed);
+            return Some(found);
+        }
+        let cached = self
+            .redis
+            .get(&Self::key(campaign_id))
+            .await
+            .and_then(|bytes| serde_json::from_slice::<Cached>(&bytes).ok());
+        let Some(cached) = cached else {
+            self.local.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        self.local.hits.fetch_add(1, Ordering::Relaxed);
+        let age = chrono::Utc::now()
+            .timestamp_millis()
+            .saturating_sub(cached.cached_at_ms)
+            .max(0);
+        let at = Instant::now()
+            .checked_sub(Duration::from_millis(u64::try_from(age).unwrap_or(0)))
+            .unwrap_or_else(Instant::now);
+        self.local
+            .entries
+            .insert(campaign_id, (cached.totals.clone(), at))
+            .await;
+        Some((cached.totals, at))
+    }
+
+    async fn put(&self, totals: CampaignTotals) {
+        let cached = Cached {
+            totals: totals.clone(),
+            cached_at_ms: chrono::Utc::now().timestamp_millis(),
+        };
+        if let Ok(bytes) = serde_json::to_vec(&cached) {
+            self.redis
+                .set(&Self::key(totals.campaign_id), &bytes, self.ttl)
+                .await;
+        }
+        self.local.put(totals).await;
+    }
+
+    async fn invalidate(&self, campaign_id: Uuid) {
+        self.redis.delete(&Self::key(campaign_id)).await;
+        self.local.invalidate(campaign_id).await;
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        self.local.counts()
+    }
+}
+
 /// The contribution a donation in this state makes.
 fn contribution_of(status: DonationStatus, amount_minor: i64, refunded_minor: i64) -> (i64, bool) {
     match status {

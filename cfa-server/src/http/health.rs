@@ -41,6 +41,14 @@ async fn ready(State(state): State<AppState>) -> Response {
     // The broker being down delays events but loses none (the outbox keeps them): degraded,
     // still ready to take donations.
     let bus_up = bus["status"] == "up";
+    let cache = match &state.replays.fast {
+        None => json!({"status": "up", "backend": "in-process"}),
+        Some(redis) if redis.ping().await => json!({"status": "up", "backend": "redis"}),
+        Some(_) => {
+            json!({"status": "down", "backend": "redis", "detail": "serving from the database"})
+        }
+    };
+    let bus_up = bus_up && cache["status"] == "up";
     let database_up = database["status"] == "up";
     let mut warnings = Vec::new();
     if state.settings.auth.api_keys.is_empty() {
@@ -59,6 +67,7 @@ async fn ready(State(state): State<AppState>) -> Response {
         "checks": {
             "database": database,
             "bus": bus,
+            "cache": cache,
         },
         "warnings": warnings,
     });

@@ -62,6 +62,8 @@ pub struct AppState {
     pub outbox_wake: Arc<Notify>,
     /// The bus the relay publishes to (in-process or RabbitMQ).
     pub bus: Arc<dyn EventBus>,
+    /// Where idempotent replays are looked up first (Redis, if configured).
+    pub replays: idempotency::Replays,
     /// The names of the consumers (their queues, with RabbitMQ).
     pub consumers: Arc<Vec<&'static str>>,
     /// The payment provider, if one is configured.
@@ -254,7 +256,7 @@ pub async fn begin_idempotent(
             Some(IdempotentRequest::new(scope, key, document))
         }
     };
-    Ok(idempotency::begin(state.store.as_ref(), &state.gate, request).await?)
+    Ok(idempotency::begin(state.store.as_ref(), &state.gate, &state.replays, request).await?)
 }
 
 /// Answers a request refused after it took its idempotency key: a business refusal (404, 400,

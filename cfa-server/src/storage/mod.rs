@@ -67,7 +67,7 @@ impl From<sqlx::Error> for StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The saved outcome of a request made with an `Idempotency-Key`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct IdempotencyRecord {
     /// The endpoint the key belongs to, e.g. `POST /api/v1/donations`.
     pub scope: String,
@@ -208,7 +208,7 @@ pub struct SandboxDelivery {
 }
 
 /// A campaign's totals as the read model holds them (or as computed from donations).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CampaignTotals {
     /// The campaign.
     pub campaign_id: Uuid,

@@ -21,7 +21,9 @@ async fn health_and_readiness_name_the_backend(ctx: TestContext) {
     assert_eq!(ready.json["status"], "ready");
     let backend = match ctx.backend {
         Backend::Sqlite => "sqlite",
-        Backend::Postgres(_) | Backend::PostgresRabbit(..) => "postgres",
+        Backend::Postgres(_) | Backend::PostgresRabbit(..) | Backend::PostgresRedis(..) => {
+            "postgres"
+        }
     };
     assert_eq!(ready.json["checks"]["database"]["backend"], backend);
     assert!(

@@ -21,6 +21,8 @@ pub enum Backend {
     Postgres(String),
     /// PostgreSQL as above, and RabbitMQ at this URL with names prefixed for the test.
     PostgresRabbit(String, String),
+    /// PostgreSQL as above, and Redis at this URL with keys prefixed for the test.
+    PostgresRedis(String, String),
 }
 
 /// What a test gets: a database of its own, and a way to start servers on it.
@@ -31,6 +33,8 @@ pub struct TestContext {
     pub backend: Backend,
     /// RabbitMQ URL and this test's name prefix, when the test runs on RabbitMQ.
     pub amqp: Option<(String, String)>,
+    /// Redis URL and this test's key prefix, when the test runs with Redis.
+    pub redis: Option<(String, String)>,
     data_dir: tempfile::TempDir,
 }
 
@@ -48,7 +52,9 @@ pub fn run(backend: Backend, test: crate::TestFn) -> Result<(), Failed> {
                 format!("sqlite://{}", data_dir.path().join("cfa.db").display()),
                 None,
             ),
-            Backend::Postgres(admin) | Backend::PostgresRabbit(admin, _) => {
+            Backend::Postgres(admin)
+            | Backend::PostgresRabbit(admin, _)
+            | Backend::PostgresRedis(admin, _) => {
                 let (url, name) = create_pg_database(admin).await?;
                 (url, Some((admin.clone(), name)))
             }
@@ -60,10 +66,18 @@ pub fn run(backend: Backend, test: crate::TestFn) -> Result<(), Failed> {
             }
             _ => None,
         };
+        let redis = match &backend {
+            Backend::PostgresRedis(_, url) => {
+                check_redis(url).await?;
+                Some((url.clone(), format!("t{}:", uuid::Uuid::new_v4().simple())))
+            }
+            _ => None,
+        };
         let ctx = TestContext {
             database_url,
             backend,
             amqp: amqp.clone(),
+            redis,
             data_dir,
         };
         let outcome = tokio::spawn(test(ctx)).await;
@@ -87,6 +101,21 @@ pub fn run(backend: Backend, test: crate::TestFn) -> Result<(), Failed> {
             Err(e) => Err(Failed::from(format!("the test task failed: {e}"))),
         }
     })
+}
+
+async fn check_redis(url: &str) -> Result<(), String> {
+    let fail =
+        |e: String| format!("CFA_TEST_REDIS_URL is set but Redis cannot be reached at {url}: {e}");
+    let client = redis::Client::open(url).map_err(|e| fail(e.to_string()))?;
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    redis::cmd("PING")
+        .query_async::<String>(&mut connection)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(())
 }
 
 async fn check_rabbit(url: &str) -> Result<(), String> {
@@ -184,6 +213,11 @@ impl TestContext {
             settings.amqp.url.0 = url.clone();
             settings.amqp.namespace = namespace.clone();
             settings.amqp.retry_delay_ms = 100;
+        }
+        if let Some((url, prefix)) = &self.redis {
+            settings.redis.url.0 = url.clone();
+            settings.redis.prefix = prefix.clone();
+            settings.redis.timeout_ms = 500;
         }
         settings
     }

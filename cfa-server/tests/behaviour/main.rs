@@ -18,6 +18,7 @@ mod notifications;
 mod outbox;
 mod payments;
 mod rabbit;
+mod redis;
 mod smtp;
 mod totals;
 
@@ -39,6 +40,8 @@ pub enum Only {
     Postgres,
     /// Needs RabbitMQ (and PostgreSQL).
     Rabbit,
+    /// Needs Redis (and PostgreSQL).
+    Redis,
 }
 
 /// Lists tests: `tests![name, …]` for both backends.
@@ -47,6 +50,14 @@ macro_rules! tests {
     ($($name:ident),* $(,)?) => {
         pub fn all() -> Vec<(&'static str, $crate::TestFn, $crate::Only)> {
             vec![$((stringify!($name), |ctx| Box::pin($name(ctx)), $crate::Only::Any)),*]
+        }
+    };
+    (redis: $($name:ident),* ; any: $($any:ident),* $(,)?) => {
+        pub fn all() -> Vec<(&'static str, $crate::TestFn, $crate::Only)> {
+            vec![
+                $((stringify!($name), |ctx| Box::pin($name(ctx)), $crate::Only::Redis),)*
+                $((stringify!($any), |ctx| Box::pin($any(ctx)), $crate::Only::Any),)*
+            ]
         }
     };
     (rabbit: $($name:ident),* $(,)?) => {
@@ -72,6 +83,9 @@ fn main() {
     let amqp = std::env::var("CFA_TEST_AMQP_URL")
         .ok()
         .filter(|v| !v.trim().is_empty());
+    let redis_url = std::env::var("CFA_TEST_REDIS_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
     let groups = [
         ("health", health::all()),
         ("campaigns", campaigns::all()),
@@ -82,10 +96,28 @@ fn main() {
         ("totals", totals::all()),
         ("notifications", notifications::all()),
         ("rabbit", rabbit::all()),
+        ("redis", redis::all()),
     ];
     let mut trials = Vec::new();
     for (group, tests) in groups {
         for (name, test, only) in tests {
+            if matches!(only, Only::Redis) {
+                let both = postgres.clone().zip(redis_url.clone());
+                trials.push(
+                    Trial::test(
+                        format!("postgres+redis::{group}::{name}"),
+                        move || match both {
+                            Some((pg, redis)) => {
+                                helpers::run(Backend::PostgresRedis(pg, redis), test)
+                            }
+                            None => Ok(()),
+                        },
+                    )
+                    .with_kind("redis")
+                    .with_ignored_flag(postgres.is_none() || redis_url.is_none()),
+                );
+                continue;
+            }
             if matches!(only, Only::Rabbit) {
                 let both = postgres.clone().zip(amqp.clone());
                 trials.push(
@@ -121,6 +153,12 @@ fn main() {
                 .with_ignored_flag(postgres.is_none()),
             );
         }
+    }
+    if redis_url.is_none() && !args.list {
+        println!(
+            "note: the Redis tests are SKIPPED (shown as ignored). Set CFA_TEST_REDIS_URL=redis://127.0.0.1:6379 \
+             (with CFA_TEST_POSTGRES_URL) to run them."
+        );
     }
     if amqp.is_none() && !args.list {
         println!(

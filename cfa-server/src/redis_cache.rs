@@ -1,0 +1,134 @@
+//! Redis as a fast path, never as the source of truth: a second level for the totals cache and
+//! for idempotent replays.
+//!
+//! Every call has a short timeout, and any failure (Redis down, slow, or not configured) is
+//! treated as a miss: the request falls back to the database and still succeeds. A broken
+//! connection is retried at most once a second, so a Redis outage costs each request nothing but
+//! a check of a flag.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+use tokio::sync::Mutex;
+
+use crate::config::RedisSettings;
+
+/// A Redis connection that is allowed to be absent.
+pub struct FastPath {
+    client: redis::Client,
+    prefix: String,
+    timeout: Duration,
+    connection: Mutex<(Option<ConnectionManager>, Option<Instant>)>,
+    failures: AtomicU64,
+}
+
+impl FastPath {
+    /// A fast path to the Redis server in the settings (connected on first use).
+    pub fn new(settings: &RedisSettings) -> anyhow::Result<Arc<FastPath>> {
+        let client = redis::Client::open(settings.url.0.as_str())
+            .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+        Ok(Arc::new(FastPath {
+            client,
+            prefix: settings.prefix.clone(),
+            timeout: Duration::from_millis(settings.timeout_ms),
+            connection: Mutex::new((None, None)),
+            failures: AtomicU64::new(0),
+        }))
+    }
+
+    /// Failed Redis calls since start.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    async fn connection(&self) -> Option<ConnectionManager> {
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = &slot.0 {
+            return Some(connection.clone());
+        }
+        if slot
+            .1
+            .is_some_and(|last| last.elapsed() < Duration::from_secs(1))
+        {
+            return None;
+        }
+        slot.1 = Some(Instant::now());
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1);
+        match tokio::time::timeout(
+            self.timeout * 2,
+            self.client.get_connection_manager_with_config(config),
+        )
+        .await
+        {
+            Ok(Ok(connection)) => {
+                slot.0 = Some(connection.clone());
+                Some(connection)
+            }
+            Ok(Err(e)) => {
+                self.failed(&e.to_string());
+                None
+            }
+            Err(_) => {
+                self.failed("connection timed out");
+                None
+            }
+        }
+    }
+
+    fn failed(&self, error: &str) {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed);
+        if n.is_power_of_two() {
+            tracing::warn!(%error, failures = n + 1, "Redis unavailable; serving from the database");
+        }
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Option<T> {
+        let mut connection = self.connection().await?;
+        match tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection)).await {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(e)) => {
+                self.failed(&e.to_string());
+                None
+            }
+            Err(_) => {
+                self.failed("command timed out");
+                None
+            }
+        }
+    }
+
+    /// Whether Redis answers now (for `/ready`).
+    pub async fn ping(&self) -> bool {
+        self.run::<String>(redis::cmd("PING")).await.is_some()
+    }
+
+    /// The value under `key`, or `None` (absent, or Redis unavailable).
+    pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let mut command = redis::cmd("GET");
+        command.arg(format!("{}{key}", self.prefix));
+        self.run::<Option<Vec<u8>>>(command).await.flatten()
+    }
+
+    /// Stores `value` under `key` for `ttl` (best effort).
+    pub async fn set(&self, key: &str, value: &[u8], ttl: Duration) {
+        let mut command = redis::cmd("SET");
+        command
+            .arg(format!("{}{key}", self.prefix))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64);
+        self.run::<()>(command).await;
+    }
+
+    /// Deletes `key` (best effort).
+    pub async fn delete(&self, key: &str) {
+        let mut command = redis::cmd("DEL");
+        command.arg(format!("{}{key}", self.prefix));
+        self.run::<i64>(command).await;
+    }
+}
