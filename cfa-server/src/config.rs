@@ -67,6 +67,77 @@ pub struct ServerSettings {
     pub request_timeout_seconds: u64,
     /// How long shutdown waits for in-flight requests, in seconds.
     pub shutdown_grace_seconds: u64,
+    /// The roles this process runs (`--role`); empty means all of them.
+    pub roles: Vec<Role>,
+}
+
+/// A part of the platform a process can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Campaigns, donations, the donation-status consumer, operator views.
+    Donation,
+    /// Intents, webhooks, refunds, reconciliation, the sandbox provider.
+    Payment,
+    /// The totals read model, its consumer and cache.
+    Totals,
+    /// The notification consumer and sender.
+    Notification,
+    /// The outbox relay.
+    Relay,
+    /// The API gateway (not built yet).
+    Gateway,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 6] = [
+        Role::Donation,
+        Role::Payment,
+        Role::Totals,
+        Role::Notification,
+        Role::Relay,
+        Role::Gateway,
+    ];
+
+    /// The seed's port for the role when processes are split.
+    pub fn seed_port(self) -> u16 {
+        match self {
+            Role::Gateway => 8000,
+            Role::Donation => 8001,
+            Role::Payment => 8002,
+            Role::Totals => 8003,
+            Role::Notification => 8004,
+            Role::Relay => 8005,
+        }
+    }
+
+    /// Parses one role name.
+    pub fn parse(raw: &str) -> Result<Role, String> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "donation" | "donations" => Ok(Role::Donation),
+            "payment" | "payments" => Ok(Role::Payment),
+            "totals" => Ok(Role::Totals),
+            "notification" | "notifications" => Ok(Role::Notification),
+            "relay" => Ok(Role::Relay),
+            "gateway" => Ok(Role::Gateway),
+            other => Err(format!(
+                "unknown role {other:?}; roles are donation, payment, totals, notification, relay, gateway"
+            )),
+        }
+    }
+}
+
+impl ServerSettings {
+    /// Whether this process runs `role`.
+    pub fn runs(&self, role: Role) -> bool {
+        self.roles.is_empty() || self.roles.contains(&role)
+    }
+
+    /// Whether this process runs every role (the all-in-one default).
+    pub fn all_in_one(&self) -> bool {
+        Role::ALL.iter().all(|r| self.runs(*r))
+    }
 }
 
 impl Default for ServerSettings {
@@ -77,6 +148,7 @@ impl Default for ServerSettings {
             body_limit_bytes: 64 * 1024,
             request_timeout_seconds: 30,
             shutdown_grace_seconds: 30,
+            roles: Vec::new(),
         }
     }
 }
@@ -543,6 +615,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--database-url`
     pub database_url: Option<String>,
+    /// `--role`
+    pub roles: Option<Vec<Role>>,
 }
 
 /// A configuration that could not be loaded; the message names the key.
@@ -580,6 +654,9 @@ impl Settings {
         }
         if let Some(url) = &overrides.database_url {
             figment = figment.merge(Serialized::default("database.url", url));
+        }
+        if let Some(roles) = &overrides.roles {
+            figment = figment.merge(Serialized::default("server.roles", roles));
         }
         let settings: Settings = figment.extract().map_err(|e| ConfigError(describe(e)))?;
         settings.validate()?;
@@ -705,6 +782,24 @@ impl Settings {
                  set auth.api_keys (CFA_AUTH__API_KEYS), or auth.allow_open = true if that is really meant",
                 self.server.listen
             )));
+        }
+        if self.server.runs(Role::Gateway) && !self.server.all_in_one() {
+            return Err(ConfigError(
+                "server.roles: the gateway role is not built yet; run without it (in the all-in-one \
+                 process the same limits apply without the hop) or put nginx in front"
+                    .into(),
+            ));
+        }
+        if !self.server.all_in_one() && self.amqp.url.0.trim().is_empty() {
+            return Err(ConfigError(
+                "server.roles: split processes exchange events through RabbitMQ; set amqp.url (CFA_AMQP_URL)".into(),
+            ));
+        }
+        if !self.server.all_in_one() && self.database.url.0.trim().is_empty() {
+            return Err(ConfigError(
+                "server.roles: split processes share one database; set database.url (CFA_DATABASE_URL) to PostgreSQL"
+                    .into(),
+            ));
         }
         if !(1..=10_000).contains(&self.outbox.batch_size) {
             return Err(ConfigError(
@@ -910,6 +1005,30 @@ mod tests {
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("postgres://app:****@db/cfa"), "{printed}");
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn split_roles_take_the_seed_ports_and_need_the_production_backends() {
+        let split = Overrides {
+            roles: Some(vec![Role::Payment]),
+            ..Overrides::default()
+        };
+        let err = load("", &[], split.clone()).expect_err("no broker");
+        assert!(err.to_string().contains("amqp.url"), "{err}");
+        let s = load(
+            "",
+            &[
+                ("CFA_AMQP_URL", "amqp://x"),
+                ("CFA_DATABASE_URL", "postgres://db/cfa"),
+            ],
+            split,
+        )
+        .expect("split payment role");
+        assert_eq!(s.server.listen.port(), 8002);
+        assert!(s.server.runs(Role::Payment) && !s.server.runs(Role::Donation));
+        let all = load("", &[], Overrides::default()).expect("all in one");
+        assert!(all.server.all_in_one());
+        assert_eq!(all.server.listen.port(), 8000);
     }
 
     #[test]

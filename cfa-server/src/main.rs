@@ -64,6 +64,10 @@ struct Common {
     /// postgres://… or sqlite://PATH (database.url).
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
+    /// Roles to run, comma-separated: donation, payment, totals, notification, relay (default:
+    /// all, in one process). Split processes need PostgreSQL and RabbitMQ.
+    #[arg(long = "role", value_name = "ROLES", value_delimiter = ',', value_parser = cfa_server::config::Role::parse)]
+    roles: Option<Vec<cfa_server::config::Role>>,
 }
 
 impl Common {
@@ -72,6 +76,7 @@ impl Common {
             listen: self.listen.clone(),
             data_dir: self.data_dir.clone(),
             database_url: self.database_url.clone(),
+            roles: self.roles.clone(),
         };
         Ok(Settings::load(self.config.as_deref(), &overrides)?)
     }
@@ -133,8 +138,14 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("starting cfa-server")?;
     let state = app.state();
+    let roles: Vec<String> = cfa_server::config::Role::ALL
+        .iter()
+        .filter(|r| state.settings.server.runs(**r))
+        .map(|r| format!("{r:?}").to_lowercase())
+        .collect();
     tracing::info!(
         listen = %format!("http://{}", app.local_addr()),
+        roles = %roles.join(","),
         database = state.store.backend().as_str(),
         database_url = %database_url,
         bus = state.bus.name(),

@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{MailSender, Secret, Settings};
+use crate::config::{MailSender, Role, Secret, Settings};
 use crate::http::{self, AppState};
 use crate::idempotency::InFlightGate;
 use crate::idempotency::Replays;
@@ -127,24 +127,25 @@ impl Application {
             })?;
         let bus = Arc::new(InProcessBus::default());
         let secrets = webhook_secrets(&settings)?;
-        let sandbox = settings.payments.sandbox.then(|| {
-            let url = match settings.payments.sandbox_webhook_url.trim() {
-                "" => {
-                    let mut addr = listener.local_addr().unwrap_or(settings.server.listen);
-                    if addr.ip().is_unspecified() {
-                        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        let sandbox =
+            (settings.payments.sandbox && settings.server.runs(Role::Payment)).then(|| {
+                let url = match settings.payments.sandbox_webhook_url.trim() {
+                    "" => {
+                        let mut addr = listener.local_addr().unwrap_or(settings.server.listen);
+                        if addr.ip().is_unspecified() {
+                            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                        }
+                        format!("http://{addr}/api/v1/payments/webhook")
                     }
-                    format!("http://{addr}/api/v1/payments/webhook")
-                }
-                url => url.to_string(),
-            };
-            Arc::new(Sandbox::new(
-                store.clone(),
-                settings.payments.clone(),
-                secrets.clone(),
-                url,
-            ))
-        });
+                    url => url.to_string(),
+                };
+                Arc::new(Sandbox::new(
+                    store.clone(),
+                    settings.payments.clone(),
+                    secrets.clone(),
+                    url,
+                ))
+            });
         let link_secret = match &settings.notifications.history_link_secret {
             Some(secret) => secret.clone(),
             None => kept_secret(
@@ -197,16 +198,26 @@ impl Application {
         } else {
             Arc::new(RabbitBus::new(&settings.amqp))
         };
-        let handlers: Vec<Arc<dyn Handler>> = vec![
-            Arc::new(DonationStatusConsumer::new(store.clone())),
-            Arc::new(TotalsConsumer::new(store.clone(), totals_cache.clone())),
-            Arc::new(NotificationConsumer::new(
+        let runs = |role| settings.server.runs(role);
+        let mut handlers: Vec<Arc<dyn Handler>> = Vec::new();
+        if runs(Role::Donation) {
+            handlers.push(Arc::new(DonationStatusConsumer::new(store.clone())));
+        }
+        if runs(Role::Totals) {
+            handlers.push(Arc::new(TotalsConsumer::new(
+                store.clone(),
+                totals_cache.clone(),
+            )));
+        }
+        if runs(Role::Notification) {
+            handlers.push(Arc::new(NotificationConsumer::new(
                 store.clone(),
                 history_links.clone(),
                 mail_wake.clone(),
-            )),
-        ];
-        let consumer_names: Vec<&'static str> = handlers.iter().map(|h| h.name()).collect();
+            )));
+        }
+        let consumer_names: Vec<&'static str> =
+            ["donation-status", "totals", "notifications"].to_vec();
         let consumers = handlers
             .into_iter()
             .map(|h| {
@@ -288,7 +299,8 @@ impl Application {
         let settings = self.state.settings.clone();
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
-        if settings.outbox.relay_enabled {
+        let runs = |role| settings.server.runs(role);
+        if settings.outbox.relay_enabled && runs(Role::Relay) {
             tasks.spawn(
                 self.relay()
                     .run(self.state.outbox_wake.clone(), cancel.clone()),
@@ -312,7 +324,9 @@ impl Application {
         if let Some(sandbox) = &self.state.sandbox {
             tasks.spawn(sandbox.clone().run(cancel.clone()));
         }
-        tasks.spawn(self.sender().run(cancel.clone()));
+        if runs(Role::Notification) {
+            tasks.spawn(self.sender().run(cancel.clone()));
+        }
         if let Some(provider) = &self.state.provider {
             let reconciler = Reconciler::new(
                 self.state.store.clone(),

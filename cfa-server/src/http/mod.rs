@@ -38,7 +38,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use uuid::Uuid;
 
-use crate::config::{Secret, Settings};
+use crate::config::{Role, Secret, Settings};
 use crate::domain::money::Currency;
 use crate::idempotency::{self, Begin, IdempotencyKey, IdempotentRequest, InFlightGate};
 use crate::messaging::bus::EventBus;
@@ -103,15 +103,24 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The whole API with its middleware.
 pub fn app(state: AppState) -> Router {
     let settings = state.settings.clone();
-    Router::new()
-        .merge(health::router())
-        .merge(campaigns::router())
-        .merge(donations::router())
-        .merge(payments::router())
-        .merge(sandbox::router())
-        .merge(totals::router())
-        .merge(notifications::router())
-        .merge(admin::router())
+    let server = &settings.server;
+    let mut router = Router::new().merge(health::router());
+    if server.runs(Role::Donation) {
+        router = router
+            .merge(campaigns::router())
+            .merge(donations::router())
+            .merge(admin::router());
+    }
+    if server.runs(Role::Payment) {
+        router = router.merge(payments::router()).merge(sandbox::router());
+    }
+    if server.runs(Role::Totals) {
+        router = router.merge(totals::router());
+    }
+    if server.runs(Role::Notification) {
+        router = router.merge(notifications::router());
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

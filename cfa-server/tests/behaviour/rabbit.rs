@@ -17,7 +17,86 @@ tests![
     rabbit: the_donor_journey_runs_over_rabbitmq,
     a_failing_consumer_retries_then_dead_letters_and_an_operator_replays_it,
     while_rabbitmq_is_unreachable_donations_are_accepted_and_the_outbox_drains_after,
+    split_roles_complete_the_journey_through_events_only,
 ];
+
+async fn split_roles_complete_the_journey_through_events_only(ctx: TestContext) {
+    use cfa_server::config::Role;
+    let donations = ctx
+        .spawn_app_with(|s| {
+            s.server.roles = vec![Role::Donation, Role::Relay];
+            s.outbox.relay_enabled = true;
+        })
+        .await;
+    let payments = ctx
+        .spawn_app_with(|s| s.server.roles = vec![Role::Payment])
+        .await;
+    let totals = ctx
+        .spawn_app_with(|s| s.server.roles = vec![Role::Totals, Role::Notification])
+        .await;
+    assert_eq!(
+        payments.get("/api/v1/campaigns").await.status,
+        404,
+        "each process serves its own routes"
+    );
+    let campaign = donations.create_campaign("Split", 100.0).await;
+    let donation = donations
+        .donate(&campaign, "ada@example.org", "12")
+        .await
+        .json["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let intent = payments
+        .post(
+            "/api/v1/payments/intent",
+            &json!({"donation_id": donation, "amount": 12}),
+        )
+        .await;
+    assert_eq!(intent.status, 201, "{:?}", intent.json);
+    let pi = intent.json["payment_intent_id"]
+        .as_str()
+        .expect("pi")
+        .to_string();
+    payments
+        .post(
+            &format!("/sandbox/v1/intents/{pi}/confirm"),
+            &json!({"outcome": "succeed"}),
+        )
+        .await;
+    eventually(
+        Duration::from_secs(20),
+        "the donation to complete across processes",
+        || async {
+            (donations
+                .get(&format!("/api/v1/donations/{donation}"))
+                .await
+                .json["status"]
+                == "COMPLETED")
+                .then_some(())
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "the totals and the receipt",
+        || async {
+            let t = totals
+                .get(&format!("/api/v1/totals/campaigns/{campaign}"))
+                .await
+                .json;
+            let n = totals
+                .get(&format!("/api/v1/notifications?donation_id={donation}"))
+                .await
+                .json;
+            let sent = n
+                .as_array()
+                .is_some_and(|n| n.iter().any(|n| n["status"] == "SENT"));
+            (t["total_amount_minor"] == 1200 && sent).then_some(())
+        },
+    )
+    .await;
+}
 
 async fn the_donor_journey_runs_over_rabbitmq(ctx: TestContext) {
     let app = ctx.spawn_app_with(|s| s.outbox.relay_enabled = true).await;
