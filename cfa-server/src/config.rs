@@ -658,7 +658,14 @@ impl Settings {
         if let Some(roles) = &overrides.roles {
             figment = figment.merge(Serialized::default("server.roles", roles));
         }
-        let settings: Settings = figment.extract().map_err(|e| ConfigError(describe(e)))?;
+        let mut settings: Settings = figment.extract().map_err(|e| ConfigError(describe(e)))?;
+        // Split processes take the seed's ports unless told otherwise.
+        if !settings.server.all_in_one()
+            && settings.server.listen == ServerSettings::default().listen
+            && let Some(first) = settings.server.roles.first()
+        {
+            settings.server.listen.set_port(first.seed_port());
+        }
         settings.validate()?;
         Ok(settings)
     }

@@ -380,7 +380,8 @@ impl Sender {
         let now = crate::domain::now();
         let due = self
             .store
-            .claim_notifications(now, now + TimeDelta::seconds(60), 20)
+            // A lease far longer than a batch can take (5 sends × the 10 s SMTP timeout).
+            .claim_notifications(now, now + TimeDelta::minutes(10), 5)
             .await?;
         let mut sent = 0;
         for n in due {

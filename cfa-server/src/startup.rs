@@ -147,8 +147,8 @@ impl Application {
                 ))
             });
         let link_secret = match &settings.notifications.history_link_secret {
-            Some(secret) => secret.clone(),
-            None => kept_secret(
+            Some(secret) if !secret.expose().trim().is_empty() => secret.clone(),
+            _ => kept_secret(
                 &settings,
                 "history_link_secret",
                 "hl_",

@@ -181,6 +181,9 @@ fn contribution_of(status: DonationStatus, amount_minor: i64, refunded_minor: i6
 /// Applies a new contribution of one donation: the difference to its stored contribution goes
 /// into the campaign's totals. Returns false if the stored contribution is already as new.
 async fn apply_contribution(tx: &mut dyn Tx, new: Contribution) -> Result<bool, StoreError> {
+    // Lock order, everywhere: the campaign's totals row first, then contributions. It serialises
+    // a campaign's updates (and the refresh) even when rows do not exist yet.
+    let mut totals = locked_totals(tx, new.campaign_id).await?;
     let old = tx.contribution_for_update(new.donation_id).await?;
     if old.as_ref().is_some_and(|o| o.version >= new.version) {
         return Ok(false);
@@ -200,10 +203,6 @@ async fn apply_contribution(tx: &mut dyn Tx, new: Contribution) -> Result<bool, 
             _ => 0,
         };
     }
-    let mut totals = match tx.totals_for_update(new.campaign_id).await? {
-        Some(t) => t,
-        None => empty_totals(tx, new.campaign_id).await?,
-    };
     totals.total_minor += new.counted_minor - old_minor;
     totals.completed_count += i64::from(new.counted) - i64::from(old_counted);
     totals.unique_donors += unique_delta;
@@ -211,6 +210,16 @@ async fn apply_contribution(tx: &mut dyn Tx, new: Contribution) -> Result<bool, 
     tx.upsert_totals(&totals).await?;
     tx.upsert_contribution(&new).await?;
     Ok(true)
+}
+
+/// The campaign's totals row, created if needed, locked until the transaction ends.
+async fn locked_totals(tx: &mut dyn Tx, campaign_id: Uuid) -> Result<CampaignTotals, StoreError> {
+    if let Some(totals) = tx.totals_for_update(campaign_id).await? {
+        return Ok(totals);
+    }
+    let empty = empty_totals(tx, campaign_id).await?;
+    tx.ensure_totals(&empty).await?;
+    Ok(tx.totals_for_update(campaign_id).await?.unwrap_or(empty))
 }
 
 async fn empty_totals(tx: &mut dyn Tx, campaign_id: Uuid) -> Result<CampaignTotals, StoreError> {
@@ -254,10 +263,7 @@ impl TotalsConsumer {
             return Ok(());
         }
         let changed = if event.aggregate_type == "campaign" {
-            let mut totals = match tx.totals_for_update(campaign_id).await? {
-                Some(t) => t,
-                None => empty_totals(tx.as_mut(), campaign_id).await?,
-            };
+            let mut totals = locked_totals(tx.as_mut(), campaign_id).await?;
             if let Some(goal) = p["goal_minor"].as_i64() {
                 totals.goal_minor = goal;
             }
@@ -368,6 +374,9 @@ pub async fn refresh(
         // Lock the totals row first, then read the donations in the same transaction: an event
         // applied concurrently either waits for the rebuild or is already in what it reads.
         let before = tx.totals_for_update(campaign_id).await?;
+        if before.is_none() {
+            locked_totals(tx.as_mut(), campaign_id).await?;
+        }
         let donations = tx.campaign_donations(campaign_id).await?;
         let mut totals = empty_totals(tx.as_mut(), campaign_id).await?;
         tx.clear_totals_detail(campaign_id).await?;

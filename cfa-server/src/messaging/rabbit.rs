@@ -37,6 +37,14 @@ use crate::messaging::bus::{BusError, EventBus};
 use crate::messaging::consumer::Handler;
 
 const ATTEMPTS: &str = "x-cfa-attempts";
+
+/// The platform's consumers and the topics they read. The publisher declares their queues too,
+/// so an event published before a consumer ever started still has a queue to wait in.
+pub const CONSUMERS: &[(&str, &[&str])] = &[
+    ("donation-status", &["payment"]),
+    ("totals", &["donation", "campaign"]),
+    ("notifications", &["donation", "payment"]),
+];
 const LAST_ERROR: &str = "x-cfa-last-error";
 
 /// Names of the exchanges and queues.
@@ -66,9 +74,10 @@ impl Topology {
         format!("{}cfa.{consumer}", self.namespace)
     }
 
-    /// A consumer's retry queue.
-    pub fn retry_queue(&self, consumer: &str) -> String {
-        format!("{}.retry", self.queue(consumer))
+    /// A consumer's retry queue for a delay. The delay is part of the name because RabbitMQ
+    /// cannot change a queue's TTL: a new delay gets a new queue instead of a refused declaration.
+    pub fn retry_queue(&self, consumer: &str, delay_ms: u64) -> String {
+        format!("{}.retry.{delay_ms}ms", self.queue(consumer))
     }
 
     /// A consumer's dead-letter queue.
@@ -116,6 +125,7 @@ impl Topology {
                 )
                 .await?;
         }
+        // Messages wait out the delay in the retry queue, then return to the main queue.
         let mut retry = FieldTable::default();
         retry.insert(
             "x-message-ttl".into(),
@@ -130,7 +140,11 @@ impl Topology {
             AMQPValue::LongString(self.queue(consumer).into()),
         );
         channel
-            .queue_declare(self.retry_queue(consumer).into(), durable, retry)
+            .queue_declare(
+                self.retry_queue(consumer, retry_delay_ms).into(),
+                durable,
+                retry,
+            )
             .await?;
         channel
             .queue_declare(
@@ -177,15 +191,14 @@ async fn publish_confirmed(
     payload: &[u8],
     props: BasicProperties,
 ) -> Result<(), String> {
+    // Mandatory: a message no queue takes comes back, and is a failure, not a silent loss.
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
     let publish = async {
         channel
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                BasicPublishOptions::default(),
-                payload,
-                props,
-            )
+            .basic_publish(exchange.into(), routing_key.into(), options, payload, props)
             .await?
             .await
     };
@@ -195,7 +208,10 @@ async fn publish_confirmed(
         .map_err(|_| "no publisher confirm within 10 s".to_string())?
         .map_err(|e| e.to_string())?;
     match confirm {
-        Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
+        Confirmation::Ack(Some(_)) => Err(format!(
+            "no queue is bound for {routing_key} on {exchange:?}"
+        )),
+        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
         Confirmation::Nack(_) => Err("the broker refused the message (nack)".into()),
     }
 }
@@ -203,6 +219,7 @@ async fn publish_confirmed(
 /// Publishes outbox events to RabbitMQ, reconnecting on demand.
 pub struct RabbitBus {
     url: String,
+    retry_delay_ms: u64,
     topology: Topology,
     link: Mutex<Option<(Connection, Channel)>>,
 }
@@ -212,6 +229,7 @@ impl RabbitBus {
     pub fn new(settings: &AmqpSettings) -> RabbitBus {
         RabbitBus {
             url: settings.url.0.clone(),
+            retry_delay_ms: settings.retry_delay_ms,
             topology: Topology::new(&settings.namespace),
             link: Mutex::new(None),
         }
@@ -233,6 +251,12 @@ impl RabbitBus {
             .declare_exchanges(&channel)
             .await
             .map_err(|e| BusError(format!("cannot declare the exchanges: {e}")))?;
+        for (consumer, topics) in CONSUMERS {
+            self.topology
+                .declare_consumer(&channel, consumer, topics, self.retry_delay_ms)
+                .await
+                .map_err(|e| BusError(format!("cannot declare the queue of {consumer}: {e}")))?;
+        }
         *link = Some((connection, channel.clone()));
         Ok(channel)
     }
@@ -378,7 +402,7 @@ async fn consume(
                 let target = if dead {
                     topology.dead_queue(name)
                 } else {
-                    topology.retry_queue(name)
+                    topology.retry_queue(name, settings.retry_delay_ms)
                 };
                 let mut headers = delivery.properties.headers().clone().unwrap_or_default();
                 headers.insert(ATTEMPTS.into(), AMQPValue::LongLongInt(i64::from(attempts)));
@@ -438,9 +462,14 @@ pub async fn dead_letters(
     limit: usize,
 ) -> Result<Vec<DeadLetter>, String> {
     let topology = Topology::new(&settings.namespace);
-    let (_connection, channel) = connect(&settings.url.0).await.map_err(|e| e.to_string())?;
+    let (connection, _) = connect(&settings.url.0).await.map_err(|e| e.to_string())?;
     let mut found = Vec::new();
     for consumer in consumers {
+        // A channel per queue: a queue that does not exist closes its channel, not the listing.
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| e.to_string())?;
         let queue = topology.dead_queue(consumer);
         let mut held = Vec::new();
         while held.len() < limit {
@@ -451,7 +480,7 @@ pub async fn dead_letters(
                 Ok(Some(message)) => held.push(message.delivery),
                 Ok(None) => break,
                 // The queue does not exist yet: nothing died there.
-                Err(_) => return Ok(found),
+                Err(_) => break,
             }
         }
         for delivery in &held {

@@ -560,6 +560,9 @@ pub trait Tx: Send {
         at: DateTime<Utc>,
     ) -> StoreResult<bool>;
 
+    /// Creates a campaign's totals row if it has none (a concurrent creator waits, then finds
+    /// it), so that it can be locked.
+    async fn ensure_totals(&mut self, totals: &CampaignTotals) -> StoreResult<()>;
     /// The totals row of a campaign, locked until the transaction ends.
     async fn totals_for_update(&mut self, campaign_id: Uuid)
     -> StoreResult<Option<CampaignTotals>>;

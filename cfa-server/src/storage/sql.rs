@@ -647,6 +647,23 @@ macro_rules! sql_store {
                 .transpose()
             }
 
+            async fn ensure_totals(&mut self, t: &CampaignTotals) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO campaign_totals (campaign_id, total_minor, completed_count, unique_donors, goal_minor, \
+                     currency, last_updated) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (campaign_id) DO NOTHING",
+                )
+                .bind(db_id(t.campaign_id))
+                .bind(t.total_minor)
+                .bind(t.completed_count)
+                .bind(t.unique_donors)
+                .bind(t.goal_minor)
+                .bind(&t.currency)
+                .bind(t.last_updated)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
             async fn upsert_totals(&mut self, t: &CampaignTotals) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO campaign_totals (campaign_id, total_minor, completed_count, unique_donors, goal_minor, \
@@ -693,7 +710,8 @@ macro_rules! sql_store {
                 sqlx::query(
                     "INSERT INTO totals_contributions (donation_id, campaign_id, donor_email, version, counted_minor, counted) \
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (donation_id) DO UPDATE SET \
-                     version = excluded.version, counted_minor = excluded.counted_minor, counted = excluded.counted",
+                     version = excluded.version, counted_minor = excluded.counted_minor, counted = excluded.counted \
+                     WHERE totals_contributions.version < excluded.version",
                 )
                 .bind(db_id(c.donation_id))
                 .bind(db_id(c.campaign_id))

@@ -141,7 +141,8 @@ async fn drop_rabbit_names(url: &str, namespace: &str) {
     for consumer in ["donation-status", "totals", "notifications", "flaky"] {
         for queue in [
             topology.queue(consumer),
-            topology.retry_queue(consumer),
+            topology.retry_queue(consumer, 100),
+            topology.retry_queue(consumer, 50),
             topology.dead_queue(consumer),
         ] {
             let _ = channel
