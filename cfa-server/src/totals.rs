@@ -25,8 +25,11 @@ use crate::storage::{CampaignTotals, Contribution, Store, StoreError, Tx};
 pub trait TotalsCache: Send + Sync + 'static {
     /// Cached totals and when they were cached; counts a hit or a miss.
     async fn get(&self, campaign_id: Uuid) -> Option<(CampaignTotals, Instant)>;
-    /// Caches totals just read from the read model.
-    async fn put(&self, totals: CampaignTotals);
+    /// A counter that moves on every invalidation; read it before reading the read model.
+    fn generation(&self) -> u64;
+    /// Caches totals just read from the read model, unless an invalidation happened since
+    /// `generation` was read (the totals read may then be older than the change).
+    async fn put(&self, totals: CampaignTotals, generation: u64);
     /// Drops a campaign's entry (its read model changed).
     async fn invalidate(&self, campaign_id: Uuid);
     /// Hits and misses since start.
@@ -39,6 +42,7 @@ pub struct LocalCache {
     entries: moka::future::Cache<Uuid, (CampaignTotals, Instant)>,
     hits: AtomicU64,
     misses: AtomicU64,
+    generation: AtomicU64,
 }
 
 impl LocalCache {
@@ -51,6 +55,7 @@ impl LocalCache {
                 .build(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
         }
     }
 }
@@ -68,13 +73,20 @@ impl TotalsCache for LocalCache {
         found
     }
 
-    async fn put(&self, totals: CampaignTotals) {
-        self.entries
-            .insert(totals.campaign_id, (totals, Instant::now()))
-            .await;
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    async fn put(&self, totals: CampaignTotals, generation: u64) {
+        if self.generation() == generation {
+            self.entries
+                .insert(totals.campaign_id, (totals, Instant::now()))
+                .await;
+        }
     }
 
     async fn invalidate(&self, campaign_id: Uuid) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.entries.invalidate(&campaign_id).await;
     }
 
@@ -147,7 +159,14 @@ impl TotalsCache for TwoLevelCache {
         Some((cached.totals, at))
     }
 
-    async fn put(&self, totals: CampaignTotals) {
+    fn generation(&self) -> u64 {
+        self.local.generation()
+    }
+
+    async fn put(&self, totals: CampaignTotals, generation: u64) {
+        if self.local.generation() != generation {
+            return;
+        }
         let cached = Cached {
             totals: totals.clone(),
             cached_at_ms: chrono::Utc::now().timestamp_millis(),
@@ -157,7 +176,7 @@ impl TotalsCache for TwoLevelCache {
                 .set(&Self::key(totals.campaign_id), &bytes, self.ttl)
                 .await;
         }
-        self.local.put(totals).await;
+        self.local.put(totals, generation).await;
     }
 
     async fn invalidate(&self, campaign_id: Uuid) {
@@ -230,8 +249,11 @@ async fn empty_totals(tx: &mut dyn Tx, campaign_id: Uuid) -> Result<CampaignTota
         completed_count: 0,
         unique_donors: 0,
         goal_minor: campaign.as_ref().map_or(0, |c| c.goal_minor),
-        currency: campaign.map_or_else(|| "USD".into(), |c| c.currency.code().to_string()),
+        currency: campaign
+            .as_ref()
+            .map_or_else(|| "USD".into(), |c| c.currency.code().to_string()),
         last_updated: crate::domain::now(),
+        campaign_version: campaign.map_or(0, |c| c.version),
     })
 }
 
@@ -264,10 +286,15 @@ impl TotalsConsumer {
         }
         let changed = if event.aggregate_type == "campaign" {
             let mut totals = locked_totals(tx.as_mut(), campaign_id).await?;
-            if let Some(goal) = p["goal_minor"].as_i64() {
+            // An older campaign event (a late redelivery) must not bring back an old goal.
+            let newer = event.version > totals.campaign_version;
+            if newer {
+                totals.campaign_version = event.version;
+            }
+            if let Some(goal) = p["goal_minor"].as_i64().filter(|_| newer) {
                 totals.goal_minor = goal;
             }
-            if let Some(currency) = p["currency"].as_str() {
+            if let Some(currency) = p["currency"].as_str().filter(|_| newer) {
                 totals.currency = currency.to_string();
             }
             totals.last_updated = crate::domain::now();

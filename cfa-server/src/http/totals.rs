@@ -86,6 +86,7 @@ async fn show(
             goal_minor: campaign.goal_minor,
             currency: campaign.currency.code().to_string(),
             last_updated: crate::domain::now(),
+            campaign_version: campaign.version,
         };
         return Ok(json_response(
             StatusCode::OK,
@@ -96,6 +97,7 @@ async fn show(
         let age = cached_at.elapsed().as_secs_f64();
         return Ok(json_response(StatusCode::OK, &body(&totals, "cache", age)));
     }
+    let generation = state.totals_cache.generation();
     let totals = match state.store.campaign_totals(id).await? {
         Some(totals) => totals,
         None => {
@@ -109,10 +111,11 @@ async fn show(
                 goal_minor: campaign.goal_minor,
                 currency: campaign.currency.code().to_string(),
                 last_updated: campaign.updated_at,
+                campaign_version: campaign.version,
             }
         }
     };
-    state.totals_cache.put(totals.clone()).await;
+    state.totals_cache.put(totals.clone(), generation).await;
     Ok(json_response(
         StatusCode::OK,
         &body(&totals, "read_model", 0.0),

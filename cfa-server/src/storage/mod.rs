@@ -224,6 +224,9 @@ pub struct CampaignTotals {
     pub currency: String,
     /// Last change.
     pub last_updated: DateTime<Utc>,
+    /// The campaign version the goal and currency come from.
+    #[serde(default)]
+    pub campaign_version: i64,
 }
 
 /// What one donation contributes to its campaign's totals, as last applied.

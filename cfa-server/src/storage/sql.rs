@@ -203,6 +203,7 @@ macro_rules! sql_store {
                 goal_minor: row.try_get("goal_minor")?,
                 currency: row.try_get("currency")?,
                 last_updated: row.try_get("last_updated")?,
+                campaign_version: row.try_get("campaign_version")?,
             })
         }
 
@@ -635,8 +636,8 @@ macro_rules! sql_store {
 
             async fn totals_for_update(&mut self, campaign_id: Uuid) -> StoreResult<Option<CampaignTotals>> {
                 sqlx::query(concat!(
-                    "SELECT campaign_id, total_minor, completed_count, unique_donors, goal_minor, currency, last_updated \
-                     FROM campaign_totals WHERE campaign_id = $1",
+                    "SELECT campaign_id, total_minor, completed_count, unique_donors, goal_minor, currency, last_updated, \
+                     campaign_version FROM campaign_totals WHERE campaign_id = $1",
                     $for_update
                 ))
                 .bind(db_id(campaign_id))
@@ -667,10 +668,11 @@ macro_rules! sql_store {
             async fn upsert_totals(&mut self, t: &CampaignTotals) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO campaign_totals (campaign_id, total_minor, completed_count, unique_donors, goal_minor, \
-                     currency, last_updated) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     currency, last_updated, campaign_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                      ON CONFLICT (campaign_id) DO UPDATE SET total_minor = excluded.total_minor, \
                      completed_count = excluded.completed_count, unique_donors = excluded.unique_donors, \
-                     goal_minor = excluded.goal_minor, currency = excluded.currency, last_updated = excluded.last_updated",
+                     goal_minor = excluded.goal_minor, currency = excluded.currency, last_updated = excluded.last_updated, \
+                     campaign_version = excluded.campaign_version",
                 )
                 .bind(db_id(t.campaign_id))
                 .bind(t.total_minor)
@@ -679,6 +681,7 @@ macro_rules! sql_store {
                 .bind(t.goal_minor)
                 .bind(&t.currency)
                 .bind(t.last_updated)
+                .bind(t.campaign_version)
                 .execute(&mut *self.tx)
                 .await?;
                 Ok(())
@@ -1132,8 +1135,8 @@ macro_rules! sql_store {
 
             async fn campaign_totals(&self, campaign_id: Uuid) -> StoreResult<Option<CampaignTotals>> {
                 sqlx::query(
-                    "SELECT campaign_id, total_minor, completed_count, unique_donors, goal_minor, currency, last_updated \
-                     FROM campaign_totals WHERE campaign_id = $1",
+                    "SELECT campaign_id, total_minor, completed_count, unique_donors, goal_minor, currency, last_updated, \
+                     campaign_version FROM campaign_totals WHERE campaign_id = $1",
                 )
                 .bind(db_id(campaign_id))
                 .fetch_optional(&self.read)

@@ -17,7 +17,44 @@ tests![
     redelivered_and_stale_events_change_nothing,
     refresh_repairs_a_tampered_read_model_and_reports_the_drift,
     the_cache_serves_reads_and_is_invalidated_by_changes,
+    a_late_campaign_event_does_not_bring_back_an_old_goal,
 ];
+
+async fn a_late_campaign_event_does_not_bring_back_an_old_goal(ctx: TestContext) {
+    use cfa_server::messaging::consumer::Handler;
+    let app = ctx.spawn_app().await;
+    let id = uuid::Uuid::new_v4();
+    let path = format!("/api/v1/campaigns/{id}");
+    for goal in [100, 150, 200] {
+        app.send(
+            Method::PUT,
+            &path,
+            Some(&json!({"title": "Goals", "goal_amount": goal})),
+            &[],
+        )
+        .await;
+    }
+    let events = completion_events(&app).await;
+    let consumer =
+        cfa_server::totals::TotalsConsumer::new(app.store.clone(), app.state.totals_cache.clone());
+    for e in &events {
+        consumer.handle(e).await.expect("handled");
+    }
+    let campaign = id.to_string();
+    assert_eq!(totals(&app, &campaign).await["goal_amount_minor"], 20000);
+    let mut late = events
+        .iter()
+        .find(|e| e.event_type == "campaign.updated" && e.version == 2)
+        .expect("v2")
+        .clone();
+    late.event_id = uuid::Uuid::new_v4();
+    consumer.handle(&late).await.expect("handled");
+    assert_eq!(
+        totals(&app, &campaign).await["goal_amount_minor"],
+        20000,
+        "version 2 is older than version 3"
+    );
+}
 
 async fn totals(app: &TestApp, campaign: &str) -> Value {
     let reply = app

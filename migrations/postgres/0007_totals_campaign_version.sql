@@ -1,0 +1,3 @@
+-- The campaign version the totals row's goal and currency come from, so an older campaign event
+-- redelivered late cannot bring back an old goal.
+ALTER TABLE campaign_totals ADD COLUMN campaign_version BIGINT NOT NULL DEFAULT 0;
