@@ -26,6 +26,17 @@ pub trait EventBus: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Publishes one event, returning once the bus is responsible for it.
     async fn publish(&self, event: &EventEnvelope) -> Result<(), BusError>;
+    /// Publishes events in order; returns how many were published before the first failure (and
+    /// that failure). A broker can pipeline them; the default publishes one at a time.
+    async fn publish_batch(&self, events: &[&EventEnvelope]) -> (usize, Option<BusError>) {
+        for (i, event) in events.iter().enumerate() {
+            if let Err(e) = self.publish(event).await {
+                return (i, Some(e));
+            }
+        }
+        (events.len(), None)
+    }
+
     /// Whether the bus can be reached now (for `/ready`).
     async fn check(&self) -> Result<(), BusError> {
         Ok(())

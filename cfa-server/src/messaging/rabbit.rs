@@ -297,6 +297,77 @@ impl EventBus for RabbitBus {
         Ok(())
     }
 
+    /// Pipelines the batch: every message is sent, then the confirms are awaited in order, so a
+    /// batch costs one round trip instead of one per event.
+    async fn publish_batch(&self, events: &[&EventEnvelope]) -> (usize, Option<BusError>) {
+        let channel = match self.channel().await {
+            Ok(channel) => channel,
+            Err(e) => return (0, Some(e)),
+        };
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        let mut pending = Vec::with_capacity(events.len());
+        for event in events {
+            let payload = match serde_json::to_vec(event) {
+                Ok(p) => p,
+                Err(e) => {
+                    pending.push(Err(e.to_string()));
+                    break;
+                }
+            };
+            let mut headers = FieldTable::default();
+            if let Some(traceparent) = &event.trace_context.traceparent {
+                headers.insert(
+                    "traceparent".into(),
+                    AMQPValue::LongString(traceparent.as_str().into()),
+                );
+            }
+            let sent = channel
+                .basic_publish(
+                    self.topology.exchange(event.topic()).as_str().into(),
+                    event.event_type.as_str().into(),
+                    options,
+                    &payload,
+                    properties(&event.event_id.to_string(), headers),
+                )
+                .await
+                .map_err(|e| e.to_string());
+            let failed = sent.is_err();
+            pending.push(sent);
+            if failed {
+                break;
+            }
+        }
+        let mut confirmed = 0;
+        for (event, sent) in events.iter().zip(pending) {
+            let outcome = match sent {
+                Err(e) => Err(e),
+                Ok(confirm) => match tokio::time::timeout(Duration::from_secs(10), confirm).await {
+                    Err(_) => Err("no publisher confirm within 10 s".to_string()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Ok(Ok(Confirmation::Ack(Some(_)))) => {
+                        Err(format!("no queue is bound for {}", event.event_type))
+                    }
+                    Ok(Ok(Confirmation::Nack(_))) => {
+                        Err("the broker refused the message (nack)".to_string())
+                    }
+                    Ok(Ok(_)) => Ok(()),
+                },
+            };
+            if let Err(e) = outcome {
+                self.forget().await;
+                return (
+                    confirmed,
+                    Some(BusError(format!("publishing to RabbitMQ failed: {e}"))),
+                );
+            }
+            confirmed += 1;
+        }
+        (confirmed, None)
+    }
+
     async fn check(&self) -> Result<(), BusError> {
         self.channel().await.map(|_| ())
     }

@@ -62,17 +62,11 @@ impl Relay {
             claimed: rows.len(),
             ..BatchReport::default()
         };
-        let mut sent = Vec::with_capacity(rows.len());
-        let mut failure = None;
-        for row in &rows {
-            match self.bus.publish(&row.event).await {
-                Ok(()) => sent.push(row.id),
-                Err(err) => {
-                    failure = Some((row.id, err.to_string()));
-                    break;
-                }
-            }
-        }
+        let events: Vec<&crate::domain::event::EventEnvelope> =
+            rows.iter().map(|r| &r.event).collect();
+        let (published, error) = self.bus.publish_batch(&events).await;
+        let sent: Vec<i64> = rows[..published].iter().map(|r| r.id).collect();
+        let failure = error.and_then(|e| rows.get(published).map(|r| (r.id, e.to_string())));
         self.store
             .mark_outbox_sent(&self.id, &sent, crate::domain::now())
             .await?;
