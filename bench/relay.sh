@@ -16,7 +16,7 @@ ns="bench$$."
 psql "$admin" -qc "CREATE DATABASE $db" >/dev/null
 url=${admin%/*}/$db
 work=$(mktemp -d)
-export CFA_LISTEN=127.0.0.1:$port CFA_DATA_DIR=$work CFA_LOG__LEVEL=warn CFA_DATABASE_URL=$url
+export CFA_LISTEN=127.0.0.1:$port CFA_DATA_DIR=$work CFA_LOG__LEVEL=warn CFA_GATEWAY__RATE_LIMIT__ENABLED=false CFA_DATABASE_URL=$url
 export CFA_AMQP_URL=$amqp CFA_AMQP__NAMESPACE=$ns
 pid=
 cleanup() {

@@ -17,7 +17,7 @@ bin="$target/release/cfa-server"
 command -v wrk >/dev/null || { echo "install wrk first (apt-get install wrk)" >&2; exit 2; }
 
 work=$(mktemp -d)
-export CFA_LISTEN=127.0.0.1:$port CFA_DATA_DIR=$work CFA_LOG__LEVEL=warn
+export CFA_LISTEN=127.0.0.1:$port CFA_DATA_DIR=$work CFA_LOG__LEVEL=warn CFA_GATEWAY__RATE_LIMIT__ENABLED=false
 case $backend in
   sqlite) ;;
   postgres)

@@ -14,7 +14,7 @@ bin="$target/release/cfa-server"
 trivial="$target/release/examples/trivial_http"
 [ -x "$bin" ] && [ -x "$trivial" ] || { echo "build first: cargo build --release -p cfa-server --bins --examples" >&2; exit 2; }
 work=$(mktemp -d)
-export CFA_LISTEN=127.0.0.1:$port CFA_DATA_DIR=$work CFA_LOG__LEVEL=warn CFA_PAYMENTS__ALLOW_UNSIGNED_WEBHOOKS=true
+export CFA_LISTEN=127.0.0.1:$port CFA_DATA_DIR=$work CFA_LOG__LEVEL=warn CFA_GATEWAY__RATE_LIMIT__ENABLED=false CFA_PAYMENTS__ALLOW_UNSIGNED_WEBHOOKS=true
 case $backend in
   sqlite) ;;
   postgres)

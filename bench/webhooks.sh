@@ -15,7 +15,7 @@ target=${CARGO_TARGET_DIR:-$HOME/.cache/cfa-target}
 bin="$target/release/cfa-server"
 [ -x "$bin" ] || { echo "build first: cargo build --release -p cfa-server" >&2; exit 2; }
 work=$(mktemp -d)
-export CFA_LISTEN=127.0.0.1:$port CFA_DATA_DIR=$work CFA_LOG__LEVEL=warn CFA_PAYMENTS__ALLOW_UNSIGNED_WEBHOOKS=true
+export CFA_LISTEN=127.0.0.1:$port CFA_DATA_DIR=$work CFA_LOG__LEVEL=warn CFA_GATEWAY__RATE_LIMIT__ENABLED=false CFA_PAYMENTS__ALLOW_UNSIGNED_WEBHOOKS=true
 case $backend in
   sqlite) ;;
   postgres)

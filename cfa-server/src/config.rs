@@ -49,6 +49,8 @@ pub struct Settings {
     pub amqp: AmqpSettings,
     /// Redis, as a second-level cache.
     pub redis: RedisSettings,
+    /// Limits applied in front of the API.
+    pub gateway: GatewaySettings,
     /// Log format and level.
     pub log: LogSettings,
 }
@@ -516,6 +518,39 @@ impl Default for RedisSettings {
             url: DatabaseUrl(String::new()),
             prefix: "cfa:".into(),
             timeout_ms: 50,
+        }
+    }
+}
+
+/// `[gateway]`
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySettings {
+    /// `[gateway.rate_limit]`
+    pub rate_limit: RateLimitSettings,
+}
+
+/// `[gateway.rate_limit]`: token buckets per client IP and per API key.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    /// Apply the limits (turn off for load tests: `CFA_GATEWAY__RATE_LIMIT__ENABLED=false`).
+    pub enabled: bool,
+    /// Sustained requests per minute from one client IP (requests without an API key).
+    pub per_ip_per_minute: u32,
+    /// Sustained requests per minute with one API key.
+    pub per_key_per_minute: u32,
+    /// Requests a client may send at once before the rate applies.
+    pub burst: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings {
+            enabled: true,
+            per_ip_per_minute: 600,
+            per_key_per_minute: 6000,
+            burst: 100,
         }
     }
 }

@@ -216,6 +216,7 @@ impl Application {
                 mail_wake.clone(),
             )));
         }
+        let limits = crate::http::limits::RateLimits::new(&settings.gateway.rate_limit);
         let consumer_names: Vec<&'static str> =
             ["donation-status", "totals", "notifications"].to_vec();
         let consumers = handlers
@@ -236,6 +237,7 @@ impl Application {
             outbox_wake: Arc::new(Notify::new()),
             bus: relay_bus.clone(),
             consumers: Arc::new(consumer_names),
+            limits,
             replays,
             provider: sandbox.clone().map(|s| s as Arc<dyn PaymentProvider>),
             sandbox,
@@ -339,6 +341,17 @@ impl Application {
                 self.state.outbox_wake.clone(),
                 cancel.clone(),
             ));
+        }
+        if let Some(limits) = self.state.limits.clone() {
+            let cancel = cancel.clone();
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(60)) => limits.shrink(),
+                    }
+                }
+            });
         }
         tasks.close();
 

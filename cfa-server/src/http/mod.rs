@@ -15,6 +15,7 @@ pub mod campaigns;
 pub mod donations;
 pub mod error;
 pub mod health;
+pub mod limits;
 pub mod notifications;
 pub mod payments;
 pub mod sandbox;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub outbox_wake: Arc<Notify>,
     /// The bus the relay publishes to (in-process or RabbitMQ).
     pub bus: Arc<dyn EventBus>,
+    /// Rate limits, when on.
+    pub limits: Option<Arc<limits::RateLimits>>,
     /// Where idempotent replays are looked up first (Redis, if configured).
     pub replays: idempotency::Replays,
     /// The names of the consumers (their queues, with RabbitMQ).
@@ -119,6 +122,12 @@ pub fn app(state: AppState) -> Router {
     }
     if server.runs(Role::Notification) {
         router = router.merge(notifications::router());
+    }
+    if let Some(limits) = &state.limits {
+        router = router.layer(middleware::from_fn_with_state(
+            limits.clone(),
+            limits::limit,
+        ));
     }
     router
         .fallback(not_found)

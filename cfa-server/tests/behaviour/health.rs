@@ -7,7 +7,53 @@ tests![
     health_and_readiness_name_the_backend,
     readiness_reports_a_database_that_is_down,
     unknown_routes_and_methods_get_json_errors,
+    clients_over_their_rate_get_429_with_retry_after_per_ip_and_per_key,
 ];
+
+async fn clients_over_their_rate_get_429_with_retry_after_per_ip_and_per_key(ctx: TestContext) {
+    let app = ctx
+        .spawn_app_with(|s| {
+            s.gateway.rate_limit.enabled = true;
+            s.gateway.rate_limit.per_ip_per_minute = 6;
+            s.gateway.rate_limit.per_key_per_minute = 6;
+            s.gateway.rate_limit.burst = 3;
+        })
+        .await;
+    let statuses: Vec<u16> =
+        futures::future::join_all((0..5).map(|_| app.get("/api/v1/campaigns")))
+            .await
+            .iter()
+            .map(|r| r.status)
+            .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "the burst: {statuses:?}"
+    );
+    let limited = app.get("/api/v1/campaigns").await;
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.code(), "rate_limited");
+    let retry: u64 = limited
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=10).contains(&retry), "{retry}");
+    assert_eq!(
+        app.get("/health").await.status,
+        200,
+        "health is never limited"
+    );
+    assert_eq!(app.get("/ready").await.status, 200);
+    let keyed = app
+        .send(
+            reqwest::Method::GET,
+            "/api/v1/campaigns",
+            None,
+            &[("authorization", "Bearer integration-1")],
+        )
+        .await;
+    assert_eq!(keyed.status, 200, "a key has its own budget");
+}
 
 async fn health_and_readiness_name_the_backend(ctx: TestContext) {
     let app = ctx.spawn_app().await;

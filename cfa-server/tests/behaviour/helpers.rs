@@ -210,6 +210,7 @@ impl TestContext {
         settings.database.url.0 = self.database_url.clone();
         settings.database.max_connections = 8;
         settings.outbox.relay_enabled = false;
+        settings.gateway.rate_limit.enabled = false;
         if let Some((url, namespace)) = &self.amqp {
             settings.amqp.url.0 = url.clone();
             settings.amqp.namespace = namespace.clone();

@@ -1,0 +1,96 @@
+//! Rate limits per client IP and per API key (token buckets, GCRA via the governor crate),
+//! applied by the all-in-one process itself, without a gateway hop (SPEC §5).
+//!
+//! A request carrying `Authorization: Bearer <key>` is counted against its key (operators and
+//! integrations behind one address get their own budget); any other request against its client
+//! IP. Health and readiness are never limited. A refused request gets `429` with `Retry-After`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use sha2::{Digest, Sha256};
+
+use super::error::json_response;
+use crate::config::RateLimitSettings;
+
+/// The two sets of buckets.
+pub struct RateLimits {
+    per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    per_key: DefaultKeyedRateLimiter<String>,
+    clock: DefaultClock,
+}
+
+impl RateLimits {
+    /// Limits from the settings, or `None` when they are off.
+    pub fn new(settings: &RateLimitSettings) -> Option<Arc<RateLimits>> {
+        if !settings.enabled {
+            return None;
+        }
+        let quota = |per_minute: u32| {
+            Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN))
+                .allow_burst(NonZeroU32::new(settings.burst).unwrap_or(NonZeroU32::MIN))
+        };
+        Some(Arc::new(RateLimits {
+            per_ip: RateLimiter::keyed(quota(settings.per_ip_per_minute)),
+            per_key: RateLimiter::keyed(quota(settings.per_key_per_minute)),
+            clock: DefaultClock::default(),
+        }))
+    }
+
+    /// Forgets buckets that are full again, so memory follows the active clients.
+    pub fn shrink(&self) {
+        self.per_ip.retain_recent();
+        self.per_key.retain_recent();
+    }
+}
+
+/// The middleware.
+pub async fn limit(
+    State(limits): State<Arc<RateLimits>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    if path == "/health" || path == "/ready" || path.ends_with("/health") {
+        return next.run(request).await;
+    }
+    let key = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| hex::encode(&Sha256::digest(key.trim().as_bytes())[..8]));
+    let verdict = match key {
+        Some(key) => limits.per_key.check_key(&key),
+        None => match request.extensions().get::<ConnectInfo<SocketAddr>>() {
+            Some(ConnectInfo(addr)) => limits.per_ip.check_key(&addr.ip()),
+            None => Ok(()),
+        },
+    };
+    match verdict {
+        Ok(()) => next.run(request).await,
+        Err(not_until) => {
+            let wait = not_until.wait_time_from(limits.clock.now());
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let mut response = json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                &serde_json::json!({
+                    "detail": format!("rate limit reached; retry in {seconds} s"),
+                    "code": "rate_limited",
+                }),
+            );
+            if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
+    }
+}
