@@ -523,11 +523,38 @@ impl Default for RedisSettings {
 }
 
 /// `[gateway]`
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewaySettings {
     /// `[gateway.rate_limit]`
     pub rate_limit: RateLimitSettings,
+    /// Upstream base URLs per service (`donations`, `payments`, `totals`, `notifications`), for
+    /// the gateway role.
+    pub upstreams: std::collections::BTreeMap<String, Vec<String>>,
+    /// Longest an upstream may take to answer, in milliseconds.
+    pub timeout_ms: u64,
+    /// How often each upstream's `/health` is checked, in milliseconds.
+    pub health_interval_ms: u64,
+    /// Consecutive failures that open an upstream's circuit breaker.
+    pub failure_threshold: u32,
+    /// How long an open breaker keeps an upstream out, in seconds.
+    pub open_seconds: u64,
+    /// Further upstreams tried when one fails (only for requests that are safe to repeat).
+    pub retries: u32,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            rate_limit: RateLimitSettings::default(),
+            upstreams: std::collections::BTreeMap::new(),
+            timeout_ms: 10_000,
+            health_interval_ms: 2_000,
+            failure_threshold: 3,
+            open_seconds: 10,
+            retries: 1,
+        }
+    }
 }
 
 /// `[gateway.rate_limit]`: token buckets per client IP and per API key.
@@ -826,11 +853,30 @@ impl Settings {
             )));
         }
         if self.server.runs(Role::Gateway) && !self.server.all_in_one() {
-            return Err(ConfigError(
-                "server.roles: the gateway role is not built yet; run without it (in the all-in-one \
-                 process the same limits apply without the hop) or put nginx in front"
-                    .into(),
-            ));
+            if self.gateway.upstreams.is_empty() {
+                return Err(ConfigError(
+                    "gateway.upstreams: the gateway role needs upstreams, e.g. \
+                     CFA_GATEWAY__UPSTREAMS__DONATIONS='[\"http://10.0.0.1:8001\"]'"
+                        .into(),
+                ));
+            }
+            for (service, urls) in &self.gateway.upstreams {
+                if !["donations", "payments", "totals", "notifications"].contains(&service.as_str())
+                {
+                    return Err(ConfigError(format!(
+                        "gateway.upstreams.{service}: services are donations, payments, totals, notifications"
+                    )));
+                }
+                if urls.is_empty()
+                    || urls
+                        .iter()
+                        .any(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+                {
+                    return Err(ConfigError(format!(
+                        "gateway.upstreams.{service}: give one or more http(s) base URLs"
+                    )));
+                }
+            }
         }
         if !self.server.all_in_one() && self.amqp.url.0.trim().is_empty() {
             return Err(ConfigError(
@@ -1071,6 +1117,34 @@ mod tests {
         let all = load("", &[], Overrides::default()).expect("all in one");
         assert!(all.server.all_in_one());
         assert_eq!(all.server.listen.port(), 8000);
+    }
+
+    #[test]
+    fn gateway_upstreams_come_from_the_environment_and_are_checked() {
+        let env = [
+            ("CFA_AMQP_URL", "amqp://x"),
+            ("CFA_DATABASE_URL", "postgres://db/cfa"),
+            (
+                "CFA_GATEWAY__UPSTREAMS__DONATIONS",
+                "[\"http://127.0.0.1:8001\", \"http://127.0.0.1:8011\"]",
+            ),
+        ];
+        let gateway = Overrides {
+            roles: Some(vec![Role::Gateway]),
+            ..Overrides::default()
+        };
+        let s = load("", &env, gateway.clone()).expect("gateway");
+        assert_eq!(s.gateway.upstreams["donations"].len(), 2);
+        assert_eq!(s.server.listen.port(), 8000);
+        let err = load("", &env[..2], gateway.clone()).expect_err("no upstreams");
+        assert!(err.to_string().contains("gateway.upstreams"), "{err}");
+        let bad = [
+            env[0],
+            env[1],
+            ("CFA_GATEWAY__UPSTREAMS__WALLETS", "[\"http://x\"]"),
+        ];
+        let err = load("", &bad, gateway).expect_err("unknown service");
+        assert!(err.to_string().contains("wallets"), "{err}");
     }
 
     #[test]

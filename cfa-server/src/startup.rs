@@ -217,6 +217,8 @@ impl Application {
             )));
         }
         let limits = crate::http::limits::RateLimits::new(&settings.gateway.rate_limit);
+        let gateway = (settings.server.runs(Role::Gateway) && !settings.server.all_in_one())
+            .then(|| crate::http::gateway::Gateway::new(&settings.gateway));
         let consumer_names: Vec<&'static str> =
             ["donation-status", "totals", "notifications"].to_vec();
         let consumers = handlers
@@ -238,6 +240,7 @@ impl Application {
             bus: relay_bus.clone(),
             consumers: Arc::new(consumer_names),
             limits,
+            gateway,
             replays,
             provider: sandbox.clone().map(|s| s as Arc<dyn PaymentProvider>),
             sandbox,
@@ -341,6 +344,9 @@ impl Application {
                 self.state.outbox_wake.clone(),
                 cancel.clone(),
             ));
+        }
+        if let Some(gateway) = self.state.gateway.clone() {
+            tasks.spawn(gateway.check_health(cancel.clone()));
         }
         if let Some(limits) = self.state.limits.clone() {
             let cancel = cancel.clone();

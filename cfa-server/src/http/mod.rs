@@ -14,6 +14,7 @@ pub mod auth;
 pub mod campaigns;
 pub mod donations;
 pub mod error;
+pub mod gateway;
 pub mod health;
 pub mod limits;
 pub mod notifications;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub outbox_wake: Arc<Notify>,
     /// The bus the relay publishes to (in-process or RabbitMQ).
     pub bus: Arc<dyn EventBus>,
+    /// The gateway's upstreams, when this process runs the gateway role (split mode).
+    pub gateway: Option<Arc<gateway::Gateway>>,
     /// Rate limits, when on.
     pub limits: Option<Arc<limits::RateLimits>>,
     /// Where idempotent replays are looked up first (Redis, if configured).
@@ -123,14 +126,24 @@ pub fn app(state: AppState) -> Router {
     if server.runs(Role::Notification) {
         router = router.merge(notifications::router());
     }
-    if let Some(limits) = &state.limits {
-        router = router.layer(middleware::from_fn_with_state(
-            limits.clone(),
-            limits::limit,
-        ));
+    // Applied around the fallback too, so the gateway's proxied requests are limited.
+    let rate_limits = state
+        .limits
+        .clone()
+        .map(|l| middleware::from_fn_with_state(l, limits::limit));
+    // Routes served here win; the gateway sends everything else to the upstreams.
+    router = match &state.gateway {
+        Some(gateway) => router.fallback_service(
+            Router::new()
+                .fallback(gateway::proxy)
+                .with_state(gateway.clone()),
+        ),
+        None => router.fallback(not_found),
+    };
+    if let Some(rate_limits) = rate_limits {
+        router = router.layer(rate_limits);
     }
     router
-        .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(

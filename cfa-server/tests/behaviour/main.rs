@@ -11,6 +11,7 @@
 
 mod campaigns;
 mod donations;
+mod gateway;
 mod health;
 mod helpers;
 mod idempotency;
@@ -90,6 +91,7 @@ fn main() {
         ("health", health::all()),
         ("campaigns", campaigns::all()),
         ("donations", donations::all()),
+        ("gateway", gateway::all()),
         ("idempotency", idempotency::all()),
         ("outbox", outbox::all()),
         ("payments", payments::all()),

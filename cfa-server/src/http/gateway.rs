@@ -1,0 +1,248 @@
+//! The gateway role: routes `/api/v1/<service>/…` (and `/sandbox/…`) to that service's upstream
+//! replicas.
+//!
+//! Round robin over the upstreams that are healthy (an active `/health` check) and whose circuit
+//! breaker is closed (it opens after `gateway.failure_threshold` consecutive failures and lets a
+//! trial request through after `gateway.open_seconds`). A request that failed before reaching an
+//! upstream (connection refused) is tried on the next one; one that may have reached it is retried
+//! only if it is safe to repeat (GET, HEAD, PUT, DELETE, OPTIONS, or a POST carrying an
+//! `Idempotency-Key`). The request id and the W3C trace context are forwarded; rate limits, body
+//! limit and timeouts are the ones every process applies.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio_util::sync::CancellationToken;
+
+use super::error::ApiError;
+use crate::config::GatewaySettings;
+
+/// One upstream replica.
+pub struct Upstream {
+    base: String,
+    healthy: AtomicBool,
+    failures: AtomicU32,
+    open_until: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Upstream {
+    fn available(&self) -> bool {
+        let open = self.open_until.lock().unwrap_or_else(|p| p.into_inner());
+        self.healthy.load(Ordering::Relaxed) && open.is_none_or(|until| Instant::now() >= until)
+    }
+
+    fn succeeded(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        *self.open_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn failed(&self, threshold: u32, open_for: Duration) {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= threshold {
+            *self.open_until.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(Instant::now() + open_for);
+            tracing::warn!(upstream = %self.base, failures, "circuit breaker open");
+        }
+    }
+}
+
+/// The upstreams of every service.
+pub struct Gateway {
+    services: Vec<(String, Vec<Arc<Upstream>>, AtomicUsize)>,
+    client: reqwest::Client,
+    settings: GatewaySettings,
+}
+
+impl Gateway {
+    /// A gateway over the configured upstreams (all assumed healthy until checked).
+    pub fn new(settings: &GatewaySettings) -> Arc<Gateway> {
+        let services = settings
+            .upstreams
+            .iter()
+            .map(|(service, urls)| {
+                let upstreams = urls
+                    .iter()
+                    .map(|u| {
+                        Arc::new(Upstream {
+                            base: u.trim_end_matches('/').to_string(),
+                            healthy: AtomicBool::new(true),
+                            failures: AtomicU32::new(0),
+                            open_until: std::sync::Mutex::new(None),
+                        })
+                    })
+                    .collect();
+                (service.clone(), upstreams, AtomicUsize::new(0))
+            })
+            .collect();
+        Arc::new(Gateway {
+            services,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_millis(settings.timeout_ms))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
+            settings: settings.clone(),
+        })
+    }
+
+    /// The service a path belongs to.
+    fn service_of(path: &str) -> Option<&'static str> {
+        if path.starts_with("/sandbox/") {
+            return Some("payments");
+        }
+        let segment = path.strip_prefix("/api/v1/")?.split('/').next()?;
+        match segment {
+            "donations" | "campaigns" | "admin" => Some("donations"),
+            "payments" => Some("payments"),
+            "totals" => Some("totals"),
+            "notifications" => Some("notifications"),
+            _ => None,
+        }
+    }
+
+    /// Checks every upstream's `/health` every `gateway.health_interval_ms` until cancelled.
+    pub async fn check_health(self: Arc<Self>, cancel: CancellationToken) {
+        let every = Duration::from_millis(self.settings.health_interval_ms);
+        loop {
+            for (_, upstreams, _) in &self.services {
+                for upstream in upstreams {
+                    let ok = self
+                        .client
+                        .get(format!("{}/health", upstream.base))
+                        .timeout(Duration::from_secs(1))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    if upstream.healthy.swap(ok, Ordering::Relaxed) != ok {
+                        tracing::warn!(upstream = %upstream.base, healthy = ok, "upstream health changed");
+                    }
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+}
+
+const HOP_BY_HOP: [HeaderName; 4] = [
+    header::CONNECTION,
+    header::HOST,
+    header::TRANSFER_ENCODING,
+    header::CONTENT_LENGTH,
+];
+
+fn safe_to_repeat(method: &Method, headers: &HeaderMap) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+    ) || (*method == Method::POST && headers.contains_key("idempotency-key"))
+}
+
+/// Forwards one request to its service.
+pub async fn proxy(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let Some(service) = Gateway::service_of(request.uri().path()) else {
+        return ApiError::NotFound("no such endpoint".into()).into_response();
+    };
+    let Some((_, upstreams, next)) = gateway.services.iter().find(|(s, _, _)| s == service) else {
+        return ApiError::Unavailable(format!("no upstream is configured for {service}"))
+            .into_response();
+    };
+    let client_ip = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(_) => return ApiError::PayloadTooLarge.into_response(),
+    };
+    let repeatable = safe_to_repeat(&parts.method, &parts.headers);
+    let threshold = gateway.settings.failure_threshold;
+    let open_for = Duration::from_secs(gateway.settings.open_seconds);
+    let start = next.fetch_add(1, Ordering::Relaxed);
+    let mut tries = 0;
+    let mut last_error = String::from("every upstream is down or its circuit breaker is open");
+    for i in 0..upstreams.len() {
+        let upstream = &upstreams[(start + i) % upstreams.len()];
+        if !upstream.available() {
+            continue;
+        }
+        if tries > gateway.settings.retries {
+            break;
+        }
+        tries += 1;
+        let mut outgoing = gateway
+            .client
+            .request(
+                parts.method.clone(),
+                format!("{}{path_and_query}", upstream.base),
+            )
+            .body(body.clone());
+        for (name, value) in &parts.headers {
+            if !HOP_BY_HOP.contains(name) {
+                outgoing = outgoing.header(name, value);
+            }
+        }
+        if let Some(ip) = &client_ip {
+            outgoing = outgoing.header("x-forwarded-for", ip);
+        }
+        match outgoing.send().await {
+            Ok(response) if response.status().is_server_error() && repeatable => {
+                upstream.failed(threshold, open_for);
+                last_error = format!("{} answered {}", upstream.base, response.status());
+            }
+            Ok(response) => {
+                if response.status().is_server_error() {
+                    upstream.failed(threshold, open_for);
+                } else {
+                    upstream.succeeded();
+                }
+                return relay_response(response).await;
+            }
+            Err(e) => {
+                upstream.failed(threshold, open_for);
+                last_error = format!("{}: {e}", upstream.base);
+                // Not sent at all: any request may go to the next upstream.
+                if !(e.is_connect() || repeatable) {
+                    return ApiError::Unavailable(format!(
+                        "the upstream failed after the request may have reached it; retry with an Idempotency-Key ({last_error})"
+                    ))
+                    .into_response();
+                }
+            }
+        }
+    }
+    ApiError::Unavailable(format!("{service}: {last_error}")).into_response()
+}
+
+async fn relay_response(response: reqwest::Response) -> Response {
+    let status =
+        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let headers = response.headers().clone();
+    match response.bytes().await {
+        Ok(bytes) => {
+            let mut out = Response::new(Body::from(bytes));
+            *out.status_mut() = status;
+            for (name, value) in &headers {
+                if !HOP_BY_HOP.contains(name) {
+                    out.headers_mut().insert(name.clone(), value.clone());
+                }
+            }
+            out
+        }
+        Err(e) => ApiError::Unavailable(format!("reading the upstream's answer failed: {e}"))
+            .into_response(),
+    }
+}

@@ -1,0 +1,80 @@
+//! The gateway role: routing to replicas, failing over when one dies, refusing unknown routes.
+
+use serde_json::json;
+
+use crate::helpers::TestContext;
+use crate::tests;
+
+tests![the_gateway_routes_to_replicas_and_fails_over_when_one_stops];
+
+async fn the_gateway_routes_to_replicas_and_fails_over_when_one_stops(ctx: TestContext) {
+    use cfa_server::config::Role;
+    let one = ctx
+        .spawn_app_with(|s| s.server.roles = vec![Role::Donation])
+        .await;
+    let two = ctx
+        .spawn_app_with(|s| s.server.roles = vec![Role::Donation])
+        .await;
+    let upstreams = vec![one.address.clone(), two.address.clone()];
+    let gateway = ctx
+        .spawn_app_with(|s| {
+            s.server.roles = vec![Role::Gateway];
+            s.gateway
+                .upstreams
+                .insert("donations".into(), upstreams.clone());
+            s.gateway.failure_threshold = 2;
+        })
+        .await;
+    let campaign = gateway.create_campaign("Through the gateway", 100.0).await;
+    for _ in 0..4 {
+        let reply = gateway.get(&format!("/api/v1/campaigns/{campaign}")).await;
+        assert_eq!(reply.status, 200, "{:?}", reply.json);
+        assert!(reply.header("x-request-id").is_some());
+    }
+    assert_eq!(
+        gateway.get("/api/v1/totals/campaigns/x").await.status,
+        503,
+        "no totals upstream configured"
+    );
+    assert_eq!(gateway.get("/api/v1/elsewhere").await.status, 404);
+    assert_eq!(gateway.get("/health").await.status, 200);
+    let limited = ctx
+        .spawn_app_with(|s| {
+            s.server.roles = vec![Role::Gateway];
+            s.gateway
+                .upstreams
+                .insert("donations".into(), upstreams.clone());
+            s.gateway.rate_limit.enabled = true;
+            s.gateway.rate_limit.per_ip_per_minute = 2;
+            s.gateway.rate_limit.burst = 2;
+        })
+        .await;
+    let path = format!("/api/v1/campaigns/{campaign}");
+    let replies = futures::future::join_all((0..3).map(|_| limited.get(&path))).await;
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        1,
+        "proxied requests are rate limited too: {statuses:?}"
+    );
+
+    one.stop().await.expect("stop one replica");
+    for i in 0..6 {
+        let reply = gateway
+            .post("/api/v1/donations", &json!({"campaign_id": campaign, "donor_email": format!("d{i}@example.org"), "amount": 1}))
+            .await;
+        assert_eq!(
+            reply.status, 201,
+            "a refused connection is tried on the other replica: {:?}",
+            reply.json
+        );
+    }
+    let history = two
+        .get(&format!("/api/v1/donations/history?campaign_id={campaign}"))
+        .await;
+    assert_eq!(
+        history.json.as_array().map(Vec::len),
+        Some(6),
+        "each acknowledged donation exists once"
+    );
+}
