@@ -21,6 +21,7 @@ mod payments;
 mod rabbit;
 mod redis;
 mod smtp;
+mod split;
 mod totals;
 
 use std::future::Future;
@@ -99,6 +100,7 @@ fn main() {
         ("notifications", notifications::all()),
         ("rabbit", rabbit::all()),
         ("redis", redis::all()),
+        ("split", split::all()),
     ];
     let mut trials = Vec::new();
     for (group, tests) in groups {

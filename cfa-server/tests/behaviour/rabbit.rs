@@ -277,7 +277,7 @@ async fn a_failing_consumer_retries_then_dead_letters_and_an_operator_replays_it
 }
 
 /// A TCP proxy to RabbitMQ that the test can cut and restore.
-async fn proxy(target: String, open: Arc<AtomicBool>) -> u16 {
+pub async fn proxy(target: String, open: Arc<AtomicBool>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     tokio::spawn(async move {

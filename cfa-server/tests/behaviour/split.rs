@@ -1,0 +1,267 @@
+//! The split deployment as separate processes: a gateway, two donation replicas, payment, totals,
+//! notification and two relays, on PostgreSQL, RabbitMQ (through a TCP proxy the test cuts) and,
+//! when `CFA_TEST_REDIS_URL` is set, Redis.
+//! A donor journey through the gateway survives a killed donation replica and a broker outage,
+//! and ends with exact totals and one receipt per donation.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestContext, eventually};
+use crate::tests;
+
+tests![rabbit: the_split_deployment_survives_a_killed_replica_and_a_broker_outage];
+
+/// Kills every process when dropped.
+struct Processes(Vec<(String, Child)>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+async fn the_split_deployment_survives_a_killed_replica_and_a_broker_outage(ctx: TestContext) {
+    let (amqp_url, namespace) = ctx.amqp.clone().expect("rabbit");
+    let open = Arc::new(AtomicBool::new(true));
+    let proxy_port = crate::rabbit::proxy("127.0.0.1:5672".into(), open.clone()).await;
+    let amqp = amqp_url.replacen("127.0.0.1:5672", &format!("127.0.0.1:{proxy_port}"), 1);
+    let bin = env!("CARGO_BIN_EXE_cfa-server");
+    let dir = ctx.data_dir();
+    let ports: Vec<u16> = (0..8).map(|_| free_port()).collect();
+    let (gw, d1, d2, pay, tot, note, r1, r2) = (
+        ports[0], ports[1], ports[2], ports[3], ports[4], ports[5], ports[6], ports[7],
+    );
+    let base = |port: u16| format!("http://127.0.0.1:{port}");
+    let env = |cmd: &mut Command, name: &str, port: u16| {
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CFA_DATABASE_URL", &ctx.database_url)
+            // Eight processes next to the rest of the suite: stay well inside max_connections.
+            .env("CFA_DATABASE__MAX_CONNECTIONS", "3")
+            .env("CFA_AMQP_URL", &amqp)
+            .env("CFA_AMQP__NAMESPACE", &namespace)
+            .env("CFA_AMQP__RETRY_DELAY_MS", "100")
+            .env("CFA_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CFA_DATA_DIR", dir.join(name))
+            .env("CFA_LOG__FORMAT", "json")
+            .env("CFA_LOG__LEVEL", "warn")
+            .env("CFA_GATEWAY__RATE_LIMIT__ENABLED", "false")
+            .env("CFA_PAYMENTS__WEBHOOK_SECRET", "whsec_split_test_secret")
+            .env(
+                "CFA_PAYMENTS__SANDBOX_WEBHOOK_URL",
+                format!("{}/api/v1/payments/webhook", base(gw)),
+            )
+            .env(
+                "CFA_NOTIFICATIONS__HISTORY_LINK_SECRET",
+                "split-test-link-secret",
+            )
+            .env("CFA_OUTBOX__MAX_BACKOFF_MS", "200")
+            .env(
+                "CFA_GATEWAY__UPSTREAMS__DONATIONS",
+                format!("[\"{}\",\"{}\"]", base(d1), base(d2)),
+            )
+            .env(
+                "CFA_GATEWAY__UPSTREAMS__PAYMENTS",
+                format!("[\"{}\"]", base(pay)),
+            )
+            .env(
+                "CFA_GATEWAY__UPSTREAMS__TOTALS",
+                format!("[\"{}\"]", base(tot)),
+            )
+            .env(
+                "CFA_GATEWAY__UPSTREAMS__NOTIFICATIONS",
+                format!("[\"{}\"]", base(note)),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    };
+    // Redis too, when the run has one.
+    let redis = std::env::var("CFA_TEST_REDIS_URL")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let env = |cmd: &mut Command, name: &str, port: u16| {
+        env(cmd, name, port);
+        if let Some(url) = &redis {
+            cmd.env("CFA_REDIS_URL", url)
+                .env("CFA_REDIS__PREFIX", format!("{namespace}:"));
+        }
+    };
+    let mut migrate = Command::new(bin);
+    env(&mut migrate, "migrate", 0);
+    assert!(migrate.arg("migrate").status().expect("migrate").success());
+    let mut processes = Processes(Vec::new());
+    for (name, role, port) in [
+        ("donation-1", "donation", d1),
+        ("donation-2", "donation", d2),
+        ("payment", "payment", pay),
+        ("totals", "totals", tot),
+        ("notification", "notification", note),
+        ("relay-1", "relay", r1),
+        ("relay-2", "relay", r2),
+        ("gateway", "gateway", gw),
+    ] {
+        let mut cmd = Command::new(bin);
+        env(&mut cmd, name, port);
+        cmd.args(["run", "--role", role]);
+        processes
+            .0
+            .push((name.to_string(), cmd.spawn().expect("spawn")));
+    }
+    let client = reqwest::Client::new();
+    for port in &ports {
+        eventually(
+            Duration::from_secs(30),
+            &format!("the process on {port} to start"),
+            || async {
+                client
+                    .get(format!("{}/health", base(*port)))
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            },
+        )
+        .await;
+    }
+    let post = |path: String, body: Value| {
+        let client = client.clone();
+        async move {
+            let response = client
+                .post(format!("{}{path}", base(gw)))
+                .json(&body)
+                .send()
+                .await
+                .ok()?;
+            let status = response.status().as_u16();
+            Some((
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            ))
+        }
+    };
+    let (status, campaign) = post(
+        "/api/v1/campaigns".into(),
+        json!({"title": "Split", "goal_amount": 1000}),
+    )
+    .await
+    .expect("campaign");
+    assert_eq!(status, 201, "{campaign}");
+    let campaign = campaign["id"].as_str().expect("id").to_string();
+    let mut acknowledged = Vec::new();
+    let mut errors = 0;
+    for i in 0..12 {
+        if i == 4 {
+            let (_, child) = processes
+                .0
+                .iter_mut()
+                .find(|(n, _)| n == "donation-1")
+                .expect("replica");
+            child.kill().expect("SIGKILL a donation replica");
+        }
+        if i == 7 {
+            open.store(false, Ordering::SeqCst);
+        }
+        if i == 10 {
+            open.store(true, Ordering::SeqCst);
+        }
+        let body = json!({"campaign_id": campaign, "donor_email": format!("d{i}@example.org"), "amount": i + 1});
+        match post("/api/v1/donations".into(), body).await {
+            Some((201, d)) => {
+                let id = d["id"].as_str().expect("id").to_string();
+                let (s, intent) = post(
+                    "/api/v1/payments/intent".into(),
+                    json!({"donation_id": id, "amount": i + 1}),
+                )
+                .await
+                .expect("intent");
+                assert_eq!(s, 201, "{intent}");
+                let pi = intent["payment_intent_id"]
+                    .as_str()
+                    .expect("pi")
+                    .to_string();
+                let (s, _) = post(
+                    format!("/sandbox/v1/intents/{pi}/confirm"),
+                    json!({"outcome": "succeed"}),
+                )
+                .await
+                .expect("confirm");
+                assert_eq!(s, 202);
+                acknowledged.push((id, i as i64 + 1));
+            }
+            _ => errors += 1,
+        }
+    }
+    assert!(
+        errors <= 1,
+        "clients see at most the in-flight errors: {errors}"
+    );
+    let expected: i64 = acknowledged.iter().map(|(_, a)| a * 100).sum();
+    eventually(
+        Duration::from_secs(60),
+        "every acknowledged donation to complete and count",
+        || async {
+            let totals: Value = client
+                .get(format!("{}/api/v1/totals/campaigns/{campaign}", base(gw)))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (totals["total_amount_minor"] == expected
+                && totals["total_donations"] == acknowledged.len())
+            .then_some(())
+        },
+    )
+    .await;
+    for (id, _) in &acknowledged {
+        let d: Value = client
+            .get(format!("{}/api/v1/donations/{id}", base(gw)))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(d["status"], "COMPLETED", "{d}");
+        let receipts = eventually(Duration::from_secs(30), "the receipt", || async {
+            let n: Value = client
+                .get(format!(
+                    "{}/api/v1/notifications?donation_id={id}",
+                    base(gw)
+                ))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let sent: Vec<Value> = n
+                .as_array()?
+                .iter()
+                .filter(|n| n["kind"] == "receipt" && n["status"] == "SENT")
+                .cloned()
+                .collect();
+            (!sent.is_empty()).then_some(sent)
+        })
+        .await;
+        assert_eq!(receipts.len(), 1, "one receipt per donation");
+    }
+}
