@@ -200,6 +200,12 @@ fn contribution_of(status: DonationStatus, amount_minor: i64, refunded_minor: i6
 /// Applies a new contribution of one donation: the difference to its stored contribution goes
 /// into the campaign's totals. Returns false if the stored contribution is already as new.
 async fn apply_contribution(tx: &mut dyn Tx, new: Contribution) -> Result<bool, StoreError> {
+    // A donation's creation (version 1, not counting yet) changes nothing: no lock, no write —
+    // and creations are half of all events. Any later event has a higher version and is
+    // recorded, so a late refund can still hide an even later-arriving completion.
+    if !new.counted && new.version == 1 && !tx.has_contribution(new.donation_id).await? {
+        return Ok(false);
+    }
     // Lock order, everywhere: the campaign's totals row first, then contributions. It serialises
     // a campaign's updates (and the refresh) even when rows do not exist yet.
     let mut totals = locked_totals(tx, new.campaign_id).await?;

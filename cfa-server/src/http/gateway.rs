@@ -3,7 +3,7 @@
 //!
 //! Round robin over the upstreams that are healthy (an active `/health` check) and whose circuit
 //! breaker is closed (it opens after `gateway.failure_threshold` consecutive failures and lets a
-//! trial request through after `gateway.open_seconds`). A request that failed before reaching an
+//! trial request through after `gateway.open_seconds`); when none looks available, all are tried. A request that failed before reaching an
 //! upstream (connection refused) is tried on the next one; one that may have reached it is retried
 //! only if it is safe to repeat (GET, HEAD, PUT, DELETE, OPTIONS, or a POST carrying an
 //! `Idempotency-Key`). The request id and the W3C trace context are forwarded; rate limits, body
@@ -114,7 +114,7 @@ impl Gateway {
                     let ok = self
                         .client
                         .get(format!("{}/health", upstream.base))
-                        .timeout(Duration::from_secs(1))
+                        .timeout(Duration::from_secs(2))
                         .send()
                         .await
                         .is_ok_and(|r| r.status().is_success());
@@ -174,9 +174,13 @@ pub async fn proxy(State(gateway): State<Arc<Gateway>>, request: Request) -> Res
     let start = next.fetch_add(1, Ordering::Relaxed);
     let mut tries = 0;
     let mut last_error = String::from("every upstream is down or its circuit breaker is open");
-    for i in 0..upstreams.len() {
-        let upstream = &upstreams[(start + i) % upstreams.len()];
-        if !upstream.available() {
+    // Upstreams that look available first; if none does, all of them (like nginx, a gateway
+    // that believes everything is down still tries rather than refusing outright).
+    let n = upstreams.len();
+    let any_available = upstreams.iter().any(|u| u.available());
+    for i in 0..n {
+        let upstream = &upstreams[(start + i) % n];
+        if any_available && !upstream.available() {
             continue;
         }
         if tries > gateway.settings.retries {

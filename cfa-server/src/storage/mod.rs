@@ -571,6 +571,8 @@ pub trait Tx: Send {
     -> StoreResult<Option<CampaignTotals>>;
     /// Writes a campaign's totals row.
     async fn upsert_totals(&mut self, totals: &CampaignTotals) -> StoreResult<()>;
+    /// Whether a donation has a recorded contribution (no lock).
+    async fn has_contribution(&mut self, donation_id: Uuid) -> StoreResult<bool>;
     /// A donation's contribution, locked until the transaction ends.
     async fn contribution_for_update(
         &mut self,

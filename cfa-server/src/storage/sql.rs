@@ -687,6 +687,14 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn has_contribution(&mut self, donation_id: Uuid) -> StoreResult<bool> {
+                let found: Option<i64> = sqlx::query_scalar("SELECT version FROM totals_contributions WHERE donation_id = $1")
+                    .bind(db_id(donation_id))
+                    .fetch_optional(&mut *self.tx)
+                    .await?;
+                Ok(found.is_some())
+            }
+
             async fn contribution_for_update(&mut self, donation_id: Uuid) -> StoreResult<Option<Contribution>> {
                 let row = sqlx::query(concat!(
                     "SELECT donation_id, campaign_id, donor_email, version, counted_minor, counted \

@@ -28,14 +28,6 @@ impl Drop for Processes {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 async fn the_split_deployment_survives_a_killed_replica_and_a_broker_outage(ctx: TestContext) {
     let (amqp_url, namespace) = ctx.amqp.clone().expect("rabbit");
     let open = Arc::new(AtomicBool::new(true));
@@ -43,7 +35,15 @@ async fn the_split_deployment_survives_a_killed_replica_and_a_broker_outage(ctx:
     let amqp = amqp_url.replacen("127.0.0.1:5672", &format!("127.0.0.1:{proxy_port}"), 1);
     let bin = env!("CARGO_BIN_EXE_cfa-server");
     let dir = ctx.data_dir();
-    let ports: Vec<u16> = (0..8).map(|_| free_port()).collect();
+    // Hold all eight listeners at once so the ports are distinct, then free them for the servers.
+    let held: Vec<std::net::TcpListener> = (0..8)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let ports: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect();
+    drop(held);
     let (gw, d1, d2, pay, tot, note, r1, r2) = (
         ports[0], ports[1], ports[2], ports[3], ports[4], ports[5], ports[6], ports[7],
     );
@@ -53,7 +53,8 @@ async fn the_split_deployment_survives_a_killed_replica_and_a_broker_outage(ctx:
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("CFA_DATABASE_URL", &ctx.database_url)
             // Eight processes next to the rest of the suite: stay well inside max_connections.
-            .env("CFA_DATABASE__MAX_CONNECTIONS", "3")
+            .env("CFA_DATABASE__MAX_CONNECTIONS", "5")
+            .env("CFA_GATEWAY__FAILURE_THRESHOLD", "10")
             .env("CFA_AMQP_URL", &amqp)
             .env("CFA_AMQP__NAMESPACE", &namespace)
             .env("CFA_AMQP__RETRY_DELAY_MS", "100")
@@ -143,8 +144,11 @@ async fn the_split_deployment_survives_a_killed_replica_and_a_broker_outage(ctx:
     let post = |path: String, body: Value| {
         let client = client.clone();
         async move {
+            // A well-behaved client names each request, so the gateway may retry it safely.
+            let key = uuid::Uuid::new_v4().to_string();
             let response = client
                 .post(format!("{}{path}", base(gw)))
+                .header("idempotency-key", key)
                 .json(&body)
                 .send()
                 .await
@@ -166,6 +170,7 @@ async fn the_split_deployment_survives_a_killed_replica_and_a_broker_outage(ctx:
     let campaign = campaign["id"].as_str().expect("id").to_string();
     let mut acknowledged = Vec::new();
     let mut errors = 0;
+    let mut failures = Vec::new();
     for i in 0..12 {
         if i == 4 {
             let (_, child) = processes
@@ -205,12 +210,15 @@ async fn the_split_deployment_survives_a_killed_replica_and_a_broker_outage(ctx:
                 assert_eq!(s, 202);
                 acknowledged.push((id, i as i64 + 1));
             }
-            _ => errors += 1,
+            other => {
+                errors += 1;
+                failures.push(format!("{i}: {other:?}"));
+            }
         }
     }
     assert!(
         errors <= 1,
-        "clients see at most the in-flight errors: {errors}"
+        "clients see at most the in-flight errors: {errors} {failures:?}"
     );
     let expected: i64 = acknowledged.iter().map(|(_, a)| a * 100).sum();
     eventually(
