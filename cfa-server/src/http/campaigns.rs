@@ -12,8 +12,8 @@ use serde_json::value::RawValue;
 use std::collections::HashMap;
 use uuid::Uuid;
 
-use super::error::{ApiError, ApiJson, json_bytes, json_response};
-use super::{AppState, amount_json, begin_idempotent, page, parse_id, replayed};
+use super::error::{ApiError, ApiJson, json_response};
+use super::{AppState, amount_json, begin_idempotent, commit_response, page, parse_id, replayed};
 use crate::domain::campaign::{Campaign, CampaignStatus, parse_title};
 use crate::domain::event::EventEnvelope;
 use crate::domain::money::{Currency, MAX_GOAL_MAJOR};
@@ -144,11 +144,10 @@ async fn create(
         .tx
         .insert_outbox(&event("campaign.created", &campaign))
         .await?;
-    let response = serde_json::to_vec(&CampaignBody::from(&campaign))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    owned.save(201, &response).await?;
+    let response =
+        commit_response(owned, StatusCode::CREATED, &CampaignBody::from(&campaign)).await?;
     state.outbox_written();
-    Ok(json_bytes(StatusCode::CREATED, response))
+    Ok(response)
 }
 
 /// `PUT /api/v1/campaigns/{id}`: creates the campaign with this id (201), or updates it (200).

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::auth::Operator;
-use super::error::{ApiError, ApiJson, json_bytes, json_response};
-use super::{AppState, amount_json, begin_idempotent, page, parse_id, replayed};
+use super::error::{ApiError, ApiJson, json_response};
+use super::{AppState, amount_json, begin_idempotent, commit_response, page, parse_id, replayed};
 use crate::domain::campaign::CampaignStatus;
 use crate::domain::donation::{Donation, DonationStatus};
 use crate::domain::email::DonorEmail;
@@ -186,12 +186,11 @@ async fn create(
         Ok(donation) => donation,
         Err(e) => return Ok(super::refuse(owned, e).await),
     };
-    let response = serde_json::to_vec(&DonationBody::from(&donation))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    owned.save(201, &response).await?;
+    let response =
+        commit_response(owned, StatusCode::CREATED, &DonationBody::from(&donation)).await?;
     state.outbox_written();
     tracing::info!(donation_id = %donation.id, campaign_id = %donation.campaign_id, donor = %donation.donor_email, amount_minor = donation.amount_minor, "donation created");
-    Ok(json_bytes(StatusCode::CREATED, response))
+    Ok(response)
 }
 
 /// The part of a donation's creation decided under its idempotency key: the campaign must

@@ -313,6 +313,18 @@ pub async fn refuse(owned: idempotency::Owned, error: ApiError) -> Response {
     Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
+/// Saves a successful outcome with its idempotency key, commits, and answers with exactly the
+/// bytes that were saved, so a replay cannot differ from the original.
+pub async fn commit_response<T: serde::Serialize>(
+    owned: idempotency::Owned,
+    status: StatusCode,
+    body: &T,
+) -> Result<Response, ApiError> {
+    let bytes = serde_json::to_vec(body).map_err(|e| ApiError::Internal(e.to_string()))?;
+    owned.save(status.as_u16(), &bytes).await?;
+    Ok(error::json_bytes(status, bytes))
+}
+
 /// The saved response of an earlier request with the same key, byte for byte.
 pub fn replayed(saved: IdempotencyRecord) -> Response {
     let status = StatusCode::from_u16(saved.status_code).unwrap_or(StatusCode::OK);

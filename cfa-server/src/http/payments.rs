@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::auth::Operator;
 use super::error::{ApiError, ApiJson, json_bytes, json_response, parse_json};
-use super::{AppState, amount_json, begin_idempotent, replayed};
+use super::{AppState, amount_json, begin_idempotent, commit_response, replayed};
 use crate::domain::donation::DonationStatus;
 use crate::domain::money::{Currency, MAX_DONATION_MAJOR};
 use crate::domain::payment::{Payment, PaymentStatus, ProviderEvent, parse_timestamp};
@@ -188,7 +188,7 @@ async fn create_intent(
         Ok(payment) => payment,
         Err(e) => return Ok(super::refuse(owned, e).await),
     };
-    let response = serde_json::to_vec(&IntentBody {
+    let body = IntentBody {
         id: payment.id,
         payment_intent_id: &payment.payment_intent_id,
         donation_id: payment.donation_id,
@@ -200,11 +200,10 @@ async fn create_intent(
         client_secret: &payment.client_secret,
         version: payment.version,
         created_at: payment.created_at,
-    })
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
-    owned.save(201, &response).await?;
+    };
+    let response = commit_response(owned, StatusCode::CREATED, &body).await?;
     state.outbox_written();
-    Ok(json_bytes(StatusCode::CREATED, response))
+    Ok(response)
 }
 
 /// The part of an intent's creation decided under its idempotency key.
@@ -401,7 +400,7 @@ async fn refund(
         Err(e) => return Ok(super::refuse(owned, e).await),
     };
     let amount = refund.amount_minor;
-    let response = serde_json::to_vec(&RefundBody {
+    let body = RefundBody {
         refund_id: &refund.refund_id,
         payment_id: payment.id,
         payment_intent_id: &payment.payment_intent_id,
@@ -409,11 +408,10 @@ async fn refund(
         amount_minor: amount,
         currency: payment.currency.code(),
         status: &refund.status,
-    })
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
-    owned.save(202, &response).await?;
+    };
+    let response = commit_response(owned, StatusCode::ACCEPTED, &body).await?;
     state.sandbox_wake();
-    Ok(json_bytes(StatusCode::ACCEPTED, response))
+    Ok(response)
 }
 
 /// The part of a refund decided under its idempotency key: the amount is checked against what
