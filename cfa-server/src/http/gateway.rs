@@ -3,9 +3,11 @@
 //!
 //! Round robin over the upstreams that are healthy (an active `/health` check) and whose circuit
 //! breaker is closed (it opens after `gateway.failure_threshold` consecutive failures and lets a
-//! trial request through after `gateway.open_seconds`); when none looks available, all are tried. A request that failed before reaching an
-//! upstream (connection refused) is tried on the next one; one that may have reached it is retried
-//! only if it is safe to repeat (GET, HEAD, PUT, DELETE, OPTIONS, or a POST carrying an
+//! trial request through after `gateway.open_seconds`), then the others, since a health verdict
+//! may be a check old. A request refused a connection never reached its upstream: that upstream
+//! leaves the rotation until its health check passes, and the request goes on to the next one
+//! without using up a retry. One that may have reached it is retried (`gateway.retries`) only if
+//! it is safe to repeat (GET, HEAD, PUT, DELETE, OPTIONS, or a POST carrying an
 //! `Idempotency-Key`). The request id and the W3C trace context are forwarded; rate limits, body
 //! limit and timeouts are the ones every process applies.
 
@@ -174,19 +176,20 @@ pub async fn proxy(State(gateway): State<Arc<Gateway>>, request: Request) -> Res
     let start = next.fetch_add(1, Ordering::Relaxed);
     let mut tries = 0;
     let mut last_error = String::from("every upstream is down or its circuit breaker is open");
-    // Upstreams that look available first; if none does, all of them (like nginx, a gateway
-    // that believes everything is down still tries rather than refusing outright).
+    // Upstreams that look available first, in round-robin order, then the rest: a health verdict
+    // can be up to one check old, and a gateway that believes everything is down still tries
+    // rather than refusing outright (as nginx does).
     let n = upstreams.len();
-    let any_available = upstreams.iter().any(|u| u.available());
-    for i in 0..n {
-        let upstream = &upstreams[(start + i) % n];
-        if any_available && !upstream.available() {
-            continue;
-        }
+    let rotated = (0..n).map(|i| &upstreams[(start + i) % n]);
+    let order: Vec<&Arc<Upstream>> = rotated
+        .clone()
+        .filter(|u| u.available())
+        .chain(rotated.filter(|u| !u.available()))
+        .collect();
+    for upstream in order {
         if tries > gateway.settings.retries {
             break;
         }
-        tries += 1;
         let mut outgoing = gateway
             .client
             .request(
@@ -204,6 +207,7 @@ pub async fn proxy(State(gateway): State<Arc<Gateway>>, request: Request) -> Res
         }
         match outgoing.send().await {
             Ok(response) if response.status().is_server_error() && repeatable => {
+                tries += 1;
                 upstream.failed(threshold, open_for);
                 last_error = format!("{} answered {}", upstream.base, response.status());
             }
@@ -218,8 +222,17 @@ pub async fn proxy(State(gateway): State<Arc<Gateway>>, request: Request) -> Res
             Err(e) => {
                 upstream.failed(threshold, open_for);
                 last_error = format!("{}: {e}", upstream.base);
-                // Not sent at all: any request may go to the next upstream.
-                if !(e.is_connect() || repeatable) {
+                if e.is_connect() {
+                    // Nothing listens there: out of the rotation until its health check passes,
+                    // and the request, never sent, goes to the next upstream without using up
+                    // a retry.
+                    if upstream.healthy.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(upstream = %upstream.base, healthy = false, "upstream health changed");
+                    }
+                    continue;
+                }
+                tries += 1;
+                if !repeatable {
                     return ApiError::Unavailable(format!(
                         "the upstream failed after the request may have reached it; retry with an Idempotency-Key ({last_error})"
                     ))

@@ -406,12 +406,18 @@ pub async fn run_consumer(
     cancel: CancellationToken,
 ) {
     let topology = Topology::new(&settings.namespace);
-    let mut backoff = Duration::from_millis(200);
+    const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+    let mut backoff = FIRST_BACKOFF;
     loop {
+        let mut consumed = false;
         let outcome = tokio::select! {
             _ = cancel.cancelled() => return,
-            outcome = consume(&settings, &topology, handler.as_ref(), &cancel) => outcome,
+            outcome = consume(&settings, &topology, handler.as_ref(), &cancel, &mut consumed) => outcome,
         };
+        if consumed {
+            // The last connection worked: a new outage starts again from a short wait.
+            backoff = FIRST_BACKOFF;
+        }
         match outcome {
             Ok(()) => return,
             Err(e) => {
@@ -431,8 +437,13 @@ async fn consume(
     topology: &Topology,
     handler: &dyn Handler,
     cancel: &CancellationToken,
+    consumed: &mut bool,
 ) -> Result<(), String> {
-    let (_connection, channel) = connect(&settings.url.0).await.map_err(|e| e.to_string())?;
+    let (connection, channel) =
+        tokio::time::timeout(Duration::from_secs(5), connect(&settings.url.0))
+            .await
+            .map_err(|_| "RabbitMQ did not answer within 5 s".to_string())?
+            .map_err(|e| e.to_string())?;
     let name = handler.name();
     topology
         .declare_consumer(&channel, name, handler.topics(), settings.retry_delay_ms)
@@ -451,10 +462,20 @@ async fn consume(
         )
         .await
         .map_err(|e| e.to_string())?;
+    *consumed = true;
     tracing::info!(consumer = name, queue = %topology.queue(name), "consuming from RabbitMQ");
+    // The delivery stream does not always end when the connection dies under it (lapin may hold
+    // it open for a recovery that never comes), so the link is checked on its own as well.
+    let mut watchdog = tokio::time::interval(Duration::from_millis(500));
     loop {
         let delivery = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
+            _ = watchdog.tick() => {
+                if channel.status().connected() && connection.status().connected() {
+                    continue;
+                }
+                return Err("the connection to RabbitMQ was lost".into());
+            }
             next = deliveries.next() => match next {
                 Some(Ok(d)) => d,
                 Some(Err(e)) => return Err(e.to_string()),
@@ -502,10 +523,14 @@ async fn consume(
                 .await?;
             }
         }
-        delivery
-            .ack(BasicAckOptions::default())
-            .await
-            .map_err(|e| e.to_string())?;
+        // Unacknowledged on a dead link, the message is redelivered; the handlers are idempotent.
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            delivery.ack(BasicAckOptions::default()),
+        )
+        .await
+        .map_err(|_| "no answer to an acknowledgement within 10 s".to_string())?
+        .map_err(|e| e.to_string())?;
     }
 }
 

@@ -5,7 +5,10 @@ use serde_json::json;
 use crate::helpers::TestContext;
 use crate::tests;
 
-tests![the_gateway_routes_to_replicas_and_fails_over_when_one_stops];
+tests![
+    the_gateway_routes_to_replicas_and_fails_over_when_one_stops,
+    a_replica_the_last_health_check_missed_still_takes_requests_when_the_other_dies
+];
 
 async fn the_gateway_routes_to_replicas_and_fails_over_when_one_stops(ctx: TestContext) {
     use cfa_server::config::Role;
@@ -77,4 +80,54 @@ async fn the_gateway_routes_to_replicas_and_fails_over_when_one_stops(ctx: TestC
         Some(6),
         "each acknowledged donation exists once"
     );
+}
+
+async fn a_replica_the_last_health_check_missed_still_takes_requests_when_the_other_dies(
+    ctx: TestContext,
+) {
+    use cfa_server::config::Role;
+    // The second replica is not up yet when the gateway checks its upstreams, so the gateway's
+    // last verdict on it is "down" (the next check is an hour away).
+    let late_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let one = ctx
+        .spawn_app_with(|s| s.server.roles = vec![Role::Donation])
+        .await;
+    let upstreams = vec![one.address.clone(), format!("http://127.0.0.1:{late_port}")];
+    let gateway = ctx
+        .spawn_app_with(|s| {
+            s.server.roles = vec![Role::Gateway];
+            s.gateway
+                .upstreams
+                .insert("donations".into(), upstreams.clone());
+            s.gateway.health_interval_ms = 3_600_000;
+        })
+        .await;
+    let campaign = gateway.create_campaign("Late replica", 100.0).await;
+    let two = ctx
+        .spawn_app_with(|s| {
+            s.server.roles = vec![Role::Donation];
+            s.server.listen = format!("127.0.0.1:{late_port}").parse().expect("address");
+        })
+        .await;
+    one.stop()
+        .await
+        .expect("stop the replica the gateway trusts");
+    for i in 0..4 {
+        let reply = gateway
+            .post("/api/v1/donations", &json!({"campaign_id": campaign, "donor_email": format!("d{i}@example.org"), "amount": 1}))
+            .await;
+        assert_eq!(
+            reply.status, 201,
+            "the replica believed down is tried before giving up: {:?}",
+            reply.json
+        );
+    }
+    let history = two
+        .get(&format!("/api/v1/donations/history?campaign_id={campaign}"))
+        .await;
+    assert_eq!(history.json.as_array().map(Vec::len), Some(4));
 }

@@ -85,7 +85,6 @@ fn main() {
     let amqp = std::env::var("CFA_TEST_AMQP_URL")
         .ok()
         .filter(|v| !v.trim().is_empty());
-    let split = std::env::var_os("CFA_TEST_SPLIT").is_some();
     let redis_url = std::env::var("CFA_TEST_REDIS_URL")
         .ok()
         .filter(|v| !v.trim().is_empty());
@@ -136,11 +135,7 @@ fn main() {
                         },
                     )
                     .with_kind("rabbitmq")
-                    // The multi-process deployment test is opt-in until it is reliable on a loaded
-                    // two-core machine (CFA_TEST_SPLIT=1).
-                    .with_ignored_flag(
-                        postgres.is_none() || amqp.is_none() || (group == "split" && !split),
-                    ),
+                    .with_ignored_flag(postgres.is_none() || amqp.is_none()),
                 );
                 continue;
             }

@@ -16,14 +16,28 @@ use crate::tests;
 
 tests![rabbit: the_split_deployment_survives_a_killed_replica_and_a_broker_outage];
 
-/// Kills every process when dropped.
-struct Processes(Vec<(String, Child)>);
+/// Kills every process when dropped; when the test failed, prints the end of each one's log.
+struct Processes {
+    children: Vec<(String, Child)>,
+    logs: std::path::PathBuf,
+}
 
 impl Drop for Processes {
     fn drop(&mut self) {
-        for (_, child) in &mut self.0 {
+        for (_, child) in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            for (name, _) in &self.children {
+                let log = std::fs::read_to_string(self.logs.join(format!("{name}.log")))
+                    .unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                eprintln!("--- the last lines of {name}'s log ---");
+                for line in &lines[lines.len().saturating_sub(30)..] {
+                    eprintln!("{line}");
+                }
+            }
         }
     }
 }
@@ -35,10 +49,17 @@ async fn the_split_deployment_survives_a_killed_replica_and_a_broker_outage(ctx:
     let amqp = amqp_url.replacen("127.0.0.1:5672", &format!("127.0.0.1:{proxy_port}"), 1);
     let bin = env!("CARGO_BIN_EXE_cfa-server");
     let dir = ctx.data_dir();
-    // Hold all eight listeners at once so the ports are distinct, then free them for the servers.
-    let held: Vec<std::net::TcpListener> = (0..8)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
+    // The processes need each other's addresses before they start, so the test picks the ports.
+    // Port 0 would hand out ephemeral ports, which any outgoing connection of the rest of the
+    // suite may take in the moment between the test freeing one and a server binding it; these
+    // come from below the ephemeral range (Linux: 32768-60999) and are held together, so distinct.
+    let mut held: Vec<std::net::TcpListener> = Vec::new();
+    while held.len() < 8 {
+        let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(listener);
+        }
+    }
     let ports: Vec<u16> = held
         .iter()
         .map(|l| l.local_addr().expect("addr").port())
@@ -61,7 +82,7 @@ async fn the_split_deployment_survives_a_killed_replica_and_a_broker_outage(ctx:
             .env("CFA_LISTEN", format!("127.0.0.1:{port}"))
             .env("CFA_DATA_DIR", dir.join(name))
             .env("CFA_LOG__FORMAT", "json")
-            .env("CFA_LOG__LEVEL", "warn")
+            .env("CFA_LOG__LEVEL", "info")
             .env("CFA_GATEWAY__RATE_LIMIT__ENABLED", "false")
             .env("CFA_PAYMENTS__WEBHOOK_SECRET", "whsec_split_test_secret")
             .env(
@@ -89,8 +110,9 @@ async fn the_split_deployment_survives_a_killed_replica_and_a_broker_outage(ctx:
                 "CFA_GATEWAY__UPSTREAMS__NOTIFICATIONS",
                 format!("[\"{}\"]", base(note)),
             )
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stdout(Stdio::null());
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
+        cmd.stderr(Stdio::from(log));
     };
     // Redis too, when the run has one.
     let redis = std::env::var("CFA_TEST_REDIS_URL")
@@ -106,7 +128,10 @@ async fn the_split_deployment_survives_a_killed_replica_and_a_broker_outage(ctx:
     let mut migrate = Command::new(bin);
     env(&mut migrate, "migrate", 0);
     assert!(migrate.arg("migrate").status().expect("migrate").success());
-    let mut processes = Processes(Vec::new());
+    let mut processes = Processes {
+        children: Vec::new(),
+        logs: dir.clone(),
+    };
     for (name, role, port) in [
         ("donation-1", "donation", d1),
         ("donation-2", "donation", d2),
@@ -121,7 +146,7 @@ async fn the_split_deployment_survives_a_killed_replica_and_a_broker_outage(ctx:
         env(&mut cmd, name, port);
         cmd.args(["run", "--role", role]);
         processes
-            .0
+            .children
             .push((name.to_string(), cmd.spawn().expect("spawn")));
     }
     let client = reqwest::Client::new();
@@ -174,7 +199,7 @@ async fn the_split_deployment_survives_a_killed_replica_and_a_broker_outage(ctx:
     for i in 0..12 {
         if i == 4 {
             let (_, child) = processes
-                .0
+                .children
                 .iter_mut()
                 .find(|(n, _)| n == "donation-1")
                 .expect("replica");
