@@ -1,0 +1,110 @@
+//! `changed` (the components CI should build and test) and `check` (the commit-message lint for
+//! pull requests).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::Error;
+use crate::config::Config;
+use crate::conventional;
+use crate::git::Git;
+use crate::plan::Plan;
+
+/// A component CI should test.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Changed {
+    /// The component.
+    pub name: String,
+    /// Its Cargo package (for `cargo test -p`), if any.
+    pub package: Option<String>,
+    /// Why.
+    pub reasons: Vec<String>,
+}
+
+/// The components whose files differ between the merge base of `base` and HEAD and HEAD, plus
+/// everything that depends on them.
+pub fn changed_since(git: &Git, config: &Config, base: &str) -> Result<Vec<Changed>, Error> {
+    let head = git.head()?;
+    let base = git.merge_base(git.resolve(base)?, head)?;
+    let paths = git.diff_paths(Some(base), head)?;
+    let mut changed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for component in &config.components {
+        let own: Vec<&String> = paths.iter().filter(|p| component.owns(p)).collect();
+        let mut reasons = Vec::new();
+        if let Some(first) = own.first() {
+            reasons.push(if own.len() == 1 {
+                format!("{first} changed")
+            } else {
+                format!("{first} and {} more files changed", own.len() - 1)
+            });
+        }
+        for dep in component.depends_on.keys() {
+            if changed.contains_key(dep) {
+                reasons.push(format!("depends on {dep}, which changed"));
+            }
+        }
+        if !reasons.is_empty() {
+            changed.insert(component.name.clone(), reasons);
+        }
+    }
+    Ok(config
+        .components
+        .iter()
+        .filter_map(|c| {
+            Some(Changed {
+                name: c.name.clone(),
+                package: c.package.clone(),
+                reasons: changed.get(&c.name)?.clone(),
+            })
+        })
+        .collect())
+}
+
+/// The components a plan releases, as CI's list of what to test on the main branch.
+pub fn changed_in_plan(plan: &Plan) -> Vec<Changed> {
+    plan.releases()
+        .map(|c| Changed {
+            name: c.name.clone(),
+            package: c.package.clone(),
+            reasons: c.reasons.clone(),
+        })
+        .collect()
+}
+
+/// A commit that fails the lint.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Violation {
+    /// The commit id.
+    pub id: String,
+    /// Its subject.
+    pub summary: String,
+    /// What is wrong and how to fix it.
+    pub problem: String,
+}
+
+/// Lints every non-merge commit in `range` (`from..to`, or one revision meaning `rev..HEAD`).
+pub fn check(git: &Git, range: &str) -> Result<(usize, Vec<Violation>), Error> {
+    let (from, to) = match range.split_once("..") {
+        Some((from, to)) => (from, if to.is_empty() { "HEAD" } else { to }),
+        None => (range, "HEAD"),
+    };
+    let commits = git.range(git.resolve(from)?, git.resolve(to)?)?;
+    let mut violations = Vec::new();
+    let mut checked = 0;
+    for id in commits {
+        let commit = git.commit(id)?;
+        if commit.parents.len() > 1 {
+            continue;
+        }
+        checked += 1;
+        if let Some(problem) = conventional::lint(&commit.message) {
+            violations.push(Violation {
+                id: id.to_string(),
+                summary: commit.summary,
+                problem,
+            });
+        }
+    }
+    Ok((checked, violations))
+}

@@ -1,0 +1,366 @@
+//! `release.toml`: the components of a repository, their files and what they depend on.
+//!
+//! Cargo path dependencies between components (normal and build dependencies, directly or through
+//! `[workspace.dependencies]`) are added to `depends_on` automatically; dev-dependencies are not,
+//! since they do not change what is shipped.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use globset::{GlobSet, GlobSetBuilder};
+use semver::Version;
+use serde::Deserialize;
+
+use crate::Error;
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    defaults: Defaults,
+    #[serde(default)]
+    components: Vec<ComponentFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Defaults {
+    initial_version: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ComponentFile {
+    name: String,
+    paths: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    depends_on: Vec<String>,
+    manifest: Option<String>,
+    changelog: Option<String>,
+    image: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    initial_version: Option<String>,
+}
+
+/// Why a component depends on another.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Because {
+    /// Listed in `depends_on`.
+    Configured,
+    /// A Cargo path dependency of its manifest.
+    Cargo,
+}
+
+/// One releasable component.
+#[derive(Debug)]
+pub struct Component {
+    /// Its name, the prefix of its tags (`<name>-v1.2.3`).
+    pub name: String,
+    /// Include globs, as written.
+    pub paths: Vec<String>,
+    /// Exclude globs, as written.
+    pub exclude: Vec<String>,
+    include_set: GlobSet,
+    exclude_set: GlobSet,
+    /// The components it depends on, and why.
+    pub depends_on: BTreeMap<String, Because>,
+    /// Its Cargo manifest, relative to the repository root.
+    pub manifest: Option<PathBuf>,
+    /// Its Cargo package name, read from the manifest.
+    pub package: Option<String>,
+    /// Where its changelog goes, relative to the repository root.
+    pub changelog: PathBuf,
+    /// The container image it is published as, if any.
+    pub image: Option<String>,
+    /// Commit scopes that name it (its own name always does).
+    pub scopes: Vec<String>,
+    /// The version of its first release.
+    pub initial_version: Version,
+}
+
+impl Component {
+    /// Whether a repository path (with `/` separators) belongs to this component.
+    pub fn owns(&self, path: &str) -> bool {
+        self.include_set.is_match(path) && !self.exclude_set.is_match(path)
+    }
+
+    /// Whether a commit scope names this component.
+    pub fn answers_to(&self, scope: &str) -> bool {
+        scope.eq_ignore_ascii_case(&self.name)
+            || self.scopes.iter().any(|s| s.eq_ignore_ascii_case(scope))
+    }
+}
+
+/// Every component, dependencies first.
+#[derive(Debug)]
+pub struct Config {
+    /// The components in dependency order (each after everything it depends on).
+    pub components: Vec<Component>,
+}
+
+impl Config {
+    /// The component called `name`.
+    pub fn component(&self, name: &str) -> Option<&Component> {
+        self.components.iter().find(|c| c.name == name)
+    }
+
+    /// Reads `file` (usually `<root>/release.toml`) for the repository whose work tree is `root`.
+    pub fn load(root: &Path, file: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            Error::Config(format!(
+                "cannot read {}: {e}; create it (see docs/RELEASING.md) or pass --config",
+                file.display()
+            ))
+        })?;
+        Config::parse(root, &text).map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("{}: {m}", file.display())),
+            other => other,
+        })
+    }
+
+    /// Parses the text of a `release.toml` for the work tree at `root`.
+    pub fn parse(root: &Path, text: &str) -> Result<Config, Error> {
+        let file: File = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        let default_initial = match &file.defaults.initial_version {
+            Some(v) => semver(v, "defaults.initial_version")?,
+            None => Version::new(0, 1, 0),
+        };
+        let workspace_paths = workspace_dependency_paths(root);
+        let mut components = Vec::new();
+        let mut names = BTreeSet::new();
+        for (i, c) in file.components.into_iter().enumerate() {
+            let at = format!("components[{i}] ({})", c.name);
+            if c.name.is_empty()
+                || !c
+                    .name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+            {
+                return Err(Error::Config(format!(
+                    "{at}.name: use letters, digits, `-` and `_` (it starts every tag)"
+                )));
+            }
+            if !names.insert(c.name.clone()) {
+                return Err(Error::Config(format!(
+                    "{at}.name: `{}` is defined twice",
+                    c.name
+                )));
+            }
+            if c.paths.is_empty() {
+                return Err(Error::Config(format!(
+                    "{at}.paths: list at least one glob, e.g. [\"{}/**\"]",
+                    c.name
+                )));
+            }
+            let include_set = globs(&c.paths, &format!("{at}.paths"))?;
+            let exclude_set = globs(&c.exclude, &format!("{at}.exclude"))?;
+            let manifest = match c.manifest {
+                Some(m) => {
+                    if !root.join(&m).is_file() {
+                        return Err(Error::Config(format!("{at}.manifest: {m} does not exist")));
+                    }
+                    Some(PathBuf::from(m))
+                }
+                None => Some(PathBuf::from(&c.name).join("Cargo.toml"))
+                    .filter(|m| root.join(m).is_file()),
+            };
+            let depends_on: BTreeMap<String, Because> = c
+                .depends_on
+                .iter()
+                .map(|d| (d.clone(), Because::Configured))
+                .collect();
+            let (package, cargo_deps) = match &manifest {
+                Some(m) => read_manifest(root, m, &workspace_paths)
+                    .map_err(|e| Error::Config(format!("{at}.manifest: {e}")))?,
+                None => (None, Vec::new()),
+            };
+            let changelog = match c.changelog {
+                Some(p) => PathBuf::from(p),
+                None => match &manifest {
+                    Some(m) => m.with_file_name("CHANGELOG.md"),
+                    None => PathBuf::from(format!("CHANGELOG-{}.md", c.name)),
+                },
+            };
+            let initial_version = match &c.initial_version {
+                Some(v) => semver(v, &format!("{at}.initial_version"))?,
+                None => default_initial.clone(),
+            };
+            components.push((
+                Component {
+                    name: c.name,
+                    paths: c.paths,
+                    exclude: c.exclude,
+                    include_set,
+                    exclude_set,
+                    depends_on,
+                    manifest,
+                    package,
+                    changelog,
+                    image: c.image,
+                    scopes: c.scopes,
+                    initial_version,
+                },
+                cargo_deps,
+            ));
+        }
+        // Cargo path dependencies that are other components.
+        let dirs: Vec<(String, PathBuf)> = components
+            .iter()
+            .filter_map(|(c, _)| {
+                let dir = c.manifest.as_ref()?.parent()?.to_path_buf();
+                Some((c.name.clone(), normalize(&dir)))
+            })
+            .collect();
+        for (component, cargo_deps) in &mut components {
+            for dep in cargo_deps.iter() {
+                if let Some((name, _)) = dirs.iter().find(|(_, d)| d == dep)
+                    && *name != component.name
+                {
+                    component
+                        .depends_on
+                        .entry(name.clone())
+                        .or_insert(Because::Cargo);
+                }
+            }
+        }
+        let mut components: Vec<Component> = components.into_iter().map(|(c, _)| c).collect();
+        for c in &components {
+            for d in c.depends_on.keys() {
+                if !names.contains(d) {
+                    return Err(Error::Config(format!(
+                        "component {}: depends_on names `{d}`, which is not a component",
+                        c.name
+                    )));
+                }
+            }
+        }
+        // Dependency order, refusing cycles.
+        let mut ordered: Vec<Component> = Vec::new();
+        while !components.is_empty() {
+            let ready = components.iter().position(|c| {
+                c.depends_on
+                    .keys()
+                    .all(|d| ordered.iter().any(|o| &o.name == d))
+            });
+            match ready {
+                Some(i) => ordered.push(components.remove(i)),
+                None => {
+                    let names: Vec<&str> = components.iter().map(|c| c.name.as_str()).collect();
+                    return Err(Error::Config(format!(
+                        "depends_on forms a cycle among {}",
+                        names.join(", ")
+                    )));
+                }
+            }
+        }
+        Ok(Config {
+            components: ordered,
+        })
+    }
+}
+
+fn semver(text: &str, key: &str) -> Result<Version, Error> {
+    Version::parse(text)
+        .map_err(|e| Error::Config(format!("{key}: `{text}` is not a semantic version ({e})")))
+}
+
+fn globs(patterns: &[String], key: &str) -> Result<GlobSet, Error> {
+    let mut builder = GlobSetBuilder::new();
+    for p in patterns {
+        let glob = globset::GlobBuilder::new(p)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| Error::Config(format!("{key}: `{p}` is not a glob ({e})")))?;
+        builder.add(glob);
+    }
+    builder
+        .build()
+        .map_err(|e| Error::Config(format!("{key}: {e}")))
+}
+
+/// Collapses `a/./b` and `a/x/../b` so directories compare equal.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// `[workspace.dependencies]` entries with a `path`, relative to the root.
+fn workspace_dependency_paths(root: &Path) -> BTreeMap<String, PathBuf> {
+    let Ok(text) = std::fs::read_to_string(root.join("Cargo.toml")) else {
+        return BTreeMap::new();
+    };
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return BTreeMap::new();
+    };
+    let deps = table
+        .get("workspace")
+        .and_then(|w| w.get("dependencies"))
+        .and_then(|d| d.as_table());
+    deps.into_iter()
+        .flatten()
+        .filter_map(|(name, spec)| {
+            let path = spec.get("path")?.as_str()?;
+            Some((name.clone(), normalize(Path::new(path))))
+        })
+        .collect()
+}
+
+/// The package name of a manifest and the directories (relative to the root) of its path
+/// dependencies.
+fn read_manifest(
+    root: &Path,
+    manifest: &Path,
+    workspace: &BTreeMap<String, PathBuf>,
+) -> Result<(Option<String>, Vec<PathBuf>), String> {
+    let text = std::fs::read_to_string(root.join(manifest))
+        .map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| format!("{} is not valid TOML: {e}", manifest.display()))?;
+    let package = table
+        .get("package")
+        .and_then(|p| p.get("name"))
+        .and_then(|n| n.as_str())
+        .map(str::to_string);
+    let dir = manifest.parent().unwrap_or(Path::new(""));
+    let mut sections: Vec<&toml::Table> = ["dependencies", "build-dependencies"]
+        .iter()
+        .filter_map(|s| table.get(*s).and_then(|d| d.as_table()))
+        .collect();
+    if let Some(targets) = table.get("target").and_then(|t| t.as_table()) {
+        for target in targets.values() {
+            for s in ["dependencies", "build-dependencies"] {
+                if let Some(d) = target.get(s).and_then(|d| d.as_table()) {
+                    sections.push(d);
+                }
+            }
+        }
+    }
+    let mut paths = Vec::new();
+    for section in sections {
+        for (name, spec) in section {
+            if let Some(path) = spec.get("path").and_then(|p| p.as_str()) {
+                paths.push(normalize(&dir.join(path)));
+            } else if spec.get("workspace").and_then(|w| w.as_bool()) == Some(true) {
+                let key = spec.get("package").and_then(|p| p.as_str()).unwrap_or(name);
+                if let Some(path) = workspace.get(key).or_else(|| workspace.get(name)) {
+                    paths.push(path.clone());
+                }
+            }
+        }
+    }
+    Ok((package, paths))
+}

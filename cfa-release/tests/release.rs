@@ -1,0 +1,760 @@
+//! cfa-release on throwaway repositories built with git2: every history a release tool meets,
+//! driven through the real binary with the user's git configuration kept out (HOME points at an
+//! empty directory and the system configuration is disabled).
+
+use std::process::Command;
+
+use git2::{Index, IndexEntry, IndexTime, Oid, Repository, Signature, Time};
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// Two crates (`core`, a library, and `server`, which depends on it by path) and a CLI.
+const CONFIG: &str = r#"
+[[components]]
+name = "core"
+paths = ["core/**"]
+
+[[components]]
+name = "server"
+paths = ["server/**"]
+exclude = ["**/*.md"]
+scopes = ["api"]
+image = "registry.example/server"
+
+[[components]]
+name = "cli"
+paths = ["cli/**"]
+"#;
+
+struct Repo {
+    dir: TempDir,
+    repo: Repository,
+    clock: i64,
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+}
+
+impl Repo {
+    /// A repository on `main` with the config and the three crates committed.
+    fn new() -> Repo {
+        let dir = TempDir::new().expect("tempdir");
+        let mut options = git2::RepositoryInitOptions::new();
+        options.initial_head("main");
+        let repo = Repository::init_opts(dir.path().join("repo"), &options).expect("init");
+        let mut repo = Repo {
+            dir,
+            repo,
+            clock: 1_767_225_600, // 2026-01-01
+        };
+        repo.commit(
+            "chore: set up",
+            &[
+                ("release.toml", CONFIG),
+                (
+                    "core/Cargo.toml",
+                    "[package]\nname = \"core\"\nversion = \"0.1.0\"\n",
+                ),
+                ("core/src/lib.rs", "// core\n"),
+                (
+                    "server/Cargo.toml",
+                    "[package]\nname = \"server\"\nversion = \"0.1.0\"\n\n[dependencies]\ncore = { path = \"../core\" }\n",
+                ),
+                ("server/src/main.rs", "fn main() {}\n"),
+                (
+                    "cli/Cargo.toml",
+                    "[package]\nname = \"cli\"\nversion = \"0.1.0\"\n",
+                ),
+                ("cli/src/main.rs", "fn main() {}\n"),
+            ],
+        );
+        repo.checkout();
+        repo
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("repo")
+    }
+
+    fn signature(&mut self) -> Signature<'static> {
+        self.clock += 60;
+        Signature::new("Test", "test@example.org", &Time::new(self.clock, 0)).expect("signature")
+    }
+
+    /// A commit of `files` on top of `parents` (HEAD's commit when empty), moving `reference`.
+    fn commit_with(
+        &mut self,
+        reference: &str,
+        parents: &[Oid],
+        message: &str,
+        files: &[(&str, &str)],
+    ) -> Oid {
+        let parents: Vec<Oid> = if parents.is_empty() {
+            self.repo
+                .head()
+                .ok()
+                .and_then(|h| h.target())
+                .into_iter()
+                .collect()
+        } else {
+            parents.to_vec()
+        };
+        let mut index = Index::new().expect("index");
+        if let Some(first) = parents.first() {
+            let tree = self
+                .repo
+                .find_commit(*first)
+                .expect("parent")
+                .tree()
+                .expect("tree");
+            index.read_tree(&tree).expect("read tree");
+        }
+        for (path, content) in files {
+            let entry = IndexEntry {
+                ctime: IndexTime::new(0, 0),
+                mtime: IndexTime::new(0, 0),
+                dev: 0,
+                ino: 0,
+                mode: 0o100644,
+                uid: 0,
+                gid: 0,
+                file_size: content.len() as u32,
+                id: self.repo.blob(content.as_bytes()).expect("blob"),
+                flags: path.len() as u16,
+                flags_extended: 0,
+                path: path.as_bytes().to_vec(),
+            };
+            index.add(&entry).expect("add");
+        }
+        let who = self.signature();
+        let tree = index.write_tree_to(&self.repo).expect("write tree");
+        let tree = self.repo.find_tree(tree).expect("tree");
+        let parents: Vec<git2::Commit> = parents
+            .iter()
+            .map(|p| self.repo.find_commit(*p).expect("parent"))
+            .collect();
+        let parents: Vec<&git2::Commit> = parents.iter().collect();
+        self.repo
+            .commit(Some(reference), &who, &who, message, &tree, &parents)
+            .expect("commit")
+    }
+
+    fn commit(&mut self, message: &str, files: &[(&str, &str)]) -> Oid {
+        self.commit_with("HEAD", &[], message, files)
+    }
+
+    /// Makes the work tree match HEAD (commits are built without it).
+    fn checkout(&self) {
+        self.repo
+            .checkout_head(Some(git2::build::CheckoutBuilder::new().force()))
+            .expect("checkout");
+    }
+
+    fn tag(&mut self, name: &str, at: Oid) {
+        let who = self.signature();
+        let object = self.repo.find_object(at, None).expect("object");
+        self.repo
+            .tag(name, &object, &who, name, false)
+            .expect("tag");
+    }
+
+    fn head(&self) -> Oid {
+        self.repo.head().expect("head").target().expect("target")
+    }
+
+    fn release(&self, args: &[&str]) -> Run {
+        let home = self.dir.path().join("home");
+        std::fs::create_dir_all(&home).expect("home");
+        let out = Command::new(env!("CARGO_BIN_EXE_cfa-release"))
+            .args(args)
+            .arg("--repo")
+            .arg(self.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .env("XDG_CONFIG_HOME", &home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .expect("run cfa-release");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn plan(&self, extra: &[&str]) -> Value {
+        let mut args = vec!["plan", "--output", "json"];
+        args.extend(extra);
+        let run = self.release(&args);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        run.json()
+    }
+
+    /// Tags every component at `version` on HEAD, as an earlier release would have.
+    fn released(&mut self, version: &str) {
+        let head = self.head();
+        for c in ["core", "server", "cli"] {
+            self.tag(&format!("{c}-v{version}"), head);
+        }
+    }
+}
+
+fn component<'a>(plan: &'a Value, name: &str) -> &'a Value {
+    plan["components"]
+        .as_array()
+        .expect("components")
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("{name} in {plan}"))
+}
+
+fn new_version(plan: &Value, name: &str) -> Value {
+    component(plan, name)["new_version"].clone()
+}
+
+#[test]
+fn a_first_release_takes_the_initial_versions_and_a_second_apply_finds_nothing() {
+    let repo = Repo::new();
+    let plan = repo.plan(&[]);
+    for c in ["core", "server", "cli"] {
+        assert_eq!(new_version(&plan, c), "0.1.0", "{c}");
+        assert_eq!(component(&plan, c)["release"], true);
+    }
+    let apply = repo.release(&["apply", "--output", "json"]);
+    assert_eq!(apply.code, 0, "{}", apply.stderr);
+    let applied = apply.json();
+    let tags: Vec<&str> = applied["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .map(|t| t["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(tags, ["core-v0.1.0", "server-v0.1.0", "cli-v0.1.0"]);
+    let tag = repo
+        .repo
+        .find_reference("refs/tags/server-v0.1.0")
+        .expect("tag")
+        .peel_to_tag()
+        .expect("an annotated tag");
+    assert!(
+        tag.message()
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .contains("server 0.1.0")
+    );
+    let again = repo.release(&["apply"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again.stdout.contains("nothing to release"),
+        "{}",
+        again.stdout
+    );
+}
+
+#[test]
+fn feat_fix_and_breaking_changes_move_the_right_digit() {
+    let mut repo = Repo::new();
+    repo.commit("chore: 1.0", &[]);
+    repo.released("1.0.0");
+    repo.commit(
+        "fix: handle empty input",
+        &[("cli/src/main.rs", "fn main() { }\n")],
+    );
+    repo.commit(
+        "feat(api): refunds",
+        &[("server/src/main.rs", "fn main() { 1; }\n")],
+    );
+    repo.commit(
+        "refactor: new storage layout\n\nBREAKING CHANGE: the data directory must be migrated",
+        &[("core/src/lib.rs", "// core 2\n")],
+    );
+    let plan = repo.plan(&[]);
+    assert_eq!(new_version(&plan, "cli"), "1.0.1");
+    assert_eq!(component(&plan, "cli")["bump"], "patch");
+    assert_eq!(new_version(&plan, "core"), "2.0.0");
+    // server: its own feat, and core (a dependency) changed: minor wins.
+    assert_eq!(new_version(&plan, "server"), "1.1.0");
+    let server = component(&plan, "server");
+    let reasons: Vec<&str> = server["reasons"]
+        .as_array()
+        .expect("reasons")
+        .iter()
+        .map(|r| r.as_str().expect("reason"))
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("feat(api): refunds")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("depends on core, which is released as 2.0.0")),
+        "{reasons:?}"
+    );
+    let changelog = component(&plan, "core")["changelog"]
+        .as_str()
+        .expect("text");
+    assert!(changelog.contains("### Breaking changes"), "{changelog}");
+    assert!(
+        changelog.contains("the data directory must be migrated"),
+        "{changelog}"
+    );
+
+    let mut bang = Repo::new();
+    bang.commit("chore: 1.0", &[]);
+    bang.released("1.0.0");
+    bang.commit(
+        "feat(cli)!: new flags",
+        &[("cli/src/main.rs", "fn main() {2;}\n")],
+    );
+    assert_eq!(new_version(&bang.plan(&[]), "cli"), "2.0.0");
+    assert_eq!(component(&bang.plan(&[]), "core")["release"], false);
+}
+
+#[test]
+fn on_zero_x_a_breaking_change_moves_the_minor() {
+    let mut repo = Repo::new();
+    repo.released("0.3.0");
+    repo.commit(
+        "feat!: drop the old API",
+        &[("server/src/main.rs", "fn main() {3;}\n")],
+    );
+    repo.commit("fix: typo", &[("cli/src/main.rs", "fn main() {3;}\n")]);
+    let plan = repo.plan(&[]);
+    assert_eq!(new_version(&plan, "server"), "0.4.0");
+    assert_eq!(new_version(&plan, "cli"), "0.3.1");
+}
+
+#[test]
+fn every_conventional_line_of_a_squash_merge_counts_for_the_component_it_names() {
+    let mut repo = Repo::new();
+    repo.released("1.0.0");
+    repo.commit(
+        "Watch mode and a totals fix (#42)\n\n* feat(cli): watch mode\n\n* fix(server): totals rounding\n",
+        &[
+            ("cli/src/main.rs", "fn main() {4;}\n"),
+            ("server/src/main.rs", "fn main() {4;}\n"),
+        ],
+    );
+    let plan = repo.plan(&[]);
+    assert_eq!(new_version(&plan, "cli"), "1.1.0", "the feat is the CLI's");
+    assert_eq!(
+        new_version(&plan, "server"),
+        "1.0.1",
+        "the fix is the server's"
+    );
+    let cli = component(&plan, "cli")["changelog"].as_str().expect("text");
+    assert!(cli.contains("**cli:** watch mode"), "{cli}");
+    assert!(!cli.contains("totals rounding"), "{cli}");
+}
+
+#[test]
+fn a_merge_is_judged_by_its_diff_and_the_messages_of_the_commits_it_merged() {
+    let mut repo = Repo::new();
+    repo.released("1.0.0");
+    let base = repo.head();
+    let f1 = repo.commit_with(
+        "refs/heads/feature",
+        &[base],
+        "feat(cli): export as CSV",
+        &[("cli/src/main.rs", "fn main() {5;}\n")],
+    );
+    // A change made and undone on the branch never reaches main's diff.
+    let f2 = repo.commit_with(
+        "refs/heads/feature",
+        &[f1],
+        "feat: temporary core hook",
+        &[("core/src/lib.rs", "// hook\n")],
+    );
+    let f3 = repo.commit_with(
+        "refs/heads/feature",
+        &[f2],
+        "fix: remove the hook again",
+        &[("core/src/lib.rs", "// core\n")],
+    );
+    let main = repo.commit("docs: readme", &[("README.md", "hi\n")]);
+    repo.commit_with(
+        "HEAD",
+        &[main, f3],
+        "Merge branch 'feature'",
+        &[("cli/src/main.rs", "fn main() {5;}\n")],
+    );
+    repo.checkout();
+    let plan = repo.plan(&[]);
+    assert_eq!(new_version(&plan, "cli"), "1.1.0");
+    assert_eq!(component(&plan, "core")["release"], false, "{plan}");
+    assert_eq!(component(&plan, "server")["release"], false);
+}
+
+#[test]
+fn pre_releases_count_up_and_a_plain_release_promotes_them() {
+    let mut repo = Repo::new();
+    repo.released("1.2.0");
+    repo.commit(
+        "feat: new report",
+        &[("cli/src/main.rs", "fn main() {6;}\n")],
+    );
+    repo.checkout();
+    let plan = repo.plan(&["--pre", "rc"]);
+    assert_eq!(new_version(&plan, "cli"), "1.3.0-rc.1");
+    assert_eq!(
+        component(&plan, "cli")["image_tags"],
+        serde_json::json!(["v1.3.0-rc.1"])
+    );
+    let apply = repo.release(&["apply", "--pre", "rc"]);
+    assert_eq!(apply.code, 0, "{}", apply.stderr);
+    repo.commit(
+        "fix: report header",
+        &[("cli/src/main.rs", "fn main() {7;}\n")],
+    );
+    repo.checkout();
+    assert_eq!(
+        new_version(&repo.plan(&["--pre", "rc"]), "cli"),
+        "1.3.0-rc.2"
+    );
+    let stable = repo.plan(&[]);
+    assert_eq!(new_version(&stable, "cli"), "1.3.0");
+    assert_eq!(component(&stable, "core")["release"], false);
+    let bad = repo.release(&["plan", "--pre", "r c"]);
+    assert_eq!(bad.code, 1);
+    assert!(
+        bad.stderr.contains("pre-release identifier"),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[test]
+fn a_shared_crate_cascades_to_its_dependents_through_cargo_path_dependencies() {
+    let mut repo = Repo::new();
+    repo.released("1.0.0");
+    repo.commit("fix(core): overflow", &[("core/src/lib.rs", "// fixed\n")]);
+    let plan = repo.plan(&[]);
+    assert_eq!(new_version(&plan, "core"), "1.0.1");
+    assert_eq!(
+        new_version(&plan, "server"),
+        "1.0.1",
+        "server depends on core"
+    );
+    assert_eq!(component(&plan, "cli")["release"], false);
+    let changelog = component(&plan, "server")["changelog"]
+        .as_str()
+        .expect("text");
+    assert!(
+        changelog.contains("### Dependencies\n\n- core 1.0.1"),
+        "{changelog}"
+    );
+}
+
+#[test]
+fn a_hotfix_on_an_old_major_never_takes_latest() {
+    let mut repo = Repo::new();
+    repo.commit("feat: 1.4", &[("server/src/main.rs", "fn main() {14;}\n")]);
+    let old = repo.head();
+    repo.released("1.4.0");
+    repo.commit("feat!: 2.0", &[("server/src/main.rs", "fn main() {20;}\n")]);
+    repo.released("2.0.0");
+    // A maintenance branch from 1.4.0, checked out.
+    repo.commit_with(
+        "refs/heads/v1",
+        &[old],
+        "fix: security patch",
+        &[("server/src/main.rs", "fn main() {141;}\n")],
+    );
+    repo.repo.set_head("refs/heads/v1").expect("switch");
+    repo.checkout();
+    let plan = repo.plan(&[]);
+    let server = component(&plan, "server");
+    assert_eq!(server["new_version"], "1.4.1");
+    assert_eq!(
+        server["image_tags"],
+        serde_json::json!(["v1.4.1", "v1.4", "v1"])
+    );
+    assert_eq!(
+        server["images"][0], "registry.example/server:v1.4.1",
+        "{server}"
+    );
+}
+
+#[test]
+fn reverts_cancel_unreleased_changes_and_patch_released_ones() {
+    let mut repo = Repo::new();
+    let released_feat = repo.commit("feat: a", &[("cli/src/main.rs", "fn main() {8;}\n")]);
+    repo.released("1.0.0");
+    let feat = repo.commit("feat: experimental", &[("core/src/lib.rs", "// x\n")]);
+    repo.commit(
+        &format!("Revert \"feat: experimental\"\n\nThis reverts commit {feat}.\n"),
+        &[("core/src/lib.rs", "// core\n")],
+    );
+    repo.commit(
+        &format!("revert: feat: a\n\nThis reverts commit {released_feat}.\n"),
+        &[("cli/src/main.rs", "fn main() {}\n")],
+    );
+    let plan = repo.plan(&[]);
+    assert_eq!(component(&plan, "core")["release"], false, "{plan}");
+    assert_eq!(new_version(&plan, "cli"), "1.0.1");
+}
+
+#[test]
+fn apply_writes_changelogs_and_manifests_in_one_release_commit_that_later_plans_ignore() {
+    let mut repo = Repo::new();
+    repo.released("1.0.0");
+    repo.commit(
+        "feat(cli): colours",
+        &[("cli/src/main.rs", "fn main() {9;}\n")],
+    );
+    repo.checkout();
+    let before = repo.head();
+    let apply = repo.release(&[
+        "apply",
+        "--changelog",
+        "--bump-manifests",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(apply.code, 0, "{}", apply.stderr);
+    let applied = apply.json();
+    let commit = applied["release_commit"]
+        .as_str()
+        .expect("a release commit");
+    assert_eq!(repo.head().to_string(), commit);
+    assert_eq!(
+        repo.repo
+            .find_commit(repo.head())
+            .expect("commit")
+            .parent_id(0)
+            .expect("parent"),
+        before
+    );
+    let changelog =
+        std::fs::read_to_string(repo.path().join("cli/CHANGELOG.md")).expect("changelog");
+    assert!(
+        changelog.starts_with("# Changelog\n\n## cli 1.1.0 ("),
+        "{changelog}"
+    );
+    assert!(changelog.contains("**cli:** colours"), "{changelog}");
+    let manifest = std::fs::read_to_string(repo.path().join("cli/Cargo.toml")).expect("manifest");
+    assert!(manifest.contains("version = \"1.1.0\""), "{manifest}");
+    let target = repo
+        .repo
+        .find_reference("refs/tags/cli-v1.1.0")
+        .expect("tag")
+        .peel_to_commit()
+        .expect("commit")
+        .id();
+    assert_eq!(
+        target.to_string(),
+        commit,
+        "the tag is on the release commit"
+    );
+    let after = repo.plan(&[]);
+    assert_eq!(component(&after, "cli")["release"], false, "{after}");
+
+    // Interrupted after the commit, before the tags: the re-run tags the same commit.
+    repo.repo.tag_delete("cli-v1.1.0").expect("delete tag");
+    let again = repo.release(&[
+        "apply",
+        "--changelog",
+        "--bump-manifests",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let again = again.json();
+    assert_eq!(
+        again["release_commit"],
+        Value::Null,
+        "nothing new to commit"
+    );
+    assert_eq!(again["tags"][0]["name"], "cli-v1.1.0");
+    assert_eq!(repo.head().to_string(), commit);
+    let changelog =
+        std::fs::read_to_string(repo.path().join("cli/CHANGELOG.md")).expect("changelog");
+    assert_eq!(changelog.matches("## cli 1.1.0").count(), 1);
+}
+
+#[test]
+fn apply_refuses_a_dirty_tree_a_detached_head_and_a_plan_for_another_head() {
+    let mut repo = Repo::new();
+    std::fs::write(repo.path().join("cli/src/main.rs"), "dirty").expect("write");
+    let dirty = repo.release(&["apply"]);
+    assert_eq!(dirty.code, 1);
+    assert!(
+        dirty
+            .stderr
+            .contains("uncommitted changes (cli/src/main.rs)"),
+        "{}",
+        dirty.stderr
+    );
+    repo.checkout();
+
+    let plan = repo.release(&["plan", "--output", "json"]);
+    let file = repo.dir.path().join("plan.json");
+    std::fs::write(&file, &plan.stdout).expect("save plan");
+    repo.commit("fix: late", &[("cli/src/main.rs", "fn main() {10;}\n")]);
+    repo.checkout();
+    let moved = repo.release(&["apply", "--plan", file.to_str().expect("path")]);
+    assert_eq!(moved.code, 1);
+    assert!(
+        moved.stderr.contains("HEAD moved since the plan"),
+        "{}",
+        moved.stderr
+    );
+    assert!(
+        repo.repo.tag_names(None).expect("tags").is_empty(),
+        "nothing tagged"
+    );
+
+    let head = repo.head();
+    repo.repo.set_head_detached(head).expect("detach");
+    let detached = repo.release(&["apply"]);
+    assert_eq!(detached.code, 1);
+    assert!(
+        detached.stderr.contains("HEAD is detached"),
+        "{}",
+        detached.stderr
+    );
+}
+
+#[test]
+fn a_malformed_config_or_a_tag_that_is_not_semver_is_a_clear_error() {
+    let mut repo = Repo::new();
+    repo.commit(
+        "chore: typo",
+        &[(
+            "release.toml",
+            "[[components]]\nname = \"x\"\npath = [\"x/**\"]\n",
+        )],
+    );
+    repo.checkout();
+    let bad = repo.release(&["plan"]);
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("release.toml"), "{}", bad.stderr);
+    assert!(bad.stderr.contains("path"), "names the key: {}", bad.stderr);
+
+    let mut repo = Repo::new();
+    repo.commit(
+        "chore: cycle",
+        &[(
+            "release.toml",
+            "[[components]]\nname = \"a\"\npaths = [\"a/**\"]\ndepends_on = [\"b\"]\n[[components]]\nname = \"b\"\npaths = [\"b/**\"]\ndepends_on = [\"a\"]\n",
+        )],
+    );
+    repo.checkout();
+    let cycle = repo.release(&["plan"]);
+    assert!(cycle.stderr.contains("cycle"), "{}", cycle.stderr);
+
+    let mut repo = Repo::new();
+    let head = repo.head();
+    repo.tag("cli-vnext", head);
+    let tag = repo.release(&["plan"]);
+    assert_eq!(tag.code, 1);
+    assert!(tag.stderr.contains("cli-vnext is not"), "{}", tag.stderr);
+}
+
+#[test]
+fn check_lints_the_messages_of_a_range() {
+    let mut repo = Repo::new();
+    let base = repo.head();
+    repo.commit("feat(cli): ok", &[("cli/a", "1")]);
+    repo.commit("Fixed stuff", &[("cli/b", "1")]);
+    repo.commit("feature: nope", &[("cli/c", "1")]);
+    let run = repo.release(&[
+        "check",
+        "--range",
+        &format!("{base}..HEAD"),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = run.json();
+    assert_eq!(report["checked"], 3);
+    let problems: Vec<&str> = report["violations"]
+        .as_array()
+        .expect("violations")
+        .iter()
+        .map(|v| v["summary"].as_str().expect("summary"))
+        .collect();
+    assert_eq!(problems, ["feature: nope", "Fixed stuff"]);
+    let good = repo.release(&["check", "--range", &format!("{base}..HEAD~2")]);
+    assert_eq!(good.code, 0, "{}{}", good.stdout, good.stderr);
+}
+
+#[test]
+fn changed_lists_what_a_pull_request_touched_and_its_dependents() {
+    let mut repo = Repo::new();
+    repo.released("1.0.0");
+    let main = repo.head();
+    repo.repo
+        .branch("main-copy", &repo.repo.find_commit(main).expect("c"), false)
+        .expect("branch");
+    repo.commit("fix(core): edge case", &[("core/src/lib.rs", "// edge\n")]);
+    let run = repo.release(&["changed", "--since", "main-copy", "--output", "json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let json = run.json();
+    assert_eq!(json["packages"], serde_json::json!(["core", "server"]));
+    // On main, without --since: what the release plan releases.
+    let plan = repo.release(&["changed", "--output", "json"]).json();
+    assert_eq!(plan["packages"], serde_json::json!(["core", "server"]));
+}
+
+#[test]
+fn the_plan_json_is_stable() {
+    let mut repo = Repo::new();
+    repo.released("1.0.0");
+    repo.commit(
+        "feat(api): webhooks",
+        &[("server/src/main.rs", "fn main() {11;}\n")],
+    );
+    repo.commit(
+        "fix(core): rounding",
+        &[("core/src/lib.rs", "// rounding\n")],
+    );
+    repo.commit("docs: server notes", &[("server/NOTES.md", "excluded\n")]);
+    repo.commit("Tidy the CLI", &[("cli/src/main.rs", "fn main() {12;}\n")]);
+    let mut plan = repo.plan(&[]);
+    plan["head"] = Value::String("<head>".into());
+    insta::assert_json_snapshot!("plan", plan);
+}
+
+#[test]
+fn explain_walks_through_one_component() {
+    let mut repo = Repo::new();
+    repo.released("1.0.0");
+    repo.commit(
+        "feat(cli): colours",
+        &[("cli/src/main.rs", "fn main() {13;}\n")],
+    );
+    let run = repo.release(&["explain", "cli"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("last release: cli-v1.0.0"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("feat(cli): colours — feat → minor"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("→ 1.1.0"), "{}", run.stdout);
+    let missing = repo.release(&["explain", "nope"]);
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("core, server, cli"),
+        "{}",
+        missing.stderr
+    );
+}
