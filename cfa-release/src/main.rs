@@ -260,7 +260,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             match &c.new_version {
                 Some(v) => {
-                    println!("  bump: {:?} → {v}", c.bump);
+                    println!("  bump: {} → {v}", format!("{:?}", c.bump).to_lowercase());
                     for r in &c.reasons {
                         println!("    because {r}");
                     }
