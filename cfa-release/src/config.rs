@@ -364,3 +364,112 @@ fn read_manifest(
     }
     Ok((package, paths))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, path: &str, text: &str) {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+
+    #[test]
+    fn cargo_path_dependencies_direct_or_through_the_workspace_become_depends_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        write(
+            root,
+            "Cargo.toml",
+            "[workspace]\nmembers = [\"crates/*\"]\n[workspace.dependencies]\nshared = { path = \"crates/shared\" }\n",
+        );
+        write(
+            root,
+            "crates/shared/Cargo.toml",
+            "[package]\nname = \"shared\"\n",
+        );
+        write(
+            root,
+            "crates/api/Cargo.toml",
+            "[package]\nname = \"api\"\n[dependencies]\nshared.workspace = true\n",
+        );
+        write(
+            root,
+            "crates/tool/Cargo.toml",
+            "[package]\nname = \"tool\"\n[dependencies]\napi = { path = \"../api\" }\n[dev-dependencies]\nshared = { path = \"../shared\" }\n",
+        );
+        let config = Config::parse(
+            root,
+            r#"
+[[components]]
+name = "tool"
+paths = ["crates/tool/**"]
+manifest = "crates/tool/Cargo.toml"
+[[components]]
+name = "api"
+paths = ["crates/api/**"]
+manifest = "crates/api/Cargo.toml"
+[[components]]
+name = "shared"
+paths = ["crates/shared/**"]
+manifest = "crates/shared/Cargo.toml"
+"#,
+        )
+        .expect("config");
+        let order: Vec<&str> = config.components.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(order, ["shared", "api", "tool"], "dependencies first");
+        let api = config.component("api").expect("api");
+        assert_eq!(api.depends_on.get("shared"), Some(&Because::Cargo));
+        let tool = config.component("tool").expect("tool");
+        assert_eq!(
+            tool.depends_on.keys().collect::<Vec<_>>(),
+            ["api"],
+            "a dev-dependency does not count"
+        );
+        assert_eq!(tool.package.as_deref(), Some("tool"));
+        assert_eq!(tool.changelog, PathBuf::from("crates/tool/CHANGELOG.md"));
+    }
+
+    #[test]
+    fn mistakes_name_the_key() {
+        let root = Path::new("/nonexistent");
+        let error = |text: &str| match Config::parse(root, text) {
+            Err(Error::Config(m)) => m,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        assert!(
+            error("[[components]]\nname = \"a\"\npaths = []\n").contains("components[0] (a).paths")
+        );
+        assert!(error("[[components]]\nname = \"a b\"\npaths = [\"a\"]\n").contains(".name"));
+        assert!(
+            error("[[components]]\nname = \"a\"\npaths = [\"a/[\"]\n").contains("is not a glob")
+        );
+        assert!(
+            error("[[components]]\nname = \"a\"\npaths = [\"a\"]\ndepends_on = [\"z\"]\n")
+                .contains("`z`, which is not a component")
+        );
+        assert!(
+            error("[[components]]\nname = \"a\"\npaths = [\"a\"]\ninitial_version = \"1\"\n")
+                .contains("initial_version")
+        );
+        assert!(error("[defaults]\ninitial = 1\n").contains("initial"));
+    }
+
+    #[test]
+    fn globs_match_whole_path_segments_and_excludes_win() {
+        let root = Path::new("/nonexistent");
+        let config = Config::parse(
+            root,
+            "[[components]]\nname = \"s\"\npaths = [\"server/**\", \"Cargo.lock\"]\nexclude = [\"**/*.md\"]\n",
+        )
+        .expect("config");
+        let s = &config.components[0];
+        assert!(s.owns("server/src/main.rs"));
+        assert!(s.owns("Cargo.lock"));
+        assert!(!s.owns("server/README.md"));
+        assert!(!s.owns("server-old/x.rs"));
+        assert!(!s.owns("sub/Cargo.lock"));
+        assert!(s.answers_to("S"));
+    }
+}
