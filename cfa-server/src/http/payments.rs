@@ -551,6 +551,17 @@ async fn webhook(
     if let Some(saved) = state.store.webhook_record(&dedup_key).await? {
         return Ok(replay_webhook(saved));
     }
+    apply_webhook(&state, dedup_key, &body, None).await
+}
+
+/// Claims `dedup_key`, applies the event in `body` and stores the outcome with the request, all
+/// in one transaction; answers with the outcome. Deliveries and operator replays both come here.
+pub(crate) async fn apply_webhook(
+    state: &AppState,
+    dedup_key: String,
+    body: &[u8],
+    replay_of: Option<String>,
+) -> Result<Response, ApiError> {
     let mut tx = state.store.begin().await?;
     let now = crate::domain::now();
     if !tx.claim_webhook(&dedup_key, now).await? {
@@ -562,7 +573,7 @@ async fn webhook(
             )),
         };
     }
-    let (intent, event_id, outcome) = process_webhook(tx.as_mut(), &body).await?;
+    let (intent, event_id, outcome) = process_webhook(tx.as_mut(), body).await?;
     let response_body =
         serde_json::to_vec(&outcome.body).map_err(|e| ApiError::Internal(e.to_string()))?;
     tx.complete_webhook(&WebhookRecord {
@@ -573,6 +584,8 @@ async fn webhook(
         status_code: outcome.status.as_u16(),
         body: response_body.clone(),
         received_at: now,
+        request: body.to_vec(),
+        replay_of,
     })
     .await?;
     tx.commit().await?;

@@ -156,6 +156,23 @@ pub struct WebhookRecord {
     pub body: Vec<u8>,
     /// When it first arrived.
     pub received_at: DateTime<Utc>,
+    /// The request body as received (empty for deliveries stored before it was kept).
+    pub request: Vec<u8>,
+    /// For an operator's replay, the delivery it replayed.
+    pub replay_of: Option<String>,
+}
+
+/// Counts for the operator's dashboard.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct AdminStats {
+    /// Campaigns.
+    pub campaigns: i64,
+    /// Donations by status (`PENDING`, `COMPLETED`, …).
+    pub donations: std::collections::BTreeMap<String, i64>,
+    /// Webhook deliveries by outcome (`processed`, `ignored`, …).
+    pub webhooks: std::collections::BTreeMap<String, i64>,
+    /// Notifications by status (`PENDING`, `SENT`, `DEAD`).
+    pub notifications: std::collections::BTreeMap<String, i64>,
 }
 
 /// A refund of (part of) a payment.
@@ -419,6 +436,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The stored outcome of a webhook delivery.
     async fn webhook_record(&self, dedup_key: &str) -> StoreResult<Option<WebhookRecord>>;
+    /// The most recent webhook deliveries, newest first.
+    async fn recent_webhooks(&self, limit: i64, offset: i64) -> StoreResult<Vec<WebhookRecord>>;
+    /// Counts of campaigns, donations, webhooks and notifications.
+    async fn admin_stats(&self) -> StoreResult<AdminStats>;
 
     /// The sandbox provider's record of an intent.
     async fn sandbox_intent(&self, payment_intent_id: &str) -> StoreResult<Option<SandboxIntent>>;

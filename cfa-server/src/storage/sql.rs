@@ -27,7 +27,7 @@ macro_rules! sql_store {
         use $crate::storage::{
             CampaignTotals, Contribution, DeliveryOutcome, HistoryFilter, Notification, SendOutcome, IdempotencyRecord, OutboxRow, OutboxStats, Refund,
             SandboxDelivery, SandboxIntent, StatusAudit, Store, StoreError, StoreResult, Tx,
-            WebhookRecord,
+            WebhookRecord, AdminStats,
         };
         use chrono::{DateTime, Utc};
         use sqlx::Row as _;
@@ -168,7 +168,15 @@ macro_rules! sql_store {
                     .map_err(|_| StoreError::Other(format!("bad stored status {status}")))?,
                 body: row.try_get("body")?,
                 received_at: row.try_get("received_at")?,
+                request: row.try_get::<Option<Vec<u8>>, _>("request")?.unwrap_or_default(),
+                replay_of: row.try_get("replay_of")?,
             })
+        }
+
+        fn counts(rows: Vec<DbRow>) -> StoreResult<std::collections::BTreeMap<String, i64>> {
+            rows.iter()
+                .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
+                .collect()
         }
 
         fn refund_from_row(row: &DbRow) -> StoreResult<Refund> {
@@ -558,13 +566,15 @@ macro_rules! sql_store {
             async fn complete_webhook(&mut self, r: &WebhookRecord) -> StoreResult<()> {
                 sqlx::query(
                     "UPDATE webhook_events SET payment_intent_id = $1, event_id = $2, outcome = $3, \
-                     status_code = $4, body = $5 WHERE dedup_key = $6",
+                     status_code = $4, body = $5, request = $6, replay_of = $7 WHERE dedup_key = $8",
                 )
                 .bind(&r.payment_intent_id)
                 .bind(&r.event_id)
                 .bind(&r.outcome)
                 .bind(i32::from(r.status_code))
                 .bind(&r.body)
+                .bind(&r.request)
+                .bind(&r.replay_of)
                 .bind(&r.dedup_key)
                 .execute(&mut *self.tx)
                 .await?;
@@ -1253,8 +1263,8 @@ macro_rules! sql_store {
 
             async fn webhook_record(&self, dedup_key: &str) -> StoreResult<Option<WebhookRecord>> {
                 sqlx::query(
-                    "SELECT dedup_key, payment_intent_id, event_id, outcome, status_code, body, received_at \
-                     FROM webhook_events WHERE dedup_key = $1",
+                    "SELECT dedup_key, payment_intent_id, event_id, outcome, status_code, body, received_at, \
+                     request, replay_of FROM webhook_events WHERE dedup_key = $1",
                 )
                 .bind(dedup_key)
                 .fetch_optional(&self.read)
@@ -1262,6 +1272,50 @@ macro_rules! sql_store {
                 .as_ref()
                 .map(webhook_from_row)
                 .transpose()
+            }
+
+            async fn recent_webhooks(&self, limit: i64, offset: i64) -> StoreResult<Vec<WebhookRecord>> {
+                sqlx::query(
+                    "SELECT dedup_key, payment_intent_id, event_id, outcome, status_code, body, received_at, \
+                     request, replay_of FROM webhook_events WHERE outcome <> 'in_progress' \
+                     ORDER BY received_at DESC, dedup_key LIMIT $1 OFFSET $2",
+                )
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.read)
+                .await?
+                .iter()
+                .map(webhook_from_row)
+                .collect()
+            }
+
+            async fn admin_stats(&self) -> StoreResult<AdminStats> {
+                let campaigns: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM campaigns")
+                    .fetch_one(&self.read)
+                    .await?;
+                let donations = counts(
+                    sqlx::query("SELECT status, COUNT(*) FROM donations GROUP BY status")
+                        .fetch_all(&self.read)
+                        .await?,
+                )?;
+                let webhooks = counts(
+                    sqlx::query(
+                        "SELECT outcome, COUNT(*) FROM webhook_events WHERE outcome <> 'in_progress' GROUP BY outcome",
+                    )
+                    .fetch_all(&self.read)
+                    .await?,
+                )?;
+                let notifications = counts(
+                    sqlx::query("SELECT status, COUNT(*) FROM notifications GROUP BY status")
+                        .fetch_all(&self.read)
+                        .await?,
+                )?;
+                Ok(AdminStats {
+                    campaigns,
+                    donations,
+                    webhooks,
+                    notifications,
+                })
             }
 
             async fn sandbox_intent(&self, intent: &str) -> StoreResult<Option<SandboxIntent>> {

@@ -34,7 +34,132 @@ tests![
     a_voided_authorization_fails_the_donation,
     a_sandbox_that_duplicates_and_delays_every_webhook_still_applies_each_once,
     a_sandbox_that_reorders_leaves_the_capture_to_reconciliation,
+    an_operator_lists_webhook_deliveries_and_replays_a_rejected_one,
 ];
+
+async fn an_operator_lists_webhook_deliveries_and_replays_a_rejected_one(ctx: TestContext) {
+    let app = ctx
+        .spawn_app_with(|s| s.auth.api_keys = vec!["op-key".into()])
+        .await;
+    let (_, intent) = app.pending_payment("15").await;
+    let pi = intent_id(&intent);
+    let early = app
+        .webhook(
+            &event(&pi, "CAPTURED", "2026-01-01T10:00:00Z", Some("cap")),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        early.json["reason"], "invalid_transition",
+        "{:?}",
+        early.json
+    );
+    let auth = app
+        .webhook(
+            &event(&pi, "AUTHORIZED", "2026-01-01T09:00:00Z", Some("auth")),
+            &[],
+        )
+        .await;
+    assert_eq!(auth.json["status"], "processed", "{:?}", auth.json);
+    let op = [("authorization", "Bearer op-key")];
+    let refused = app.get("/api/v1/admin/webhooks").await;
+    assert_eq!(refused.status, 401, "operator views need the key");
+    let list = app
+        .send(reqwest::Method::GET, "/api/v1/admin/webhooks", None, &op)
+        .await;
+    assert_eq!(list.status, 200, "{:?}", list.json);
+    let outcomes: Vec<(&str, &str)> = list
+        .json
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|w| {
+            (
+                w["id"].as_str().expect("id"),
+                w["outcome"].as_str().expect("outcome"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [("event:auth", "processed"), ("event:cap", "rejected")]
+    );
+    let replay = app
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/admin/webhooks/event:cap/replay",
+            None,
+            &op,
+        )
+        .await;
+    assert_eq!(replay.status, 200, "{:?}", replay.json);
+    assert_eq!(
+        replay.json["status"], "processed",
+        "the capture applies now"
+    );
+    assert_eq!(payment(&app, &pi).await["status"], "CAPTURED");
+    let again = app
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/admin/webhooks/event:cap/replay",
+            None,
+            &op,
+        )
+        .await;
+    assert_ne!(
+        again.json["status"], "processed",
+        "a replay never applies twice: {:?}",
+        again.json
+    );
+    assert_eq!(payment(&app, &pi).await["version"], 3);
+    let missing = app
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/admin/webhooks/nope/replay",
+            None,
+            &op,
+        )
+        .await;
+    assert_eq!(missing.status, 404);
+    let list = app
+        .send(
+            reqwest::Method::GET,
+            "/api/v1/admin/webhooks?limit=1",
+            None,
+            &op,
+        )
+        .await;
+    assert_eq!(list.json[0]["replay_of"], "event:cap", "{:?}", list.json);
+    let stats = app
+        .send(reqwest::Method::GET, "/api/v1/admin/stats", None, &op)
+        .await;
+    assert_eq!(stats.status, 200, "{:?}", stats.json);
+    assert_eq!(stats.json["donations_total"], 1);
+    assert_eq!(
+        (
+            &stats.json["webhooks"]["processed"],
+            &stats.json["webhooks"]["rejected"]
+        ),
+        (&json!(2), &json!(2)),
+        "authorized and the replayed capture; the early capture and the second replay: {:?}",
+        stats.json
+    );
+    let outbox = app
+        .send(reqwest::Method::GET, "/api/v1/admin/outbox", None, &op)
+        .await;
+    assert_eq!(outbox.status, 200);
+    assert!(
+        outbox.json["pending"].as_i64().expect("pending") >= 1,
+        "{:?}",
+        outbox.json
+    );
+    app.drain_outbox().await;
+    let outbox = app
+        .send(reqwest::Method::GET, "/api/v1/admin/outbox", None, &op)
+        .await;
+    assert_eq!(outbox.json["pending"], 0);
+    assert_eq!(outbox.json["oldest_pending_age_seconds"], Value::Null);
+}
 
 async fn a_sandbox_that_duplicates_and_delays_every_webhook_still_applies_each_once(
     ctx: TestContext,
