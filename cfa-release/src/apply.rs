@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use git2::Oid;
 use serde::Serialize;
 
 use crate::Error;
@@ -86,7 +87,9 @@ pub fn apply(
     if releases.is_empty() {
         return Ok(outcome);
     }
-    let mut files: Vec<PathBuf> = Vec::new();
+    // Everything that can refuse is decided before anything is written.
+    let mut components = Vec::new();
+    let mut existing = Vec::new();
     for r in &releases {
         let component = config.component(&r.name).ok_or_else(|| {
             Error::Refused(format!(
@@ -94,71 +97,152 @@ pub fn apply(
                 r.name
             ))
         })?;
-        let version = r.new_version.as_deref().unwrap_or_default();
-        if options.changelog
-            && write_changelog(&git.root().join(&component.changelog), &r.changelog)?
-        {
-            files.push(component.changelog.clone());
+        components.push(component);
+        let name = r.new_tag.clone().unwrap_or_default();
+        if let Some(at) = git.tag_target(&name)? {
+            existing.push((name, at));
         }
-        if options.bump_manifests
-            && let Some(manifest) = &component.manifest
-        {
-            if set_manifest_version(&git.root().join(manifest), version)? {
-                files.push(manifest.clone());
-            }
-            if let Some(package) = &component.package
-                && set_lock_version(&git.root().join("Cargo.lock"), package, version)?
-                && !files.iter().any(|f| f == Path::new("Cargo.lock"))
-            {
-                files.push(PathBuf::from("Cargo.lock"));
+    }
+    if !existing.is_empty() {
+        let first = existing[0].1;
+        let same = existing.iter().all(|(_, at)| *at == first);
+        // A run that already finished, seen from the commit it started on (as CI re-runs do):
+        // every tag on HEAD, or on one release commit made on top of HEAD.
+        let done = same
+            && existing.len() == releases.len()
+            && (first == head || git.is_release_commit_of(first, head)?);
+        if done {
+            outcome.target = first.to_string();
+            outcome.release_commit = (first != head).then(|| first.to_string());
+            outcome.tags = existing
+                .into_iter()
+                .map(|(name, _)| TagOutcome {
+                    name,
+                    created: false,
+                })
+                .collect();
+            return Ok(outcome);
+        }
+        if let Some((name, at)) = existing.iter().find(|(_, at)| *at != head) {
+            return Err(Error::Refused(format!(
+                "tag {name} already exists on {at}, not on HEAD ({head}); a release of that version was made elsewhere (delete the tag if it was a mistake)"
+            )));
+        }
+    }
+    if options.bump_manifests {
+        for component in &components {
+            if let Some(manifest) = &component.manifest {
+                manifest_version_is_own(&git.root().join(manifest))?;
             }
         }
     }
-    let mut target = head;
-    if !files.is_empty() {
-        let names: Vec<String> = releases
+    // Files for the release commit, with what they held, to put back if anything fails.
+    let mut backups: Vec<(PathBuf, Option<Vec<u8>>)> = Vec::new();
+    let result = (|| -> Result<Oid, Error> {
+        let mut files: Vec<PathBuf> = Vec::new();
+        // Tags already on HEAD (an earlier, interrupted run) pin the release to HEAD.
+        let write_files = existing.is_empty();
+        for (r, component) in releases.iter().zip(&components) {
+            let version = r.new_version.as_deref().unwrap_or_default();
+            let touch = |path: &Path, backups: &mut Vec<(PathBuf, Option<Vec<u8>>)>| {
+                if !backups.iter().any(|(p, _)| p == path) {
+                    backups.push((
+                        path.to_path_buf(),
+                        std::fs::read(git.root().join(path)).ok(),
+                    ));
+                }
+            };
+            if write_files && options.changelog {
+                touch(&component.changelog, &mut backups);
+                if write_changelog(&git.root().join(&component.changelog), &r.changelog)? {
+                    files.push(component.changelog.clone());
+                }
+            }
+            if write_files
+                && options.bump_manifests
+                && let Some(manifest) = &component.manifest
+            {
+                touch(manifest, &mut backups);
+                if set_manifest_version(&git.root().join(manifest), version)? {
+                    files.push(manifest.clone());
+                }
+                if let Some(package) = &component.package {
+                    touch(Path::new("Cargo.lock"), &mut backups);
+                    if set_lock_version(&git.root().join("Cargo.lock"), package, version)?
+                        && !files.iter().any(|f| f == Path::new("Cargo.lock"))
+                    {
+                        files.push(PathBuf::from("Cargo.lock"));
+                    }
+                }
+            }
+        }
+        let mut target = head;
+        let who = git.signature()?;
+        if !files.is_empty() {
+            let names: Vec<String> = releases
+                .iter()
+                .map(|r| format!("{} v{}", r.name, r.new_version.as_deref().unwrap_or("")))
+                .collect();
+            let message = format!(
+                "{} {}\n\nMade by cfa-release apply; cfa-release ignores commits like this one.\n",
+                crate::conventional::RELEASE_PREFIX,
+                names.join(", ")
+            );
+            target = git.commit_files(&files, &message, &who)?;
+        }
+        let tags: Vec<(String, Oid, String)> = releases
             .iter()
-            .map(|r| format!("{} v{}", r.name, r.new_version.as_deref().unwrap_or("")))
+            .filter(|r| !existing.iter().any(|(n, _)| Some(n) == r.new_tag.as_ref()))
+            .map(|r| {
+                let version = r.new_version.as_deref().unwrap_or("");
+                (
+                    r.new_tag.clone().unwrap_or_default(),
+                    target,
+                    format!("{} {version}\n\n{}", r.name, r.changelog),
+                )
+            })
             .collect();
-        let message = format!(
-            "{} {}\n\nMade by cfa-release apply; cfa-release ignores commits like this one.\n",
-            crate::conventional::RELEASE_PREFIX,
-            names.join(", ")
-        );
-        target = git.commit_files(&files, &message, &git.signature()?)?;
+        let branch = git.branch_ref().unwrap_or_default();
+        let moved = (target != head).then_some((branch.as_str(), target, head));
+        git.create_tags(&tags, &who, moved)?;
+        Ok(target)
+    })();
+    let target = match result {
+        Ok(target) => target,
+        Err(e) => {
+            for (path, content) in backups {
+                let full = git.root().join(&path);
+                let _ = match content {
+                    Some(bytes) => std::fs::write(&full, bytes),
+                    None => std::fs::remove_file(&full),
+                };
+            }
+            return Err(e);
+        }
+    };
+    if target != head {
+        git.reset_index(target)?;
         outcome.release_commit = Some(target.to_string());
         outcome.target = target.to_string();
     }
-    let mut to_create = Vec::new();
     for r in &releases {
         let name = r.new_tag.clone().unwrap_or_default();
-        match git.tag_target(&name)? {
-            Some(existing) if existing == target => outcome.tags.push(TagOutcome {
-                name,
-                created: false,
-            }),
-            Some(existing) => {
-                return Err(Error::Refused(format!(
-                    "tag {name} already exists on {existing}, not on {target}; a release of that version was made elsewhere (delete the tag if it was a mistake)"
-                )));
-            }
-            None => {
-                let message = format!(
-                    "{} {}\n\n{}",
-                    r.name,
-                    r.new_version.as_deref().unwrap_or(""),
-                    r.changelog
-                );
-                to_create.push((name.clone(), target, message));
-                outcome.tags.push(TagOutcome {
-                    name,
-                    created: true,
-                });
-            }
-        }
+        let created = !existing.iter().any(|(n, _)| *n == name);
+        outcome.tags.push(TagOutcome { name, created });
     }
-    git.create_tags(&to_create, &git.signature()?)?;
     Ok(outcome)
+}
+
+/// Refuses a manifest whose version is inherited from the workspace.
+fn manifest_version_is_own(path: &Path) -> Result<(), Error> {
+    let doc = edit(path)?;
+    match doc.get("package").and_then(|p| p.get("version")) {
+        Some(v) if v.as_str().is_none() => Err(Error::Refused(format!(
+            "{} takes its version from the workspace (version.workspace = true); give the package its own `version` so cfa-release can bump it, or drop --bump-manifests",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Prepends `section` under the file's title; `false` when the file already has it.

@@ -89,7 +89,14 @@ pub fn check(git: &Git, range: &str) -> Result<(usize, Vec<Violation>), Error> {
         Some((from, to)) => (from, if to.is_empty() { "HEAD" } else { to }),
         None => (range, "HEAD"),
     };
-    let commits = git.range(git.resolve(from)?, git.resolve(to)?)?;
+    let resolve = |rev: &str| {
+        git.resolve(rev).map_err(|e| {
+            Error::Usage(format!(
+                "--range {range}: {e}; write it as FROM..TO, e.g. origin/main..HEAD"
+            ))
+        })
+    };
+    let commits = git.range(resolve(from)?, resolve(to)?)?;
     let mut violations = Vec::new();
     let mut checked = 0;
     for id in commits {

@@ -126,7 +126,8 @@ pub fn parse(message: &str) -> Meaning {
         (id.len() >= 7 && id.chars().all(|c| c.is_ascii_hexdigit())).then(|| id.to_string())
     });
     let header = parse_header(&subject);
-    let git_revert = subject.starts_with("Revert \"");
+    // git names a revert `Revert "…"`, and (since 2.43) a revert of a revert `Reapply "…"`.
+    let git_revert = subject.starts_with("Revert \"") || subject.starts_with("Reapply \"");
     if git_revert || header.as_ref().is_some_and(|h| h.kind == "revert") {
         return Meaning::Revert { reverted, subject };
     }
@@ -171,7 +172,10 @@ pub fn parse(message: &str) -> Meaning {
 /// Why a message fails the lint of `cfa-release check`, if it does.
 pub fn lint(message: &str) -> Option<String> {
     let subject = message.lines().next().unwrap_or("").trim();
-    if subject.starts_with("Merge ") || subject.starts_with("Revert \"") {
+    if subject.starts_with("Merge ")
+        || subject.starts_with("Revert \"")
+        || subject.starts_with("Reapply \"")
+    {
         return None;
     }
     if subject.len() > 100 {
@@ -274,6 +278,15 @@ mod tests {
             Meaning::Revert { reverted: None, .. }
         ));
         assert_eq!(parse("chore(release): cfa-server v1.2.0"), Meaning::Release);
+        assert!(matches!(
+            parse(&format!(
+                "Reapply \"feat: x\"\n\nThis reverts commit {id}.\n"
+            )),
+            Meaning::Revert {
+                reverted: Some(_),
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -125,8 +125,14 @@ impl Git {
 
     /// The version tags of `component` (`<component>-v<semver>`), on any branch. A tag with the
     /// component's prefix that is not semver is an error, not something to skip silently.
-    pub fn version_tags(&self, component: &str) -> Result<Vec<VersionTag>, Error> {
+    pub fn version_tags(&self, component: &str, others: &[&str]) -> Result<Vec<VersionTag>, Error> {
         let prefix = format!("{component}-v");
+        // `cli-v2-v1.0.0` belongs to a component called `cli-v2`, not to `cli`.
+        let theirs: Vec<String> = others
+            .iter()
+            .filter(|o| o.len() > component.len() && o.starts_with(&prefix))
+            .map(|o| format!("{o}-v"))
+            .collect();
         let names = self.repo.tag_names(Some(&format!("{prefix}*")))?;
         let mut tags = Vec::new();
         for name in names.iter() {
@@ -134,6 +140,9 @@ impl Git {
             let Some(text) = name.strip_prefix(&prefix) else {
                 continue;
             };
+            if theirs.iter().any(|t| name.starts_with(t.as_str())) {
+                continue;
+            }
             let version = Version::parse(text).map_err(|e| {
                 Error::Refused(format!(
                     "tag {name} is not `{prefix}<semantic version>` ({e}); delete or rename it (git tag -d {name})"
@@ -245,6 +254,15 @@ impl Git {
         }
     }
 
+    /// Whether `commit` is a release commit made by `apply` directly on top of `parent`.
+    pub fn is_release_commit_of(&self, commit: Oid, parent: Oid) -> Result<bool, Error> {
+        let info = self.commit(commit)?;
+        Ok(info.parents.first() == Some(&parent)
+            && info
+                .summary
+                .starts_with(crate::conventional::RELEASE_PREFIX))
+    }
+
     /// The commit a tag name points at, if the tag exists.
     pub fn tag_target(&self, name: &str) -> Result<Option<Oid>, Error> {
         match self.repo.find_reference(&format!("refs/tags/{name}")) {
@@ -254,31 +272,83 @@ impl Git {
         }
     }
 
-    /// Commits the given work-tree files (relative to the root) on top of HEAD.
+    /// A commit of the given work-tree files (relative to the root) on top of HEAD, without
+    /// moving any reference (see [`Git::create_tags`]) or touching the index.
     pub fn commit_files(
         &self,
         files: &[PathBuf],
         message: &str,
         who: &Signature<'_>,
     ) -> Result<Oid, Error> {
-        let mut index = self.repo.index()?;
-        for file in files {
-            index.add_path(file)?;
-        }
-        index.write()?;
-        let tree = self.repo.find_tree(index.write_tree()?)?;
         let parent = self.repo.find_commit(self.head()?)?;
+        let mut index = git2::Index::new()?;
+        index.read_tree(&parent.tree()?)?;
+        for file in files {
+            let bytes = std::fs::read(self.root.join(file))
+                .map_err(|e| Error::Io(format!("cannot read {}: {e}", file.display())))?;
+            let path = file.to_string_lossy().replace('\\', "/");
+            let entry = git2::IndexEntry {
+                ctime: git2::IndexTime::new(0, 0),
+                mtime: git2::IndexTime::new(0, 0),
+                dev: 0,
+                ino: 0,
+                mode: 0o100644,
+                uid: 0,
+                gid: 0,
+                file_size: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+                id: self.repo.blob(&bytes)?,
+                flags: u16::try_from(path.len()).unwrap_or(0xfff).min(0xfff),
+                flags_extended: 0,
+                path: path.into_bytes(),
+            };
+            index.add(&entry)?;
+        }
+        let tree = self.repo.find_tree(index.write_tree_to(&self.repo)?)?;
         Ok(self
             .repo
-            .commit(Some("HEAD"), who, who, message, &tree, &[&parent])?)
+            .commit(None, who, who, message, &tree, &[&parent])?)
     }
 
-    /// Creates annotated tags, all or none: the tag objects first, then every reference in one
-    /// locked transaction.
+    /// Makes the index match `commit` (after the branch moved to a commit made from the work
+    /// tree's files, so the work tree stays clean).
+    pub fn reset_index(&self, commit: Oid) -> Result<(), Error> {
+        let tree = self.repo.find_commit(commit)?.tree()?;
+        let mut index = self.repo.index()?;
+        index.read_tree(&tree)?;
+        index.write()?;
+        Ok(())
+    }
+
+    /// The full reference name of the branch HEAD is on.
+    pub fn branch_ref(&self) -> Option<String> {
+        if self.repo.head_detached().unwrap_or(true) {
+            return None;
+        }
+        self.repo.head().ok()?.name().ok().map(str::to_string)
+    }
+
+    /// Every file in a commit's tree.
+    pub fn files(&self, commit: Oid) -> Result<Vec<String>, Error> {
+        let tree = self.repo.find_commit(commit)?.tree()?;
+        let mut files = Vec::new();
+        tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+            if entry.kind() == Some(ObjectType::Blob)
+                && let Ok(name) = entry.name()
+            {
+                files.push(format!("{dir}{name}"));
+            }
+            git2::TreeWalkResult::Ok
+        })?;
+        Ok(files)
+    }
+
+    /// Creates annotated tags, and moves `branch` (`(reference, new commit, expected current)`)
+    /// if given, all or none: the objects first, then every reference in one locked transaction.
     pub fn create_tags(
         &self,
         tags: &[(String, Oid, String)],
         tagger: &Signature<'_>,
+        branch: Option<(&str, Oid, Oid)>,
     ) -> Result<(), Error> {
         let mut objects = Vec::new();
         for (name, target, message) in tags {
@@ -289,8 +359,20 @@ impl Git {
             objects.push((format!("refs/tags/{name}"), tag));
         }
         let mut transaction = self.repo.transaction()?;
+        if let Some((reference, _, _)) = branch {
+            transaction.lock_ref(reference)?;
+        }
         for (reference, _) in &objects {
             transaction.lock_ref(reference)?;
+        }
+        if let Some((reference, new, expected)) = branch {
+            let current = self.repo.refname_to_id(reference)?;
+            if current != expected {
+                return Err(Error::Refused(format!(
+                    "{reference} moved while releasing; nothing was changed, plan again"
+                )));
+            }
+            transaction.set_target(reference, new, Some(tagger), "cfa-release apply")?;
         }
         for (reference, tag) in &objects {
             if self.repo.find_reference(reference).is_ok() {

@@ -31,6 +31,9 @@ pub enum Error {
     /// `release.toml` is missing or wrong; the message names the key.
     #[error("release configuration: {0}")]
     Config(String),
+    /// The command line asked for something that cannot be (exit status 2).
+    #[error("{0}")]
+    Usage(String),
     /// The repository is not in a state to release from (dirty, detached, moved, tag clash).
     #[error("{0}")]
     Refused(String),

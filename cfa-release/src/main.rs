@@ -115,7 +115,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            match e.downcast_ref::<cfa_release::Error>() {
+                Some(cfa_release::Error::Usage(_)) => ExitCode::from(2),
+                _ => ExitCode::from(1),
+            }
         }
     }
 }
@@ -210,10 +213,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let plan = plan(&git, &config, &PlanRequest { pre })?;
             let Some(c) = plan.components.iter().find(|c| c.name == component) else {
                 let names: Vec<&str> = plan.components.iter().map(|c| c.name.as_str()).collect();
-                anyhow::bail!(
+                return Err(cfa_release::Error::Usage(format!(
                     "no component is called {component}; release.toml defines {}",
                     names.join(", ")
-                );
+                ))
+                .into());
             };
             let def = config.component(&component).context("component")?;
             println!("{}", c.name);
@@ -317,6 +321,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn print_plan(plan: &Plan) {
+    for warning in &plan.warnings {
+        eprintln!("warning: {warning}");
+    }
     let branch = plan.branch.as_deref().unwrap_or("detached HEAD");
     println!("plan for {} on {branch}", &plan.head[..12]);
     let width = plan

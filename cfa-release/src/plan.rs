@@ -31,6 +31,9 @@ pub struct Plan {
     pub pre: Option<String>,
     /// Every component, dependencies first.
     pub components: Vec<ComponentPlan>,
+    /// Things worth a look: components whose paths match no file, versions tagged elsewhere.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 impl Plan {
@@ -211,27 +214,51 @@ impl<'a> Planner<'a> {
             .flat_map(|u| u.iter())
             .filter(|u| u.touched.contains(&ci))
             .collect();
-        // A revert of a commit in the same unreleased range cancels it: neither is released.
-        let mut cancelled: HashMap<Oid, String> = HashMap::new();
-        for u in &units {
-            if let Meaning::Revert {
+        // Reverts inside the range: a revert negates its target, so a commit counts only if no
+        // revert of it counts (a revert of a revert brings the original back). A revert whose
+        // target is in the range never counts itself; one of a change released before is a patch.
+        let target_of = |u: &Unit| match &u.meaning {
+            Meaning::Revert {
                 reverted: Some(target),
                 ..
-            } = &u.meaning
-                && let Some(original) = units
-                    .iter()
-                    .find(|o| o.id.to_string().starts_with(target.as_str()))
-            {
+            } => units
+                .iter()
+                .find(|o| o.id != u.id && o.id.to_string().starts_with(target.as_str()))
+                .map(|o| o.id),
+            _ => None,
+        };
+        let mut reverted_by: HashMap<Oid, Vec<Oid>> = HashMap::new();
+        let mut in_range_revert: HashMap<Oid, Oid> = HashMap::new();
+        for u in &units {
+            if let Some(target) = target_of(u) {
+                reverted_by.entry(target).or_default().push(u.id);
+                in_range_revert.insert(u.id, target);
+            }
+        }
+        fn counts(id: Oid, reverted_by: &HashMap<Oid, Vec<Oid>>, depth: usize) -> bool {
+            depth > 64
+                || !reverted_by
+                    .get(&id)
+                    .is_some_and(|rs| rs.iter().any(|r| counts(*r, reverted_by, depth + 1)))
+        }
+        let mut cancelled: HashMap<Oid, String> = HashMap::new();
+        for u in &units {
+            if let Some(target) = in_range_revert.get(&u.id) {
                 cancelled.insert(
                     u.id,
                     format!(
-                        "reverts {} from this same release: both drop out",
-                        short(original.id)
+                        "reverts {} from this same release: no change of its own",
+                        short(*target)
                     ),
                 );
+            } else if !counts(u.id, &reverted_by, 0) {
+                let by = reverted_by.get(&u.id).and_then(|r| r.first()).copied();
                 cancelled.insert(
-                    original.id,
-                    format!("reverted by {} before release: drops out", short(u.id)),
+                    u.id,
+                    format!(
+                        "reverted by {} before release: drops out",
+                        by.map(short).unwrap_or_default()
+                    ),
                 );
             }
         }
@@ -355,7 +382,7 @@ fn level_name(level: Level) -> &'static str {
 /// Makes the plan for HEAD.
 pub fn plan(git: &Git, config: &Config, request: &PlanRequest) -> Result<Plan, Error> {
     if let Some(pre) = &request.pre {
-        version::check_pre_id(pre).map_err(Error::Refused)?;
+        version::check_pre_id(pre).map_err(Error::Usage)?;
     }
     let head = git.head()?;
     let head_info = git.commit(head)?;
@@ -368,9 +395,19 @@ pub fn plan(git: &Git, config: &Config, request: &PlanRequest) -> Result<Plan, E
         units: HashMap::new(),
     };
     let mut released: BTreeMap<String, String> = BTreeMap::new();
+    let names: Vec<&str> = config.components.iter().map(|c| c.name.as_str()).collect();
+    let files = git.files(head)?;
+    let mut warnings = Vec::new();
     let mut components = Vec::new();
     for (ci, component) in config.components.iter().enumerate() {
-        let tags = git.version_tags(&component.name)?;
+        let tags = git.version_tags(&component.name, &names)?;
+        if !files.iter().any(|f| component.owns(f)) {
+            warnings.push(format!(
+                "{}: no file at HEAD matches its paths ({}); check release.toml",
+                component.name,
+                component.paths.join(", ")
+            ));
+        }
         let mut reachable = Vec::new();
         for tag in &tags {
             if git.reachable(head, tag.commit)? {
@@ -388,10 +425,22 @@ pub fn plan(git: &Git, config: &Config, request: &PlanRequest) -> Result<Plan, E
             all: tags.iter().map(|t| t.version.clone()).collect(),
         };
         let commits = git.first_parent_since(head, last.map(|t| t.commit))?;
-        let assessment = planner.assess(ci, &commits)?;
-        let mut reasons = Vec::new();
+        let mut assessment = planner.assess(ci, &commits)?;
         let mut level = assessment.level;
         let mut release = level > Level::None;
+        // While on pre-releases, the target is measured from the last stable version, and a
+        // stable release after candidates lists everything since that version.
+        if let Some(last) = last
+            && !last.version.pre.is_empty()
+        {
+            let since_stable = git.first_parent_since(head, stable.map(|t| t.commit))?;
+            let whole = planner.assess(ci, &since_stable)?;
+            level = level.max(whole.level);
+            if request.pre.is_none() {
+                assessment = whole;
+            }
+        }
+        let mut reasons = Vec::new();
         for effect in &assessment.effects {
             if effect.bump > Level::None {
                 reasons.push(format!(
@@ -401,13 +450,6 @@ pub fn plan(git: &Git, config: &Config, request: &PlanRequest) -> Result<Plan, E
                     effect.effect
                 ));
             }
-        }
-        // While on pre-releases, the target is measured from the last stable version.
-        if let (Some(last), Some(stable)) = (last, stable)
-            && !last.version.pre.is_empty()
-        {
-            let since_stable = git.first_parent_since(head, Some(stable.commit))?;
-            level = level.max(planner.assess(ci, &since_stable)?.level);
         }
         let mut dependencies = Vec::new();
         for dep in component.depends_on.keys() {
@@ -466,6 +508,15 @@ pub fn plan(git: &Git, config: &Config, request: &PlanRequest) -> Result<Plan, E
             images: Vec::new(),
         };
         if let Some(new) = &new_version {
+            let tag = format!("{}-v{new}", component.name);
+            if let Some(existing) = git.tag_target(&tag)?
+                && existing != head
+            {
+                warnings.push(format!(
+                    "{tag} already exists on {}; apply accepts it only as the release commit of this HEAD",
+                    short(existing)
+                ));
+            }
             released.insert(component.name.clone(), new.to_string());
             plan.changelog = changelog(
                 &component.name,
@@ -490,6 +541,7 @@ pub fn plan(git: &Git, config: &Config, request: &PlanRequest) -> Result<Plan, E
         branch: git.branch(),
         pre: request.pre.clone(),
         components,
+        warnings,
     })
 }
 

@@ -428,7 +428,7 @@ fn pre_releases_count_up_and_a_plain_release_promotes_them() {
     assert_eq!(new_version(&stable, "cli"), "1.3.0");
     assert_eq!(component(&stable, "core")["release"], false);
     let bad = repo.release(&["plan", "--pre", "r c"]);
-    assert_eq!(bad.code, 1);
+    assert_eq!(bad.code, 2, "a usage error");
     assert!(
         bad.stderr.contains("pre-release identifier"),
         "{}",
@@ -751,10 +751,179 @@ fn explain_walks_through_one_component() {
     );
     assert!(run.stdout.contains("→ 1.1.0"), "{}", run.stdout);
     let missing = repo.release(&["explain", "nope"]);
-    assert_eq!(missing.code, 1);
+    assert_eq!(missing.code, 2, "a usage error");
     assert!(
         missing.stderr.contains("core, server, cli"),
         "{}",
         missing.stderr
+    );
+}
+
+#[test]
+fn a_revert_of_a_revert_brings_the_change_back() {
+    let mut repo = Repo::new();
+    repo.released("1.0.0");
+    let feat = repo.commit(
+        "feat(cli): thing",
+        &[("cli/src/main.rs", "fn main() {20;}\n")],
+    );
+    let revert = repo.commit(
+        &format!("Revert \"feat(cli): thing\"\n\nThis reverts commit {feat}.\n"),
+        &[("cli/src/main.rs", "fn main() {}\n")],
+    );
+    let plan = repo.plan(&[]);
+    assert_eq!(component(&plan, "cli")["release"], false, "{plan}");
+    repo.commit(
+        &format!("Reapply \"feat(cli): thing\"\n\nThis reverts commit {revert}.\n"),
+        &[("cli/src/main.rs", "fn main() {20;}\n")],
+    );
+    assert_eq!(new_version(&repo.plan(&[]), "cli"), "1.1.0");
+}
+
+#[test]
+fn promoting_a_candidate_lists_everything_since_the_last_release() {
+    let mut repo = Repo::new();
+    repo.released("1.0.0");
+    repo.commit(
+        "feat(cli): big feature",
+        &[("cli/src/main.rs", "fn main() {21;}\n")],
+    );
+    repo.checkout();
+    assert_eq!(repo.release(&["apply", "--pre", "rc"]).code, 0);
+    let plan = repo.plan(&[]);
+    let cli = component(&plan, "cli");
+    assert_eq!(cli["new_version"], "1.1.0");
+    assert!(
+        cli["changelog"]
+            .as_str()
+            .expect("text")
+            .contains("**cli:** big feature"),
+        "{cli}"
+    );
+}
+
+#[test]
+fn a_refused_apply_changes_nothing() {
+    // A manifest that cannot be bumped: refused before any changelog is written.
+    let mut repo = Repo::new();
+    repo.released("1.0.0");
+    repo.commit(
+        "feat(core): shared",
+        &[(
+            "core/Cargo.toml",
+            "[package]\nname = \"core\"\nversion.workspace = true\n",
+        )],
+    );
+    repo.checkout();
+    let head = repo.head();
+    let run = repo.release(&["apply", "--changelog", "--bump-manifests"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("version.workspace"), "{}", run.stderr);
+    assert_eq!(repo.head(), head, "no release commit");
+    let statuses = repo.repo.statuses(None).expect("status");
+    let changed: Vec<String> = statuses
+        .iter()
+        .filter_map(|s| s.path().ok().map(str::to_string))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "the work tree is as it was: {changed:?}"
+    );
+    assert!(
+        repo.repo
+            .tag_names(Some("core-v1.1*"))
+            .expect("tags")
+            .is_empty()
+    );
+
+    // A version already released on another branch: refused before the release commit.
+    let mut repo = Repo::new();
+    repo.released("1.0.0");
+    let base = repo.head();
+    let hotfix = repo.commit_with(
+        "refs/heads/hotfix",
+        &[base],
+        "fix(cli): on the hotfix branch",
+        &[("cli/src/main.rs", "fn main() {22;}\n")],
+    );
+    repo.tag("cli-v1.0.1", hotfix);
+    repo.commit(
+        "fix(cli): on main",
+        &[("cli/src/main.rs", "fn main() {23;}\n")],
+    );
+    repo.checkout();
+    let head = repo.head();
+    let plan = repo.plan(&[]);
+    assert!(
+        plan["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("cli-v1.0.1 already exists")),
+        "{plan}"
+    );
+    let run = repo.release(&["apply", "--changelog"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("already exists"), "{}", run.stderr);
+    assert_eq!(repo.head(), head);
+    assert!(!repo.path().join("cli/CHANGELOG.md").exists());
+}
+
+#[test]
+fn re_running_apply_from_the_commit_it_started_on_finds_the_release_done() {
+    // CI re-runs a job on the commit it was triggered by, below the release commit it made.
+    let mut repo = Repo::new();
+    repo.released("1.0.0");
+    let start = repo.commit(
+        "feat(cli): colours",
+        &[("cli/src/main.rs", "fn main() {24;}\n")],
+    );
+    repo.checkout();
+    let first = repo
+        .release(&["apply", "--changelog", "--output", "json"])
+        .json();
+    let release_commit = first["release_commit"]
+        .as_str()
+        .expect("commit")
+        .to_string();
+    repo.repo
+        .reference(
+            "refs/heads/main",
+            start,
+            true,
+            "CI checks out the pushed commit",
+        )
+        .expect("reset");
+    repo.checkout();
+    let again = repo.release(&["apply", "--changelog", "--output", "json"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let again = again.json();
+    assert_eq!(again["release_commit"], release_commit.as_str());
+    assert_eq!(again["tags"][0]["created"], false);
+}
+
+#[test]
+fn components_whose_names_share_a_prefix_keep_their_own_tags_and_empty_globs_warn() {
+    let mut repo = Repo::new();
+    repo.commit(
+        "chore: config",
+        &[(
+            "release.toml",
+            "[[components]]\nname = \"cli\"\npaths = [\"cli/**\"]\n[[components]]\nname = \"cli-v2\"\npaths = [\"cli2/**\"]\n",
+        )],
+    );
+    let head = repo.head();
+    repo.tag("cli-v2-v1.0.0", head);
+    repo.checkout();
+    let plan = repo.plan(&[]);
+    assert_eq!(
+        component(&plan, "cli")["old_version"],
+        Value::Null,
+        "{plan}"
+    );
+    assert_eq!(component(&plan, "cli-v2")["old_version"], "1.0.0");
+    assert!(
+        plan["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("cli-v2: no file at HEAD matches")),
+        "{plan}"
     );
 }
