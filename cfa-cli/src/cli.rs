@@ -31,7 +31,12 @@ pub struct Global {
     #[arg(long, global = true, env = "CFA_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// Webhook signing secret, for `webhooks send`.
-    #[arg(long, global = true, env = "CFA_WEBHOOK_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "CFA_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
     pub webhook_secret: Option<String>,
     /// Profile of the config file to use.
     #[arg(long, global = true, env = "CFA_PROFILE")]
@@ -40,7 +45,13 @@ pub struct Global {
     #[arg(long, global = true, env = "CFA_CLI_CONFIG")]
     pub config: Option<PathBuf>,
     /// `table` for people, `json` for scripts.
-    #[arg(long, global = true, value_enum, default_value = "table", env = "CFA_OUTPUT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "table",
+        env = "CFA_OUTPUT"
+    )]
     pub output: Format,
     /// Seconds to wait for each answer.
     #[arg(long, global = true, default_value_t = 10)]
@@ -53,7 +64,9 @@ pub enum Command {
     #[command(subcommand)]
     Campaigns(Campaigns),
     /// Runs the whole donor journey: donation → intent → sandbox confirm → settled.
-    #[command(after_help = "Examples:\n  cfa-cli donate --campaign ID --amount 12.34 --email ada@example.org\n  cfa-cli donate --campaign ID --amount 5 --email bob@example.org --outcome decline")]
+    #[command(
+        after_help = "Examples:\n  cfa-cli donate --campaign ID --amount 12.34 --email ada@example.org\n  cfa-cli donate --campaign ID --amount 5 --email bob@example.org --outcome decline"
+    )]
     Donate(Donate),
     /// Show donations and donation history.
     #[command(subcommand)]
@@ -80,13 +93,17 @@ pub enum Command {
     #[command(after_help = "Example:\n  cfa-cli health && echo up")]
     Health,
     /// Prints a shell completion script.
-    #[command(after_help = "Examples:\n  cfa-cli completions bash > ~/.local/share/bash-completion/completions/cfa-cli\n  cfa-cli completions zsh > ~/.zfunc/_cfa-cli")]
+    #[command(
+        after_help = "Examples:\n  cfa-cli completions bash > ~/.local/share/bash-completion/completions/cfa-cli\n  cfa-cli completions zsh > ~/.zfunc/_cfa-cli"
+    )]
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
     /// A live dashboard: totals against goals, rates, the outbox, webhooks, dead letters, health.
-    #[command(after_help = "Keys: ←/→ or Tab choose the campaign, p pause, ? help, q quit.\nExample:\n  cfa-cli watch --interval-ms 500")]
+    #[command(
+        after_help = "Keys: ←/→ or Tab choose the campaign, p pause, ? help, q quit.\nExample:\n  cfa-cli watch --interval-ms 500"
+    )]
     Watch {
         /// Start on this campaign.
         #[arg(long)]
@@ -100,7 +117,9 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum Campaigns {
     /// Creates a campaign.
-    #[command(after_help = "Example:\n  cfa-cli campaigns create --title 'Clean water' --goal 500 --currency EUR")]
+    #[command(
+        after_help = "Example:\n  cfa-cli campaigns create --title 'Clean water' --goal 500 --currency EUR"
+    )]
     Create {
         /// Title (1–200 characters).
         #[arg(long)]
@@ -174,7 +193,9 @@ pub enum Donations {
         id: String,
     },
     /// Donation history, newest first (operator key needed for --email).
-    #[command(after_help = "Examples:\n  cfa-cli donations history --campaign ID --status COMPLETED\n  cfa-cli donations history --email ada@example.org")]
+    #[command(
+        after_help = "Examples:\n  cfa-cli donations history --campaign ID --status COMPLETED\n  cfa-cli donations history --email ada@example.org"
+    )]
     History {
         #[arg(long)]
         email: Option<String>,
@@ -199,7 +220,9 @@ pub enum Payments {
         id: String,
     },
     /// Refunds a captured payment, wholly or in part.
-    #[command(after_help = "Examples:\n  cfa-cli payments refund pi_…\n  cfa-cli payments refund pi_… --amount 2.50")]
+    #[command(
+        after_help = "Examples:\n  cfa-cli payments refund pi_…\n  cfa-cli payments refund pi_… --amount 2.50"
+    )]
     Refund {
         /// Payment id or payment intent id.
         id: String,
@@ -212,7 +235,9 @@ pub enum Payments {
 #[derive(Debug, Subcommand)]
 pub enum Webhooks {
     /// Sends a signed provider event for an intent (for testing the webhook endpoint).
-    #[command(after_help = "Examples:\n  cfa-cli webhooks send --intent pi_… --status AUTHORIZED\n  cfa-cli webhooks send --intent pi_… --status CAPTURED --duplicate 5\n  cfa-cli webhooks send --intent pi_… --status CAPTURED --stale   # expect 401")]
+    #[command(
+        after_help = "Examples:\n  cfa-cli webhooks send --intent pi_… --status AUTHORIZED\n  cfa-cli webhooks send --intent pi_… --status CAPTURED --duplicate 5\n  cfa-cli webhooks send --intent pi_… --status CAPTURED --stale   # expect 401"
+    )]
     Send(SendWebhook),
     /// Lists received webhook deliveries with their outcomes.
     #[command(after_help = "Example:\n  cfa-cli webhooks list --limit 20")]
@@ -261,7 +286,9 @@ pub struct SendWebhook {
 #[derive(Debug, Subcommand)]
 pub enum Totals {
     /// A campaign's totals against its goal.
-    #[command(after_help = "Examples:\n  cfa-cli totals show ID\n  cfa-cli totals show ID --realtime")]
+    #[command(
+        after_help = "Examples:\n  cfa-cli totals show ID\n  cfa-cli totals show ID --realtime"
+    )]
     Show {
         /// Campaign id.
         id: String,
@@ -294,7 +321,9 @@ pub enum DeadLetters {
 #[derive(Debug, Subcommand)]
 pub enum Notifications {
     /// Donor e-mails, sent or pending, with attempts.
-    #[command(after_help = "Examples:\n  cfa-cli notifications list --donation ID\n  cfa-cli notifications list --status DEAD")]
+    #[command(
+        after_help = "Examples:\n  cfa-cli notifications list --donation ID\n  cfa-cli notifications list --status DEAD"
+    )]
     List {
         #[arg(long)]
         donation: Option<String>,

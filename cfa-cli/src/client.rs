@@ -24,7 +24,9 @@ pub enum ClientError {
         body: Value,
     },
     /// The server failed (5xx); exit status 3.
-    #[error("the server at {server} failed ({status}): {detail}; check its logs and `cfa-cli health`")]
+    #[error(
+        "the server at {server} failed ({status}): {detail}; check its logs and `cfa-cli health`"
+    )]
     Failed {
         /// Base URL.
         server: String,
@@ -34,7 +36,9 @@ pub enum ClientError {
         detail: String,
     },
     /// No answer at all; exit status 3.
-    #[error("cannot reach the server at {server} ({reason}); is it running there? Start it with `cfa-server run`, or pass --server")]
+    #[error(
+        "cannot reach the server at {server} ({reason}); is it running there? Start it with `cfa-server run`, or pass --server"
+    )]
     Unreachable {
         /// Base URL.
         server: String,
@@ -73,6 +77,8 @@ pub struct Client {
 impl Client {
     /// A client for the server at `base` (e.g. `http://127.0.0.1:8000`).
     pub fn new(base: &str, api_key: Option<String>, timeout: Duration) -> Client {
+        // reqwest is built without a TLS provider of its own; ring is the one the workspace uses.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(3)))
@@ -135,10 +141,13 @@ impl Client {
             reason: reason(&e),
         })?;
         let status = response.status().as_u16();
-        let bytes = response.bytes().await.map_err(|e| ClientError::Unreachable {
-            server: self.base.clone(),
-            reason: reason(&e),
-        })?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                server: self.base.clone(),
+                reason: reason(&e),
+            })?;
         let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
             if bytes.is_empty() {
                 Value::Null
@@ -221,5 +230,8 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    format!("t={timestamp},v1={}", hex::encode(mac.finalize().into_bytes()))
+    format!(
+        "t={timestamp},v1={}",
+        hex::encode(mac.finalize().into_bytes())
+    )
 }

@@ -70,12 +70,8 @@ pub fn resolve(
         Some(p) if p.is_file() => {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-            toml::from_str::<File>(&text).map_err(|e| {
-                format!(
-                    "{} is not a valid CLI config: {e}",
-                    p.display()
-                )
-            })?
+            toml::from_str::<File>(&text)
+                .map_err(|e| format!("{} is not a valid CLI config: {e}", p.display()))?
         }
         _ => File::default(),
     };
@@ -121,17 +117,31 @@ mod tests {
         )
         .expect("write");
         let r = resolve(Profile::default(), None, Some(file.clone())).expect("resolve");
-        assert_eq!((r.server.as_str(), r.api_key.as_deref()), ("http://a", Some("ka")));
+        assert_eq!(
+            (r.server.as_str(), r.api_key.as_deref()),
+            ("http://a", Some("ka"))
+        );
         let r = resolve(Profile::default(), Some("b"), Some(file.clone())).expect("resolve");
         assert_eq!((r.server.as_str(), r.api_key), ("http://b", None));
         let given = Profile {
             server: Some("http://flag".into()),
             ..Profile::default()
         };
-        assert_eq!(resolve(given, None, Some(file.clone())).expect("r").server, "http://flag");
+        assert_eq!(
+            resolve(given, None, Some(file.clone())).expect("r").server,
+            "http://flag"
+        );
         let missing = resolve(Profile::default(), Some("c"), Some(file.clone())).expect_err("no c");
-        assert!(missing.contains("no profile `c`") && missing.contains("a, b"), "{missing}");
-        let none = resolve(Profile::default(), None, Some(dir.path().join("absent.toml"))).expect("r");
+        assert!(
+            missing.contains("no profile `c`") && missing.contains("a, b"),
+            "{missing}"
+        );
+        let none = resolve(
+            Profile::default(),
+            None,
+            Some(dir.path().join("absent.toml")),
+        )
+        .expect("r");
         assert_eq!(none.server, DEFAULT_SERVER);
         std::fs::write(&file, "[profiles.a]\nsever = \"typo\"\n").expect("write");
         let bad = resolve(Profile::default(), None, Some(file)).expect_err("typo");

@@ -1,19 +1,12 @@
-//! `cfa-cli`: the operator CLI and the live TUI. Not built yet (issue #7): this binary only explains that.
+//! `cfa-cli`: parses the command line and hands it to the library.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-/// CareForAll the operator CLI and the live TUI.
-///
-/// NOT BUILT YET: this tool is planned (issue #7) and does nothing so far. It exits with
-/// status 2 rather than pretend to work.
-#[derive(Parser)]
-#[command(name = "cfa-cli", version)]
-struct Cli {}
-
-fn main() -> ExitCode {
-    let _ = Cli::parse();
-    eprintln!("cfa-cli is not built yet (issue #7); run `cfa-cli --help` for what it will do");
-    ExitCode::from(2)
+#[tokio::main]
+async fn main() -> ExitCode {
+    // One TLS provider for reqwest (see DEPENDENCIES.md: two would make rustls panic).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    cfa_cli::run(cfa_cli::cli::Cli::parse()).await
 }

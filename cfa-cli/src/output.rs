@@ -118,12 +118,10 @@ pub fn render(output: &Output, ascii: bool) -> String {
                     continue;
                 }
                 let mut table = Table::new();
-                table.load_preset(if ascii {
-                    presets::ASCII_HORIZONTAL_ONLY
-                } else {
-                    presets::UTF8_HORIZONTAL_ONLY
-                });
-                table.set_header(headers);
+                // Columns only, like kubectl: easy to read, and to cut or awk.
+                table.load_preset(presets::NOTHING);
+                let _ = ascii;
+                table.set_header(headers.iter().map(|h| h.to_uppercase()));
                 for row in rows {
                     table.add_row(row);
                 }

@@ -103,6 +103,9 @@ fn kept_secret(
 impl Application {
     /// Connects to the database (applying migrations if configured) and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        // HTTP clients (gateway, sandbox) may be built with TLS: one provider for the process,
+        // whichever binary embeds us (installing twice is a no-op).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let store = storage::connect(
             &settings.database,
             settings.data_dir(),
