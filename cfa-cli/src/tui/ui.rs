@@ -35,9 +35,9 @@ pub fn draw(frame: &mut Frame, app: &App) {
     draw_health(frame, health, app);
     draw_sparks(frame, sparks, app);
     let [donations, webhooks, dead] = Layout::horizontal([
+        Constraint::Percentage(42),
         Constraint::Percentage(40),
-        Constraint::Percentage(40),
-        Constraint::Percentage(20),
+        Constraint::Percentage(18),
     ])
     .areas(lists);
     draw_donations(frame, donations, app);
@@ -228,9 +228,9 @@ fn draw_donations(frame: &mut Frame, area: Rect, app: &App) {
         rows,
         [
             Constraint::Length(8),
-            Constraint::Length(12),
+            Constraint::Length(11),
             Constraint::Length(9),
-            Constraint::Min(10),
+            Constraint::Fill(1),
         ],
     )
     .block(Block::bordered().title(title));
@@ -277,7 +277,7 @@ fn draw_webhooks(frame: &mut Frame, area: Rect, app: &App) {
             Constraint::Length(8),
             Constraint::Length(10),
             Constraint::Length(9),
-            Constraint::Min(10),
+            Constraint::Fill(1),
         ],
     )
     .block(block);
