@@ -108,6 +108,8 @@ pub enum Event {
     Data(Box<Snapshot>),
     /// A poll failed: the server is unreachable.
     Disconnected(String),
+    /// The server answered 429: it is up, and the poller slows down.
+    Throttled(String),
 }
 
 /// The dashboard state.
@@ -121,6 +123,8 @@ pub struct App {
     pub connected: bool,
     /// Why the last poll failed.
     pub error: Option<String>,
+    /// The server's rate limit answered the last poll.
+    pub throttled: Option<String>,
     /// Selected campaign index.
     pub selected: usize,
     /// The campaign to select when it appears (from `--campaign`).
@@ -166,9 +170,15 @@ impl App {
                 self.connected = false;
                 self.error = Some(error);
             }
+            Event::Throttled(why) => {
+                self.connected = true;
+                self.error = None;
+                self.throttled = Some(why);
+            }
             Event::Data(snapshot) => {
                 self.connected = true;
                 self.error = None;
+                self.throttled = None;
                 if self.paused {
                     return;
                 }
@@ -282,6 +292,8 @@ mod tests {
         assert_eq!(app.selected_campaign(), Some("b"), "--campaign is honoured");
         app.update(Event::Data(snapshot(30, 2.0, &["a", "b"])));
         assert_eq!(app.rate.back(), Some(&10));
+        app.update(Event::Throttled("429".into()));
+        assert!(app.connected, "a rate limit is not a disconnection");
         app.update(Event::Disconnected("connection refused".into()));
         assert!(!app.connected);
         assert!(app.snapshot.is_some());

@@ -155,13 +155,26 @@ pub async fn run(
             loop {
                 every.tick().await;
                 let selected = selected_rx.borrow().clone();
-                let event =
-                    match poll(&client, selected.as_deref(), start.elapsed().as_secs_f64()).await {
-                        Ok(snapshot) => Event::Data(Box::new(snapshot)),
-                        Err(e) => Event::Disconnected(short_error(&e)),
-                    };
+                let polled =
+                    poll(&client, selected.as_deref(), start.elapsed().as_secs_f64()).await;
+                let (event, pause) = match polled {
+                    Ok(snapshot) => (Event::Data(Box::new(snapshot)), None),
+                    // The server's rate limit: it is up; wait before asking again.
+                    Err(ClientError::Refused {
+                        status: 429,
+                        detail,
+                        ..
+                    }) => (
+                        Event::Throttled(detail),
+                        Some((interval * 2).max(Duration::from_secs(2))),
+                    ),
+                    Err(e) => (Event::Disconnected(short_error(&e)), None),
+                };
                 if events.send(event).await.is_err() {
                     return;
+                }
+                if let Some(pause) = pause {
+                    tokio::time::sleep(pause).await;
                 }
             }
         })

@@ -69,6 +69,12 @@ fn status_bar(frame: &mut Frame, area: Rect, app: &App) {
             Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
         ));
     }
+    if let Some(why) = &app.throttled {
+        spans.push(Span::styled(
+            format!("  rate limited ({why}); polling slower"),
+            Style::new().fg(Color::Yellow),
+        ));
+    }
     if app.paused {
         spans.push(Span::styled("  ‖ PAUSED", Style::new().fg(Color::Yellow)));
     }

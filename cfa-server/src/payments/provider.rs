@@ -5,7 +5,11 @@
 //! exists at the provider exactly when it exists on our side. A delivery worker then POSTs the
 //! queued webhooks, signed, to the configured URL (by default this server's own endpoint),
 //! retrying with exponential back-off and jitter until it gets a 2xx or runs out of attempts.
-//! Duplicate, delayed and reordered delivery can be switched on for testing.
+//! An intent's webhooks go out in the order they were queued: one waits while an earlier one has
+//! not reached the platform's decision (no answer, a 429 or a 5xx), so a retried AUTHORIZED is
+//! never overtaken by its CAPTURED, which the platform would reject as an invalid transition. An
+//! earlier one the platform answered with a 4xx does not hold the rest back. Duplicate, delayed and reordered delivery can be switched on
+//! for testing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -223,11 +227,13 @@ impl Sandbox {
         let delay =
             TimeDelta::milliseconds(i64::try_from(self.settings.sandbox_delay_ms).unwrap_or(0));
         if reorder {
-            // Deliver the later event first: swap the delivery times, keep the event times.
+            // Deliver the later event first: swap the delivery times, keep the event times, and
+            // enqueue in delivery order (an intent's deliveries go out one at a time, in order).
             let n = bodies.len();
             let first_at = bodies[0].1;
             bodies[0].1 = bodies[n - 1].1 + TimeDelta::milliseconds(1);
             bodies[n - 1].1 = first_at;
+            bodies.reverse();
         }
         for (body, at) in &bodies {
             tx.sandbox_enqueue(intent, body, *at + delay).await?;

@@ -1333,8 +1333,12 @@ macro_rules! sql_store {
 
             async fn sandbox_due_deliveries(&self, now: DateTime<Utc>, limit: i64) -> StoreResult<Vec<SandboxDelivery>> {
                 let rows = sqlx::query(
-                    "SELECT id, payment_intent_id, body, attempts FROM sandbox_deliveries \
+                    "SELECT id, payment_intent_id, body, attempts FROM sandbox_deliveries d \
                      WHERE delivered_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1 \
+                     AND NOT EXISTS (SELECT 1 FROM sandbox_deliveries e \
+                         WHERE e.payment_intent_id = d.payment_intent_id AND e.id < d.id \
+                         AND e.delivered_at IS NULL AND e.given_up_at IS NULL \
+                         AND (e.last_status IS NULL OR e.last_status = 429 OR e.last_status >= 500)) \
                      ORDER BY next_attempt_at, id LIMIT $2",
                 )
                 .bind(now)

@@ -35,7 +35,82 @@ tests![
     a_sandbox_that_duplicates_and_delays_every_webhook_still_applies_each_once,
     a_sandbox_that_reorders_leaves_the_capture_to_reconciliation,
     an_operator_lists_webhook_deliveries_and_replays_a_rejected_one,
+    the_sandbox_sends_an_intents_webhooks_one_at_a_time_in_order,
 ];
+
+/// A retried AUTHORIZED (e.g. after a 429) must not be overtaken by its CAPTURED, which the
+/// platform would reject as an invalid transition and keep rejecting on every retry.
+async fn the_sandbox_sends_an_intents_webhooks_one_at_a_time_in_order(ctx: TestContext) {
+    use cfa_server::storage::DeliveryOutcome;
+    let app = ctx
+        .spawn_app_with(|s| s.payments.sandbox_poll_interval_ms = 3_600_000)
+        .await;
+    let now = chrono::Utc::now();
+    let mut tx = app.store.begin().await.expect("tx");
+    tx.sandbox_enqueue(
+        "pi_order",
+        r#"{"status":"AUTHORIZED"}"#,
+        now + chrono::TimeDelta::hours(1),
+    )
+    .await
+    .expect("enqueue");
+    tx.sandbox_enqueue(
+        "pi_order",
+        r#"{"status":"CAPTURED"}"#,
+        now - chrono::TimeDelta::seconds(1),
+    )
+    .await
+    .expect("enqueue");
+    tx.sandbox_enqueue(
+        "pi_other",
+        r#"{"status":"AUTHORIZED"}"#,
+        now - chrono::TimeDelta::seconds(1),
+    )
+    .await
+    .expect("enqueue");
+    tx.commit().await.expect("commit");
+    let due = app
+        .store
+        .sandbox_due_deliveries(chrono::Utc::now(), 50)
+        .await
+        .expect("due");
+    let intents: Vec<&str> = due.iter().map(|d| d.payment_intent_id.as_str()).collect();
+    assert_eq!(
+        intents,
+        ["pi_other"],
+        "the capture waits for its authorization"
+    );
+    // The authorization goes out (here: marked delivered); the capture is due next.
+    let first = app
+        .store
+        .sandbox_due_deliveries(now + chrono::TimeDelta::hours(1), 50)
+        .await
+        .expect("due");
+    let authorization = first
+        .iter()
+        .find(|d| d.payment_intent_id == "pi_order")
+        .expect("the authorization is due at its time");
+    assert!(authorization.body.contains("AUTHORIZED"));
+    app.store
+        .sandbox_delivery_attempted(
+            authorization.id,
+            Some(200),
+            DeliveryOutcome::Delivered,
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("delivered");
+    let due = app
+        .store
+        .sandbox_due_deliveries(chrono::Utc::now(), 50)
+        .await
+        .expect("due");
+    assert!(
+        due.iter()
+            .any(|d| d.payment_intent_id == "pi_order" && d.body.contains("CAPTURED")),
+        "{due:?}"
+    );
+}
 
 async fn an_operator_lists_webhook_deliveries_and_replays_a_rejected_one(ctx: TestContext) {
     let app = ctx
