@@ -1,4 +1,5 @@
-//! `cfa-server`: run the platform, apply migrations, or check the configuration.
+//! `cfa-server`: run the platform, apply migrations, check the configuration, or print the
+//! OpenAPI document.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +35,11 @@ enum Command {
     ///
     /// Example: CFA_DATABASE_URL=postgres://postgres@127.0.0.1/cfa cfa-server migrate
     Migrate(Common),
+    /// Print the OpenAPI document of the HTTP API (every role's endpoints) as JSON and exit.
+    ///
+    /// The same document is served at GET /api/v1/openapi.json.
+    /// Example: cfa-server openapi > openapi.json
+    Openapi,
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -116,6 +122,13 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 cfa_server::config::mask_url(&settings.database.effective_url(settings.data_dir()))
             );
             store.close().await;
+            Ok(())
+        }
+        Command::Openapi => {
+            let document = cfa_server::http::openapi()
+                .to_pretty_json()
+                .context("serialising the OpenAPI document")?;
+            println!("{document}");
             Ok(())
         }
         Command::Config {

@@ -1,5 +1,5 @@
 //! The `cfa-server` binary as a user runs it: zero-configuration start, logs, SIGTERM, and the
-//! `config check` and `migrate` commands.
+//! `config check`, `migrate` and `openapi` commands.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -238,4 +238,39 @@ fn migrate_creates_the_schema_and_is_safe_to_repeat() {
         assert!(String::from_utf8_lossy(&output.stdout).contains("migrations applied (sqlite"));
     }
     assert!(dir.path().join("state/cfa.db").exists());
+}
+
+#[test]
+fn openapi_prints_the_whole_document_as_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = cfa_server(dir.path())
+        .arg("openapi")
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let document: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("stdout is one JSON document");
+    assert!(
+        document["openapi"].as_str().unwrap_or("").starts_with("3."),
+        "{document}"
+    );
+    assert_eq!(document["info"]["version"], env!("CARGO_PKG_VERSION"));
+    let paths = document["paths"].as_object().expect("paths");
+    for path in [
+        "/api/v1/donations",
+        "/api/v1/payments/webhook",
+        "/api/v1/totals/campaigns/{id}",
+        "/api/v1/notifications",
+        "/api/v1/admin/stats",
+    ] {
+        assert!(paths.contains_key(path), "{path} in {:?}", paths.keys());
+    }
+    assert!(
+        !dir.path().join("data").exists(),
+        "printing the document touches no database"
+    );
 }

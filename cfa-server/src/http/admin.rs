@@ -5,32 +5,44 @@
 //! deliveries (`outbox:<row id>`), and, with RabbitMQ, messages a consumer gave up on
 //! (`<consumer>:<event id>`, in that consumer's dead-letter queue).
 
-use axum::Router;
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::AppState;
 use super::auth::Operator;
-use super::error::{ApiError, json_response};
+use super::error::{ApiError, ErrorBody, json_response};
+use super::{AppState, PageParams};
 use crate::messaging::rabbit;
 
 /// The admin routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/admin/dead-letters", get(list))
-        .route("/api/v1/admin/dead-letters/{id}/replay", post(replay))
-        .route("/api/v1/admin/outbox", get(outbox))
-        .route("/api/v1/admin/webhooks", get(webhooks))
-        .route("/api/v1/admin/webhooks/{id}/replay", post(replay_webhook))
-        .route("/api/v1/admin/stats", get(stats))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(replay))
+        .routes(routes!(outbox))
+        .routes(routes!(webhooks))
+        .routes(routes!(replay_webhook))
+        .routes(routes!(stats))
 }
 
-/// `GET /api/v1/admin/outbox`: pending rows, the age of the oldest, sent and dead rows.
+/// The outbox: pending rows, the age of the oldest, sent and dead rows.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/outbox",
+    tag = "admin",
+    operation_id = "outbox_status",
+    security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "`{pending, oldest_pending_at, oldest_pending_age_seconds, \
+            sent, dead, bus}`: the relay's backlog", body = serde_json::Value),
+        (status = 401, description = "No valid operator key", body = ErrorBody),
+    )
+)]
 async fn outbox(State(state): State<AppState>, _operator: Operator) -> Result<Response, ApiError> {
     let stats = state.store.outbox_stats().await?;
     let now = crate::domain::now();
@@ -50,8 +62,22 @@ async fn outbox(State(state): State<AppState>, _operator: Operator) -> Result<Re
     ))
 }
 
-/// `GET /api/v1/admin/webhooks?limit=&offset=`: received webhook deliveries, newest first, with
-/// their outcomes.
+/// Received webhook deliveries, newest first, with their outcomes.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/webhooks",
+    tag = "admin",
+    operation_id = "list_webhooks",
+    params(PageParams),
+    security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "A bare array of `{id, received_at, payment_intent_id, \
+            event_id, status, outcome, status_code, response, replay_of, replayable}`; `id` is \
+            the delivery's deduplication key", body = Vec<serde_json::Value>),
+        (status = 401, description = "No valid operator key", body = ErrorBody),
+        (status = 422, description = "`limit` or `offset` is invalid", body = ErrorBody),
+    )
+)]
 async fn webhooks(
     State(state): State<AppState>,
     _operator: Operator,
@@ -80,9 +106,25 @@ async fn webhooks(
     Ok(json_response(StatusCode::OK, &list))
 }
 
-/// `POST /api/v1/admin/webhooks/{id}/replay`: applies a stored delivery's request again, as a
-/// new delivery (`replay:<id>:<uuid>`), through the same checks as any webhook: the state machine
-/// decides, so a replay never applies an event twice. Answers with the new outcome.
+/// Applies a stored webhook delivery again.
+///
+/// The stored request goes through the same checks as any webhook, as a new delivery
+/// (`replay:<id>:<uuid>`): the state machine decides, so a replay never applies an event twice.
+/// The answer is the new outcome, as for a delivery.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/webhooks/{id}/replay",
+    tag = "admin",
+    operation_id = "replay_webhook",
+    params(("id" = String, Path, description = "The delivery's deduplication key, as listed")),
+    security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "`processed` or `ignored`, as for a delivery", body = serde_json::Value),
+        (status = 400, description = "`rejected`, as for a delivery", body = serde_json::Value),
+        (status = 401, description = "No valid operator key", body = ErrorBody),
+        (status = 404, description = "No such delivery, or one kept without its request", body = ErrorBody),
+    )
+)]
 async fn replay_webhook(
     State(state): State<AppState>,
     _operator: Operator,
@@ -101,8 +143,23 @@ async fn replay_webhook(
     super::payments::apply_webhook(&state, key, &record.request, Some(id)).await
 }
 
-/// `GET /api/v1/admin/stats`: counts of campaigns, donations by status, webhook outcomes and
-/// notifications by status, plus the outbox.
+/// Counts for dashboards.
+///
+/// Campaigns, donations by status, webhook outcomes and notifications by status, plus the
+/// outbox.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/stats",
+    tag = "admin",
+    operation_id = "admin_stats",
+    security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "`{campaigns, donations: {STATUS: n}, donations_total, \
+            webhooks: {outcome: n}, notifications: {STATUS: n}, outbox: {pending, sent, dead, \
+            oldest_pending_at}, at}`", body = serde_json::Value),
+        (status = 401, description = "No valid operator key", body = ErrorBody),
+    )
+)]
 async fn stats(State(state): State<AppState>, _operator: Operator) -> Result<Response, ApiError> {
     let stats = state.store.admin_stats().await?;
     let outbox = state.store.outbox_stats().await?;
@@ -113,7 +170,23 @@ async fn stats(State(state): State<AppState>, _operator: Operator) -> Result<Res
     Ok(json_response(StatusCode::OK, &body))
 }
 
-/// `GET /api/v1/admin/dead-letters`
+/// Dead letters: outbox rows and broker messages that were given up on.
+///
+/// Outbox rows set aside after `outbox.max_attempts` (`outbox:<row>`), and with RabbitMQ the
+/// messages in the consumers' dead-letter queues (`<consumer>:<event id>`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/dead-letters",
+    tag = "admin",
+    operation_id = "list_dead_letters",
+    security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "A bare array of `{id, source: \"outbox\" | \"broker\", \
+            event_id, event_type, attempts, last_error, consumer?}`", body = Vec<serde_json::Value>),
+        (status = 401, description = "No valid operator key", body = ErrorBody),
+        (status = 503, description = "RabbitMQ cannot be reached", body = ErrorBody),
+    )
+)]
 async fn list(State(state): State<AppState>, _operator: Operator) -> Result<Response, ApiError> {
     let outbox: Vec<_> = state
         .store
@@ -149,7 +222,22 @@ async fn list(State(state): State<AppState>, _operator: Operator) -> Result<Resp
     Ok(json_response(StatusCode::OK, &all))
 }
 
-/// `POST /api/v1/admin/dead-letters/{id}/replay`
+/// Replays a dead letter: delivers it again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/dead-letters/{id}/replay",
+    tag = "admin",
+    operation_id = "replay_dead_letter",
+    params(("id" = String, Path, description = "`outbox:<row>` or `<consumer>:<event id>`")),
+    security(("operator_key" = [])),
+    responses(
+        (status = 202, description = "`{id, status: \"replayed\"}`", body = serde_json::Value),
+        (status = 401, description = "No valid operator key", body = ErrorBody),
+        (status = 404, description = "No such dead letter", body = ErrorBody),
+        (status = 422, description = "The id has neither form", body = ErrorBody),
+        (status = 503, description = "RabbitMQ cannot be reached", body = ErrorBody),
+    )
+)]
 async fn replay(
     State(state): State<AppState>,
     _operator: Operator,

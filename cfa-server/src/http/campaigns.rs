@@ -1,49 +1,70 @@
 //! `/api/v1/campaigns`: create, idempotent create-or-update with a client-chosen id, list, show.
 
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::error::{ApiError, ApiJson, json_response};
-use super::{AppState, amount_json, begin_idempotent, commit_response, page, parse_id, replayed};
+use super::error::{ApiError, ApiJson, ErrorBody, json_response};
+use super::{
+    AppState, IdempotencyKeyHeader, PageParams, amount_json, begin_idempotent, commit_response,
+    page, parse_id, replayed,
+};
 use crate::domain::campaign::{Campaign, CampaignStatus, parse_title};
 use crate::domain::event::EventEnvelope;
 use crate::domain::money::{Currency, MAX_GOAL_MAJOR};
 use crate::idempotency::Begin;
 
 /// The campaign routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/campaigns", post(create).get(list))
-        .route("/api/v1/campaigns/{id}", get(show).put(put))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(show, put))
 }
 
-/// Body of `POST` and `PUT`.
-#[derive(Deserialize)]
+/// Body of `POST` and `PUT`. Unknown fields are ignored.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = CampaignRequest)]
 struct CampaignRequest {
+    /// The campaign's title.
+    #[schema(example = "Clean water for Kibera")]
     title: String,
+    /// The goal, a decimal number with at most two decimals.
+    #[schema(value_type = f64, example = 5000.00)]
     goal_amount: Box<RawValue>,
+    /// ISO 4217 code; `USD` by default. Fixed once the campaign exists.
+    #[schema(example = "USD")]
     currency: Option<String>,
+    /// `ACTIVE` (the default) or `CLOSED`.
+    #[schema(example = "ACTIVE")]
     status: Option<String>,
 }
 
 /// A campaign on the wire.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Campaign)]
 pub struct CampaignBody {
     id: Uuid,
     title: String,
+    /// The goal as a decimal number (`5000.00`).
+    #[schema(value_type = f64)]
     goal_amount: Box<RawValue>,
+    /// The goal in minor units (cents).
     goal_amount_minor: i64,
+    #[schema(example = "USD")]
     currency: &'static str,
+    /// `ACTIVE` or `CLOSED`.
+    #[schema(example = "ACTIVE")]
     status: &'static str,
+    /// 1 at creation, +1 per change.
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -116,7 +137,21 @@ fn event(kind: &str, c: &Campaign) -> EventEnvelope {
     )
 }
 
-/// `POST /api/v1/campaigns`: a new campaign with a server-chosen id.
+/// Creates a campaign with a server-chosen id.
+#[utoipa::path(
+    post,
+    path = "/api/v1/campaigns",
+    tag = "campaigns",
+    operation_id = "create_campaign",
+    params(IdempotencyKeyHeader),
+    request_body = CampaignRequest,
+    responses(
+        (status = 201, description = "The new campaign", body = CampaignBody),
+        (status = 400, description = "The body is not a JSON object", body = ErrorBody),
+        (status = 409, description = "A request with this `Idempotency-Key` is still in flight", body = ErrorBody),
+        (status = 422, description = "A field is invalid (named in `field`), or the `Idempotency-Key` was used for another request", body = ErrorBody),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -150,8 +185,25 @@ async fn create(
     Ok(response)
 }
 
-/// `PUT /api/v1/campaigns/{id}`: creates the campaign with this id (201), or updates it (200).
-/// Sending the same body again changes nothing and publishes no event.
+/// Creates the campaign with this client-chosen id, or updates it.
+///
+/// Idempotent: sending the same body again changes nothing and publishes no event. The
+/// currency cannot change once the campaign exists.
+#[utoipa::path(
+    put,
+    path = "/api/v1/campaigns/{id}",
+    tag = "campaigns",
+    operation_id = "put_campaign",
+    params(("id" = Uuid, Path, description = "The campaign id, chosen by the client")),
+    request_body = CampaignRequest,
+    responses(
+        (status = 200, description = "The campaign was updated, or already so", body = CampaignBody),
+        (status = 201, description = "The campaign was created", body = CampaignBody),
+        (status = 400, description = "The body is not a JSON object", body = ErrorBody),
+        (status = 409, description = "The campaign changed concurrently; retry", body = ErrorBody),
+        (status = 422, description = "A field is invalid, or the currency would change (`currency_immutable`)", body = ErrorBody),
+    )
+)]
 async fn put(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -219,7 +271,21 @@ async fn put(
     Ok(json_response(status, &CampaignBody::from(&campaign)))
 }
 
-/// `GET /api/v1/campaigns?status=&limit=&offset=`
+/// Lists campaigns, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/campaigns",
+    tag = "campaigns",
+    operation_id = "list_campaigns",
+    params(
+        ("status" = Option<String>, Query, description = "`ACTIVE` or `CLOSED`"),
+        PageParams,
+    ),
+    responses(
+        (status = 200, description = "A bare array of campaigns", body = Vec<CampaignBody>),
+        (status = 422, description = "A query parameter is invalid", body = ErrorBody),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
@@ -235,7 +301,19 @@ async fn list(
     Ok(json_response(StatusCode::OK, &bodies))
 }
 
-/// `GET /api/v1/campaigns/{id}`
+/// Shows one campaign.
+#[utoipa::path(
+    get,
+    path = "/api/v1/campaigns/{id}",
+    tag = "campaigns",
+    operation_id = "show_campaign",
+    params(("id" = Uuid, Path, description = "The campaign id")),
+    responses(
+        (status = 200, description = "The campaign", body = CampaignBody),
+        (status = 404, description = "No such campaign", body = ErrorBody),
+        (status = 422, description = "The id is not a UUID", body = ErrorBody),
+    )
+)]
 async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let campaign = state

@@ -2,20 +2,24 @@
 
 use std::collections::HashMap;
 
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, patch, post};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::Operator;
-use super::error::{ApiError, ApiJson, json_response};
-use super::{AppState, amount_json, begin_idempotent, commit_response, page, parse_id, replayed};
+use super::error::{ApiError, ApiJson, ErrorBody, json_response};
+use super::{
+    AppState, IdempotencyKeyHeader, PageParams, amount_json, begin_idempotent, commit_response,
+    page, parse_id, replayed,
+};
 use crate::domain::campaign::CampaignStatus;
 use crate::domain::donation::{Donation, DonationStatus};
 use crate::domain::email::DonorEmail;
@@ -25,40 +29,64 @@ use crate::idempotency::Begin;
 use crate::storage::{HistoryFilter, StatusAudit, Tx};
 
 /// The donation routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/donations", post(create))
-        .route("/api/v1/donations/history", get(history))
-        .route("/api/v1/donations/{id}", get(show))
-        .route("/api/v1/donations/{id}/status", patch(set_status))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(history))
+        .routes(routes!(show))
+        .routes(routes!(set_status))
 }
 
 /// Body of `POST /api/v1/donations`. Unknown fields are ignored.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = DonationRequest)]
 struct CreateDonation {
+    /// An `ACTIVE` campaign.
     campaign_id: Uuid,
+    #[schema(example = "ada@example.org")]
     donor_email: String,
+    /// At most 200 characters.
     donor_name: Option<String>,
+    /// A decimal number with at most two decimals, > 0 and ≤ 1,000,000.
+    #[schema(value_type = f64, example = 25.00)]
     amount: Box<RawValue>,
+    /// ISO 4217 code; must be the campaign's (its currency by default).
+    #[schema(example = "USD")]
     currency: Option<String>,
+    /// Any JSON object, kept with the donation.
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
+    /// The seed's name for `metadata`, used when `metadata` is absent.
+    #[schema(value_type = Option<Object>)]
     extra_data: Option<Value>,
 }
 
 /// A donation on the wire.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Donation)]
 pub struct DonationBody<'a> {
     id: Uuid,
     campaign_id: Uuid,
     donor_email: &'a str,
     donor_name: Option<&'a str>,
+    /// The amount as a decimal number (`25.00`).
+    #[schema(value_type = f64)]
     amount: Box<RawValue>,
+    /// The amount in minor units (cents).
     amount_minor: i64,
+    /// How much of it was refunded, in minor units.
     refunded_amount_minor: i64,
+    #[schema(example = "USD")]
     currency: &'static str,
+    /// `PENDING`, `COMPLETED`, `FAILED` or `REFUNDED`.
+    #[schema(example = "PENDING")]
     status: &'static str,
+    /// The payment intent, once one is created.
     payment_intent_id: Option<&'a str>,
+    /// 1 at creation, +1 per change.
     version: i64,
+    /// The JSON object sent as `metadata` (or `extra_data`).
+    #[schema(value_type = Object)]
     metadata: &'a Value,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -113,8 +141,23 @@ pub fn donation_event_of_type(event_type: &str, d: &Donation) -> EventEnvelope {
     )
 }
 
-/// `POST /api/v1/donations`: a `PENDING` donation, and its `donation.created` event in the same
-/// transaction.
+/// Creates a `PENDING` donation to an active campaign.
+///
+/// Its `donation.created` event is written to the outbox in the same transaction.
+#[utoipa::path(
+    post,
+    path = "/api/v1/donations",
+    tag = "donations",
+    operation_id = "create_donation",
+    params(IdempotencyKeyHeader),
+    request_body = CreateDonation,
+    responses(
+        (status = 201, description = "The new donation, `PENDING`", body = DonationBody),
+        (status = 400, description = "The body is not a JSON object", body = ErrorBody),
+        (status = 409, description = "A request with this `Idempotency-Key` is still in flight", body = ErrorBody),
+        (status = 422, description = "A field is invalid (named in `field`); the campaign is unknown (`campaign_not_found`) or closed (`campaign_closed`); the currency is not the campaign's (`currency_mismatch`); or the `Idempotency-Key` was used for another request", body = ErrorBody),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -269,7 +312,19 @@ fn contains_nul(value: &Value) -> bool {
     }
 }
 
-/// `GET /api/v1/donations/{id}`
+/// Shows one donation.
+#[utoipa::path(
+    get,
+    path = "/api/v1/donations/{id}",
+    tag = "donations",
+    operation_id = "show_donation",
+    params(("id" = Uuid, Path, description = "The donation id")),
+    responses(
+        (status = 200, description = "The donation", body = DonationBody),
+        (status = 404, description = "No such donation", body = ErrorBody),
+        (status = 422, description = "The id is not a UUID", body = ErrorBody),
+    )
+)]
 async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let donation = state
@@ -283,8 +338,29 @@ async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<R
     ))
 }
 
-/// `GET /api/v1/donations/history?donor_email=&status=&campaign_id=&limit=&offset=` (operator),
-/// or `?token=…` (the signed link in a donor's receipt, no API key): a bare array, newest first.
+/// A donor's donations, newest first.
+///
+/// Operators filter by `donor_email`, `status` and `campaign_id` with their key; a donor uses
+/// the signed, expiring `token` from a receipt, with no key, and sees that donor's donations.
+#[utoipa::path(
+    get,
+    path = "/api/v1/donations/history",
+    tag = "donations",
+    operation_id = "donation_history",
+    params(
+        ("token" = Option<String>, Query, description = "The signed link from a receipt; no operator key needed"),
+        ("donor_email" = Option<String>, Query, description = "Operator: the donor's e-mail address"),
+        ("status" = Option<String>, Query, description = "`PENDING`, `COMPLETED`, `FAILED` or `REFUNDED`"),
+        ("campaign_id" = Option<Uuid>, Query, description = "Only this campaign's donations"),
+        PageParams,
+    ),
+    security(("operator_key" = []), ()),
+    responses(
+        (status = 200, description = "A bare array of donations, newest first", body = Vec<DonationBody>),
+        (status = 401, description = "No valid operator key, or a forged or expired `token`", body = ErrorBody),
+        (status = 422, description = "A query parameter is invalid", body = ErrorBody),
+    )
+)]
 async fn history(
     State(state): State<AppState>,
     operator: Result<Operator, ApiError>,
@@ -329,15 +405,40 @@ async fn history(
 }
 
 /// Body of the status override.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = DonationStatusOverride)]
 struct SetStatus {
+    /// The new status; it must follow the life cycle (`PENDING` → `COMPLETED` | `FAILED`,
+    /// `COMPLETED` → `REFUNDED`).
+    #[schema(example = "FAILED")]
     status: String,
+    /// Why, for the audit trail. Required.
     reason: Option<String>,
+    /// Refuse (409) unless the donation is at this version.
     expected_version: Option<i64>,
 }
 
-/// `PATCH /api/v1/donations/{id}/status` (operator): moves a donation along its life cycle by
-/// hand, with a reason, an audit row and the same event an automatic change would publish.
+/// Moves a donation along its life cycle by hand (operator).
+///
+/// The change is audited with the reason and the operator, and publishes the same event an
+/// automatic change would.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/donations/{id}/status",
+    tag = "donations",
+    operation_id = "set_donation_status",
+    params(("id" = Uuid, Path, description = "The donation id")),
+    request_body = SetStatus,
+    security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "The donation after the change", body = DonationBody),
+        (status = 400, description = "The life cycle forbids this change (`invalid_transition`), or the body is not a JSON object", body = ErrorBody),
+        (status = 401, description = "No valid operator key", body = ErrorBody),
+        (status = 404, description = "No such donation", body = ErrorBody),
+        (status = 409, description = "The donation is not at `expected_version`, or changed concurrently", body = ErrorBody),
+        (status = 422, description = "A field is invalid, or `reason` is missing", body = ErrorBody),
+    )
+)]
 async fn set_status(
     State(state): State<AppState>,
     operator: Operator,

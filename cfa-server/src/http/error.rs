@@ -134,11 +134,20 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// The error body.
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// The body of every error: what went wrong, a stable machine-readable code, and the field
+/// concerned when there is one.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    /// What went wrong, for people.
     detail: String,
+    /// Stable and machine-readable: `validation_error`, `not_found`, `invalid_transition`,
+    /// `invalid_refund`, `unauthorized`, `invalid_signature`, `conflict`,
+    /// `idempotency_in_flight`, `idempotency_key_reused`, `rate_limited`,
+    /// `backend_unavailable`, …
+    #[schema(example = "validation_error")]
     code: &'a str,
+    /// The field concerned (422), as a dotted path.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
 }

@@ -1,32 +1,59 @@
 //! Liveness and readiness.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::json_response;
 
-/// `/health`, `/ready` and the seed's per-service health aliases.
-pub fn router() -> Router<AppState> {
-    let mut router = Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready));
+/// `/health`, `/ready` and the seed's per-service health aliases (served, not documented
+/// separately: `/health` names them).
+pub fn router() -> OpenApiRouter<AppState> {
+    let mut router = OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ready));
     for service in ["donations", "payments", "totals", "notifications"] {
         router = router.route(&format!("/api/v1/{service}/health"), get(health));
     }
     router
 }
 
-/// The process is up.
+/// Liveness: the process is up.
+///
+/// The seed's per-service aliases `/api/v1/donations/health`, `/api/v1/payments/health`,
+/// `/api/v1/totals/health` and `/api/v1/notifications/health` answer the same.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    operation_id = "health",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = serde_json::Value))
+)]
 async fn health() -> Response {
     json_response(StatusCode::OK, &json!({"status": "ok"}))
 }
 
-/// Every backend answers; the body says which one does not.
+/// Readiness: every backend answers; the body says which one does not.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "health",
+    operation_id = "ready",
+    responses(
+        (status = 200, description = "Ready or degraded: `{status: \"ready\" | \"degraded\", \
+            checks: {database, bus, cache: {status, backend}}, warnings: [...]}`. A broker or \
+            cache that is down is `degraded`: donations are still taken. `warnings` says when \
+            operator endpoints are open or unsigned webhooks are accepted.",
+            body = serde_json::Value),
+        (status = 503, description = "The database is down: the same body with `status: \
+            \"unavailable\"` and the failing check's `error`.", body = serde_json::Value),
+    )
+)]
 async fn ready(State(state): State<AppState>) -> Response {
     let database = match state.store.ping().await {
         Ok(()) => json!({"status": "up", "backend": state.store.backend().as_str()}),

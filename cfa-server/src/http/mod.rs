@@ -8,6 +8,10 @@
 //! - [`health`]: `/health`, `/ready` and the per-service aliases.
 //! - [`campaigns`], [`donations`], [`payments`], [`totals`]: the resources.
 //! - [`sandbox`]: the built-in sandbox provider's API.
+//!
+//! Each resource's `router()` is a [`utoipa_axum`] router whose routes are registered from their
+//! `#[utoipa::path]` annotations, so every route served is in the OpenAPI document ([`openapi`],
+//! served at `GET /api/v1/openapi.json` and printed by `cfa-server openapi`).
 
 pub mod admin;
 pub mod auth;
@@ -23,7 +27,7 @@ pub mod sandbox;
 pub mod totals;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -38,6 +42,8 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::config::{Role, Secret, Settings};
@@ -106,26 +112,136 @@ impl AppState {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole API with its middleware.
-pub fn app(state: AppState) -> Router {
-    let settings = state.settings.clone();
-    let server = &settings.server;
-    let mut router = Router::new().merge(health::router());
-    if server.runs(Role::Donation) {
+/// The routes of a process that runs the roles `runs` accepts, with the OpenAPI document of
+/// exactly those routes. `app` and [`openapi`] both start here, so what is served and what is
+/// documented come from one list (only the seed's per-service health aliases are served without
+/// an entry of their own; `/health` names them).
+fn api(runs: impl Fn(Role) -> bool) -> OpenApiRouter<AppState> {
+    let mut router = OpenApiRouter::default()
+        .merge(health::router())
+        .routes(routes!(openapi_json));
+    if runs(Role::Donation) {
         router = router
             .merge(campaigns::router())
             .merge(donations::router())
             .merge(admin::router());
     }
-    if server.runs(Role::Payment) {
+    if runs(Role::Payment) {
         router = router.merge(payments::router()).merge(sandbox::router());
     }
-    if server.runs(Role::Totals) {
+    if runs(Role::Totals) {
         router = router.merge(totals::router());
     }
-    if server.runs(Role::Notification) {
+    if runs(Role::Notification) {
         router = router.merge(notifications::router());
     }
+    router
+}
+
+/// The OpenAPI document of the whole platform, every role included: behind the gateway a client
+/// sees all of it, whichever process answers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+    use utoipa::openapi::tag::TagBuilder;
+    use utoipa::openapi::{ComponentsBuilder, InfoBuilder};
+
+    let mut document = api(|_| true).into_openapi();
+    document.info = InfoBuilder::new()
+        .title("CareForAll API")
+        .version(env!("CARGO_PKG_VERSION"))
+        .description(Some(
+            "Campaigns, donations, payments and their provider webhooks, live totals, donor \
+             notifications and operator views. Bodies are compact JSON; amounts are decimal \
+             numbers with at most two decimals, and responses also carry the integer \
+             `amount_minor`. Errors are `{detail, code, field?}`. Operator endpoints need \
+             `Authorization: Bearer <key>` whenever `auth.api_keys` is configured. Every \
+             `/api/v1` endpoint may also answer 429 (rate limited, with `Retry-After`) and 503 \
+             (a backend is down).",
+        ))
+        .build();
+    let components = document
+        .components
+        .get_or_insert_with(|| ComponentsBuilder::new().build());
+    components.add_security_scheme(
+        "operator_key",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some("An operator key from `auth.api_keys`."))
+                .build(),
+        ),
+    );
+    document.tags = Some(
+        [
+            ("campaigns", "Fundraising campaigns (donation service)."),
+            (
+                "donations",
+                "Donations, donor history and the operator's status override (donation service).",
+            ),
+            (
+                "payments",
+                "Payment intents, provider webhooks and refunds (payment service).",
+            ),
+            (
+                "sandbox",
+                "The built-in sandbox payment provider, where a donor confirms an intent.",
+            ),
+            ("totals", "Live campaign totals (totals service)."),
+            (
+                "notifications",
+                "Receipts and other mail to donors (notification service).",
+            ),
+            (
+                "admin",
+                "Operator views: outbox, dead letters, webhook deliveries, counts.",
+            ),
+            ("health", "Liveness, readiness and this document."),
+        ]
+        .into_iter()
+        .map(|(name, description)| {
+            TagBuilder::new()
+                .name(name)
+                .description(Some(description))
+                .build()
+        })
+        .collect(),
+    );
+    document
+}
+
+/// The document, serialised once: it depends only on the code.
+static OPENAPI_JSON: LazyLock<bytes::Bytes> = LazyLock::new(|| {
+    serde_json::to_vec(&openapi())
+        .expect("an OpenAPI document serialises to JSON")
+        .into()
+});
+
+/// This OpenAPI document, generated from the handlers' types.
+///
+/// Open (no key) in every process; behind the gateway it describes every service.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "health",
+    operation_id = "openapi",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = serde_json::Value))
+)]
+async fn openapi_json() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI_JSON.clone(),
+    )
+        .into_response()
+}
+
+/// The whole API with its middleware.
+pub fn app(state: AppState) -> Router {
+    let settings = state.settings.clone();
+    let server = &settings.server;
+    let (mut router, _) = api(|role| server.runs(role)).split_for_parts();
     // Applied around the fallback too, so the gateway's proxied requests are limited.
     let rate_limits = state
         .limits
@@ -242,6 +358,38 @@ async fn method_not_allowed() -> Response {
 pub fn amount_json(minor: i64, currency: Currency) -> Box<RawValue> {
     RawValue::from_string(currency.format_minor(minor))
         .expect("a formatted decimal is a valid JSON number")
+}
+
+/// `limit` and `offset` of a list, as [`page`] reads them; for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[expect(
+    dead_code,
+    reason = "describes the query to the OpenAPI document; `page` parses it"
+)]
+pub struct PageParams {
+    /// How many items, from 1 to 100.
+    #[param(minimum = 1, maximum = 100, default = 50)]
+    limit: Option<i64>,
+    /// How many items to skip.
+    #[param(minimum = 0, default = 0)]
+    offset: Option<i64>,
+}
+
+/// The `Idempotency-Key` header of a creating request; for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[expect(
+    dead_code,
+    reason = "describes the header to the OpenAPI document; `begin_idempotent` reads it"
+)]
+pub struct IdempotencyKeyHeader {
+    /// Makes a retry safe: a retry with the same key and request gets the saved answer byte for
+    /// byte (`Idempotent-Replayed: true`); the same key with another request is 422
+    /// `idempotency_key_reused`; while the first is in flight, 409 `idempotency_in_flight`.
+    /// Kept 24 hours.
+    #[param(rename = "Idempotency-Key")]
+    idempotency_key: Option<String>,
 }
 
 /// Parses an id from the path.

@@ -2,24 +2,43 @@
 
 use std::collections::HashMap;
 
-use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::Operator;
-use super::error::{ApiError, json_response};
-use super::{AppState, page};
+use super::error::{ApiError, ErrorBody, json_response};
+use super::{AppState, PageParams, page};
 
 /// The notification routes.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/notifications", get(list))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
-/// `GET /api/v1/notifications?donation_id=&status=&limit=&offset=`
+/// Notifications sent to donors or waiting to be, with their attempts (operator).
+#[utoipa::path(
+    get,
+    path = "/api/v1/notifications",
+    tag = "notifications",
+    operation_id = "list_notifications",
+    params(
+        ("donation_id" = Option<Uuid>, Query, description = "Only this donation's notifications"),
+        ("status" = Option<String>, Query, description = "`PENDING`, `SENT` or `DEAD`"),
+        PageParams,
+    ),
+    security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "A bare array of `{id, event_id, kind, donation_id, \
+            recipient, subject, status, attempts, last_error, next_attempt_at, created_at, \
+            sent_at}`; `kind` is `receipt`, `failure` or `refund`", body = Vec<serde_json::Value>),
+        (status = 401, description = "No valid operator key", body = ErrorBody),
+        (status = 422, description = "A query parameter is invalid", body = ErrorBody),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     _operator: Operator,

@@ -1,22 +1,25 @@
 //! `/api/v1/payments`: intents, the provider webhook, reads, refunds.
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::Operator;
-use super::error::{ApiError, ApiJson, json_bytes, json_response, parse_json};
-use super::{AppState, amount_json, begin_idempotent, commit_response, replayed};
+use super::error::{ApiError, ApiJson, ErrorBody, json_bytes, json_response, parse_json};
+use super::{
+    AppState, IdempotencyKeyHeader, amount_json, begin_idempotent, commit_response, replayed,
+};
 use crate::domain::donation::DonationStatus;
 use crate::domain::money::{Currency, MAX_DONATION_MAJOR};
 use crate::domain::payment::{Payment, PaymentStatus, ProviderEvent, parse_timestamp};
@@ -26,28 +29,41 @@ use crate::payments::{Applied, apply_event, payment_event, signature};
 use crate::storage::{Refund, StoreError, Tx, WebhookRecord};
 
 /// The payment routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/payments/intent", post(create_intent))
-        .route("/api/v1/payments/webhook", post(webhook))
-        .route("/api/v1/payments/{id}", get(show))
-        .route("/api/v1/payments/{id}/history", get(history))
-        .route("/api/v1/payments/{id}/refund", post(refund))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_intent))
+        .routes(routes!(webhook))
+        .routes(routes!(show))
+        .routes(routes!(history))
+        .routes(routes!(refund))
 }
 
 /// A payment on the wire.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Payment)]
 struct PaymentBody<'a> {
     id: Uuid,
+    #[schema(example = "pi_3b0c6c0e4f2a4b8e9d1f2a3b4c5d6e7f")]
     payment_intent_id: &'a str,
     donation_id: Uuid,
+    /// `INITIATED`, `AUTHORIZED`, `CAPTURED`, `FAILED` or `REFUNDED`.
+    #[schema(example = "CAPTURED")]
     status: &'static str,
+    /// The amount as a decimal number (`25.00`).
+    #[schema(value_type = f64)]
     amount: Box<RawValue>,
+    /// The amount in minor units (cents).
     amount_minor: i64,
+    /// How much was refunded, as a decimal number.
+    #[schema(value_type = f64)]
     refunded_amount: Box<RawValue>,
+    /// How much was refunded, in minor units.
     refunded_amount_minor: i64,
+    #[schema(example = "USD")]
     currency: &'static str,
+    #[schema(example = "sandbox")]
     gateway: &'a str,
+    /// 1 at creation, +1 per applied transition.
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -74,47 +90,80 @@ impl<'a> From<&'a Payment> for PaymentBody<'a> {
 }
 
 /// The answer to an intent creation (SPEC §3).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = PaymentIntent)]
 struct IntentBody<'a> {
+    /// The payment's id.
     id: Uuid,
+    /// The provider's intent id; the sandbox is confirmed with it.
+    #[schema(example = "pi_3b0c6c0e4f2a4b8e9d1f2a3b4c5d6e7f")]
     payment_intent_id: &'a str,
     donation_id: Uuid,
+    /// The amount as a decimal number (`25.00`).
+    #[schema(value_type = f64)]
     amount: Box<RawValue>,
     amount_minor: i64,
+    #[schema(example = "USD")]
     currency: &'static str,
+    /// `INITIATED`.
+    #[schema(example = "INITIATED")]
     status: &'static str,
+    #[schema(example = "sandbox")]
     gateway: &'a str,
+    /// For the donor's client to confirm the intent with the provider.
     client_secret: &'a str,
+    /// 1.
     version: i64,
     created_at: DateTime<Utc>,
 }
 
 /// The answer to a refund request.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Refund)]
 struct RefundBody<'a> {
+    #[schema(example = "re_9f8e7d6c5b4a39281706f5e4d3c2b1a0")]
     refund_id: &'a str,
     payment_id: Uuid,
     payment_intent_id: &'a str,
+    /// The refunded amount as a decimal number.
+    #[schema(value_type = f64)]
     amount: Box<RawValue>,
     amount_minor: i64,
+    #[schema(example = "USD")]
     currency: &'static str,
+    /// `REQUESTED`: the provider's webhook completes it.
+    #[schema(example = "REQUESTED")]
     status: &'a str,
 }
 
 /// A payment with its transitions and refunds.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = PaymentHistory)]
 struct HistoryBody<'a> {
     payment: PaymentBody<'a>,
+    /// Every applied transition: `{from, to, version, event_id, event_at, refund_id,
+    /// amount_minor, recorded_at}`.
+    #[schema(value_type = Vec<Object>)]
     transitions: Vec<Value>,
+    /// Every refund: `{refund_id, amount_minor, status, requested_at, completed_at}`.
+    #[schema(value_type = Vec<Object>)]
     refunds: Vec<Value>,
 }
 
 /// Body of `POST /api/v1/payments/intent`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = PaymentIntentRequest)]
 struct CreateIntent {
+    /// A `PENDING` donation with no live payment.
     donation_id: Uuid,
+    /// The donation's amount, as a decimal number.
+    #[schema(value_type = f64, example = 25.00)]
     amount: Box<RawValue>,
+    /// The donation's currency (its currency by default).
+    #[schema(example = "USD")]
     currency: Option<String>,
+    /// The provider; the configured one (`sandbox`) by default.
+    #[schema(example = "sandbox")]
     gateway: Option<String>,
 }
 
@@ -129,8 +178,26 @@ fn provider_error(e: ProviderError) -> ApiError {
     }
 }
 
-/// `POST /api/v1/payments/intent`: a payment `INITIATED` for a pending donation, created at the
-/// provider too; its `payment.initiated` event records the intent on the donation.
+/// Creates a payment intent for a pending donation.
+///
+/// The payment starts `INITIATED` and is created at the provider too; its
+/// `payment.initiated` event records the intent on the donation. Amount and currency must equal
+/// the donation's, and a donation has at most one live payment.
+#[utoipa::path(
+    post,
+    path = "/api/v1/payments/intent",
+    tag = "payments",
+    operation_id = "create_payment_intent",
+    params(IdempotencyKeyHeader),
+    request_body = CreateIntent,
+    responses(
+        (status = 201, description = "The intent, `INITIATED`", body = IntentBody),
+        (status = 400, description = "The body is not a JSON object", body = ErrorBody),
+        (status = 404, description = "No such donation", body = ErrorBody),
+        (status = 409, description = "A request with this `Idempotency-Key` is still in flight", body = ErrorBody),
+        (status = 422, description = "A field is invalid; the donation is not `PENDING` (`donation_not_pending`) or already has a payment (`payment_exists`); amount or currency differ from the donation's (`amount_mismatch`, `currency_mismatch`); the gateway is unknown (`unsupported_gateway`); or the `Idempotency-Key` was used for another request", body = ErrorBody),
+    )
+)]
 async fn create_intent(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -305,13 +372,37 @@ async fn find_payment(state: &AppState, id: &str) -> Result<Payment, ApiError> {
     found.ok_or_else(|| ApiError::NotFound(format!("payment {id} not found")))
 }
 
-/// `GET /api/v1/payments/{id}` (payment id or intent id)
+/// Shows one payment, by its id or its intent id.
+#[utoipa::path(
+    get,
+    path = "/api/v1/payments/{id}",
+    tag = "payments",
+    operation_id = "show_payment",
+    params(("id" = String, Path, description = "The payment id (a UUID) or its intent id (`pi_…`)")),
+    responses(
+        (status = 200, description = "The payment", body = PaymentBody),
+        (status = 404, description = "No such payment", body = ErrorBody),
+    )
+)]
 async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let payment = find_payment(&state, &id).await?;
     Ok(json_response(StatusCode::OK, &PaymentBody::from(&payment)))
 }
 
-/// `GET /api/v1/payments/{id}/history` (operator): every transition and refund.
+/// A payment with every transition applied to it and every refund (operator).
+#[utoipa::path(
+    get,
+    path = "/api/v1/payments/{id}/history",
+    tag = "payments",
+    operation_id = "payment_history",
+    params(("id" = String, Path, description = "The payment id (a UUID) or its intent id (`pi_…`)")),
+    security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "The payment, its transitions and its refunds", body = HistoryBody),
+        (status = 401, description = "No valid operator key", body = ErrorBody),
+        (status = 404, description = "No such payment", body = ErrorBody),
+    )
+)]
 async fn history(
     State(state): State<AppState>,
     _operator: Operator,
@@ -356,14 +447,39 @@ async fn history(
 }
 
 /// Body of a refund request.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = RefundRequest)]
 struct RefundRequest {
+    /// How much to refund, as a decimal number; by default all that is left.
+    #[schema(value_type = Option<f64>, example = 10.00)]
     amount: Option<Box<RawValue>>,
 }
 
-/// `POST /api/v1/payments/{id}/refund` (operator): asks the provider to refund part or all of a
-/// `CAPTURED` payment. The amount is reserved at once, so concurrent requests can never refund
-/// more than was captured; the provider's webhook completes it.
+/// Refunds part or all of a `CAPTURED` payment (operator).
+///
+/// The amount is reserved at once, so concurrent requests can never refund more than was
+/// captured; the provider's webhook completes the refund. An empty body refunds all that is
+/// left.
+#[utoipa::path(
+    post,
+    path = "/api/v1/payments/{id}/refund",
+    tag = "payments",
+    operation_id = "refund_payment",
+    params(
+        ("id" = String, Path, description = "The payment id (a UUID) or its intent id (`pi_…`)"),
+        IdempotencyKeyHeader,
+    ),
+    request_body(content = Option<RefundRequest>, description = "Optional: `{amount?}`, or no body at all"),
+    security(("operator_key" = [])),
+    responses(
+        (status = 202, description = "The refund, `REQUESTED`", body = RefundBody),
+        (status = 400, description = "The payment is not `CAPTURED`, or the amount exceeds what is left (`invalid_refund`, with the reason); or the body is not a JSON object", body = ErrorBody),
+        (status = 401, description = "No valid operator key", body = ErrorBody),
+        (status = 404, description = "No such payment", body = ErrorBody),
+        (status = 409, description = "A request with this `Idempotency-Key` is still in flight", body = ErrorBody),
+        (status = 422, description = "`amount` is invalid, or the `Idempotency-Key` was used for another request", body = ErrorBody),
+    )
+)]
 async fn refund(
     State(state): State<AppState>,
     _operator: Operator,
@@ -472,15 +588,27 @@ async fn record_refund(
     Ok((payment, refund))
 }
 
-/// A webhook event.
-#[derive(Deserialize)]
+/// A webhook event from the payment provider.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = WebhookEvent)]
 struct WebhookEvent {
+    /// Informational; `status` names the target state.
     #[allow(dead_code)] // informational (SPEC §2); the status names the target state
+    #[schema(example = "payment.captured")]
     event_type: Option<String>,
+    #[schema(example = "pi_3b0c6c0e4f2a4b8e9d1f2a3b4c5d6e7f")]
     payment_intent_id: String,
+    /// The target state: `AUTHORIZED`, `CAPTURED`, `FAILED` or `REFUNDED`.
+    #[schema(example = "CAPTURED")]
     status: String,
+    /// When the provider made the event: RFC 3339 (`2026-11-26T10:00:00Z`, an offset, or naive
+    /// and read as UTC), or Unix seconds.
+    #[schema(value_type = String, example = "2026-11-26T10:00:00Z")]
     timestamp: Value,
+    /// The event id; deduplicates deliveries when there is no `X-Idempotency-Key`.
     id: Option<String>,
+    /// For `REFUNDED`: `{refund_id, amount}` (or `amount_minor`).
+    #[schema(value_type = Option<Object>)]
     data: Option<Value>,
 }
 
@@ -513,8 +641,29 @@ fn rejected(
     }
 }
 
-/// `POST /api/v1/payments/webhook`: verifies the signature, deduplicates, applies the event to
-/// its payment and stores the outcome, which any redelivery gets back byte for byte.
+/// Receives a provider webhook.
+///
+/// Verifies the signature, deduplicates (by `X-Idempotency-Key`, else the event `id`, else the
+/// SHA-256 of the body), applies the event to its payment and stores the outcome, which any
+/// redelivery gets back byte for byte with `Idempotent-Replayed: true`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/payments/webhook",
+    tag = "payments",
+    operation_id = "payment_webhook",
+    params(
+        ("CFA-Signature" = Option<String>, Header, description = "`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, \"<t>.<raw body>\")>`, 5-minute tolerance, several `v1` allowed; required unless `payments.allow_unsigned_webhooks`"),
+        ("X-Idempotency-Key" = Option<String>, Header, description = "Deduplicates deliveries of one event"),
+    ),
+    request_body = WebhookEvent,
+    responses(
+        (status = 200, description = "`{status: \"processed\", payment_id, payment_intent_id, old_status, new_status, version}`, or `{status: \"ignored\", reason: \"out_of_order\" | \"refund_already_applied\", payment_id, payment_intent_id, current_status, version}`", body = serde_json::Value),
+        (status = 400, description = "`{status: \"rejected\", reason: \"invalid_transition\" | \"refund_mismatch\" | \"malformed\", code, detail, …}`", body = serde_json::Value),
+        (status = 401, description = "Missing, wrong or stale signature (`invalid_signature`); nothing is stored", body = ErrorBody),
+        (status = 404, description = "`{status: \"rejected\", reason: \"unknown_payment_intent\", code: \"not_found\", detail, payment_intent_id}`", body = serde_json::Value),
+        (status = 409, description = "The same event is being processed; retry", body = ErrorBody),
+    )
+)]
 async fn webhook(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -1,25 +1,30 @@
 //! `/sandbox/v1`: the built-in sandbox provider's own API, where a donor confirms an intent.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
-use super::error::{ApiError, ApiJson, json_response};
+use super::error::{ApiError, ApiJson, ErrorBody, json_response};
 use crate::payments::provider::{ConfirmOutcome, PaymentProvider, ProviderError, Sandbox};
 use crate::storage::SandboxIntent;
 
 /// The sandbox routes (mounted only when `payments.sandbox` is on).
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/sandbox/v1/intents/{id}", get(show))
-        .route("/sandbox/v1/intents/{id}/confirm", post(confirm))
-        .route("/sandbox/v1/intents/{id}/capture", post(capture))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(show))
+        .routes(routes!(confirm))
+        .routes(routes!(capture))
 }
+
+/// What the sandbox answers with, for the document: `body` builds it.
+const RECORD: &str = "The sandbox's record: `{payment_intent_id, amount_minor, currency, status, \
+                      refunded_minor, status_at, created_at}`";
 
 fn sandbox(state: &AppState) -> Result<&Sandbox, ApiError> {
     state
@@ -48,7 +53,18 @@ fn refused(e: ProviderError) -> ApiError {
     }
 }
 
-/// `GET /sandbox/v1/intents/{id}`: the provider's record, as reconciliation sees it.
+/// The provider's record of an intent, as reconciliation reads it.
+#[utoipa::path(
+    get,
+    path = "/sandbox/v1/intents/{id}",
+    tag = "sandbox",
+    operation_id = "show_sandbox_intent",
+    params(("id" = String, Path, description = "The payment intent id (`pi_…`)")),
+    responses(
+        (status = 200, description = RECORD, body = serde_json::Value),
+        (status = 404, description = "No such intent, or the sandbox is off (`payments.sandbox`)", body = ErrorBody),
+    )
+)]
 async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let sandbox = sandbox(&state)?;
     sandbox.fetch(&id).await.map_err(refused)?;
@@ -60,12 +76,32 @@ async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<R
     Ok(json_response(StatusCode::OK, &body(&record)))
 }
 
-#[derive(Deserialize)]
+/// How the donor's confirmation turns out.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = SandboxConfirm)]
 struct Confirm {
+    /// `succeed` (AUTHORIZED then CAPTURED), `decline` (FAILED) or `authorize_only`
+    /// (AUTHORIZED; capture it later).
+    #[schema(example = "succeed")]
     outcome: String,
 }
 
-/// `POST /sandbox/v1/intents/{id}/confirm` `{"outcome": "succeed" | "decline" | "authorize_only"}`
+/// Confirms an intent as the donor would; signed webhooks follow.
+#[utoipa::path(
+    post,
+    path = "/sandbox/v1/intents/{id}/confirm",
+    tag = "sandbox",
+    operation_id = "confirm_sandbox_intent",
+    params(("id" = String, Path, description = "The payment intent id (`pi_…`)")),
+    request_body = Confirm,
+    responses(
+        (status = 202, description = RECORD, body = serde_json::Value),
+        (status = 400, description = "The body is not a JSON object", body = ErrorBody),
+        (status = 404, description = "No such intent, or the sandbox is off", body = ErrorBody),
+        (status = 409, description = "The intent cannot be confirmed in its state", body = ErrorBody),
+        (status = 422, description = "`outcome` is not one of the three", body = ErrorBody),
+    )
+)]
 async fn confirm(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -80,7 +116,19 @@ async fn confirm(
     Ok(json_response(StatusCode::ACCEPTED, &body(&record)))
 }
 
-/// `POST /sandbox/v1/intents/{id}/capture`: captures an authorized-only intent.
+/// Captures an authorized-only intent; a signed webhook follows.
+#[utoipa::path(
+    post,
+    path = "/sandbox/v1/intents/{id}/capture",
+    tag = "sandbox",
+    operation_id = "capture_sandbox_intent",
+    params(("id" = String, Path, description = "The payment intent id (`pi_…`)")),
+    responses(
+        (status = 202, description = RECORD, body = serde_json::Value),
+        (status = 404, description = "No such intent, or the sandbox is off", body = ErrorBody),
+        (status = 409, description = "The intent is not authorized-only", body = ErrorBody),
+    )
+)]
 async fn capture(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -2,45 +2,56 @@
 
 use std::collections::HashMap;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::Operator;
-use super::error::{ApiError, json_response, parse_json};
+use super::error::{ApiError, ErrorBody, json_response, parse_json};
 use super::{AppState, amount_json, parse_id};
 use crate::domain::money::Currency;
 use crate::storage::CampaignTotals;
 use crate::totals::refresh as rebuild;
 
 /// The totals routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/totals/campaigns/{id}", get(show))
-        .route("/api/v1/totals/refresh", post(refresh))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(show))
+        .routes(routes!(refresh))
 }
 
 /// Totals on the wire (SPEC §3).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = CampaignTotals)]
 struct TotalsBody {
     campaign_id: Uuid,
+    /// Completed donations, not counting fully refunded ones.
     total_donations: i64,
+    /// The sum, net of refunds, as a decimal number.
+    #[schema(value_type = f64)]
     total_amount: Box<RawValue>,
     total_amount_minor: i64,
     unique_donors: i64,
+    /// The campaign's goal, as a decimal number.
+    #[schema(value_type = f64)]
     goal_amount: Box<RawValue>,
     goal_amount_minor: i64,
+    #[schema(example = "USD")]
     currency: String,
     last_updated: DateTime<Utc>,
+    /// `cache`, `read_model` or `realtime` (computed from the donations).
+    #[schema(example = "read_model")]
     data_source: &'static str,
+    /// How old the cached figures are; 0 unless `data_source` is `cache`.
     cache_age_seconds: f64,
 }
 
@@ -61,8 +72,25 @@ fn body(t: &CampaignTotals, data_source: &'static str, cache_age_seconds: f64) -
     }
 }
 
-/// `GET /api/v1/totals/campaigns/{id}[?realtime=true]`: from the cache, else the read model;
-/// with `realtime=true`, computed from the donations themselves.
+/// A campaign's totals: completed donations net of refunds.
+///
+/// Served from the cache, else the read model; with `realtime=true`, computed from the
+/// donations themselves.
+#[utoipa::path(
+    get,
+    path = "/api/v1/totals/campaigns/{id}",
+    tag = "totals",
+    operation_id = "campaign_totals",
+    params(
+        ("id" = Uuid, Path, description = "The campaign id"),
+        ("realtime" = Option<bool>, Query, description = "Compute from the donations table"),
+    ),
+    responses(
+        (status = 200, description = "The campaign's totals", body = TotalsBody),
+        (status = 404, description = "No such campaign", body = ErrorBody),
+        (status = 422, description = "The id is not a UUID, or `realtime` is not a boolean", body = ErrorBody),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -122,13 +150,33 @@ async fn show(
     ))
 }
 
-#[derive(Deserialize)]
+/// Which totals to rebuild.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = TotalsRefreshRequest)]
 struct RefreshRequest {
+    /// One campaign; every campaign by default.
     campaign_id: Option<Uuid>,
 }
 
-/// `POST /api/v1/totals/refresh` `{campaign_id?}` (operator): rebuilds the read model from the
-/// donations and reports the drift corrected, campaign by campaign.
+/// Rebuilds the totals read model from the donations (operator).
+///
+/// Reports the drift it corrected, campaign by campaign. An empty body rebuilds every campaign.
+#[utoipa::path(
+    post,
+    path = "/api/v1/totals/refresh",
+    tag = "totals",
+    operation_id = "refresh_totals",
+    request_body(content = Option<RefreshRequest>, description = "Optional: `{campaign_id?}`, or no body at all"),
+    security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "`{campaigns: [{campaign_id, before, after, corrected}], \
+            checked, corrected}`", body = serde_json::Value),
+        (status = 400, description = "The body is not a JSON object", body = ErrorBody),
+        (status = 401, description = "No valid operator key", body = ErrorBody),
+        (status = 404, description = "No such campaign", body = ErrorBody),
+        (status = 422, description = "`campaign_id` is not a UUID", body = ErrorBody),
+    )
+)]
 async fn refresh(
     State(state): State<AppState>,
     _operator: Operator,

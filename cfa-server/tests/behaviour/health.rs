@@ -1,4 +1,6 @@
-//! Liveness, readiness and the seed's health aliases.
+//! Liveness, readiness, the seed's health aliases, and the OpenAPI document.
+
+use serde_json::Value;
 
 use crate::helpers::{Backend, TestContext};
 use crate::tests;
@@ -8,7 +10,113 @@ tests![
     readiness_reports_a_database_that_is_down,
     unknown_routes_and_methods_get_json_errors,
     clients_over_their_rate_get_429_with_retry_after_per_ip_and_per_key,
+    the_openapi_document_lists_every_endpoint_and_marks_the_operator_ones,
 ];
+
+async fn the_openapi_document_lists_every_endpoint_and_marks_the_operator_ones(ctx: TestContext) {
+    // With keys configured, so "open" is tested where it matters.
+    let app = ctx
+        .spawn_app_with(|s| s.auth.api_keys = vec!["k".into()])
+        .await;
+    let reply = app.get("/api/v1/openapi.json").await;
+    assert_eq!(reply.status, 200, "served without a key: {:?}", reply.json);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let document = &reply.json;
+    assert!(
+        document["openapi"].as_str().unwrap_or("").starts_with("3."),
+        "{:?}",
+        document["openapi"]
+    );
+    assert_eq!(document["info"]["title"], "CareForAll API");
+    assert_eq!(
+        document["components"]["securitySchemes"]["operator_key"]["scheme"],
+        "bearer"
+    );
+    let operation = |method: &str, path: &str| document["paths"][path][method].clone();
+    // SPEC §3, as it exists (there is no /metrics yet), and the sandbox's API (§4).
+    let open = [
+        ("post", "/api/v1/campaigns"),
+        ("get", "/api/v1/campaigns"),
+        ("get", "/api/v1/campaigns/{id}"),
+        ("put", "/api/v1/campaigns/{id}"),
+        ("post", "/api/v1/donations"),
+        ("get", "/api/v1/donations/{id}"),
+        ("post", "/api/v1/payments/intent"),
+        ("post", "/api/v1/payments/webhook"),
+        ("get", "/api/v1/payments/{id}"),
+        ("get", "/api/v1/totals/campaigns/{id}"),
+        ("get", "/health"),
+        ("get", "/ready"),
+        ("get", "/api/v1/openapi.json"),
+        ("post", "/sandbox/v1/intents/{id}/confirm"),
+        ("post", "/sandbox/v1/intents/{id}/capture"),
+        ("get", "/sandbox/v1/intents/{id}"),
+    ];
+    let operator = [
+        ("get", "/api/v1/donations/history"),
+        ("patch", "/api/v1/donations/{id}/status"),
+        ("get", "/api/v1/payments/{id}/history"),
+        ("post", "/api/v1/payments/{id}/refund"),
+        ("post", "/api/v1/totals/refresh"),
+        ("get", "/api/v1/notifications"),
+        ("get", "/api/v1/admin/dead-letters"),
+        ("post", "/api/v1/admin/dead-letters/{id}/replay"),
+        ("get", "/api/v1/admin/outbox"),
+        ("get", "/api/v1/admin/webhooks"),
+        ("post", "/api/v1/admin/webhooks/{id}/replay"),
+        ("get", "/api/v1/admin/stats"),
+    ];
+    for (method, path) in open {
+        let op = operation(method, path);
+        assert!(op.is_object(), "{method} {path} is documented");
+        assert!(op["security"].is_null(), "{method} {path} needs no key");
+    }
+    for (method, path) in operator {
+        let op = operation(method, path);
+        assert!(op.is_object(), "{method} {path} is documented");
+        let needs_key = op["security"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|r| r.get("operator_key").is_some()));
+        assert!(needs_key, "{method} {path} names the operator key: {op}");
+        assert!(
+            op["responses"]["401"].is_object(),
+            "{method} {path} documents its 401"
+        );
+    }
+    // Documented statuses and typed bodies, not just paths.
+    let create = operation("post", "/api/v1/donations");
+    for status in ["201", "400", "409", "422"] {
+        assert!(
+            create["responses"][status].is_object(),
+            "POST /api/v1/donations documents {status}"
+        );
+    }
+    assert_eq!(
+        create["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/DonationRequest"
+    );
+    let donation = &document["components"]["schemas"]["Donation"]["properties"];
+    for field in [
+        "id",
+        "campaign_id",
+        "amount",
+        "amount_minor",
+        "status",
+        "version",
+    ] {
+        assert!(donation[field].is_object(), "Donation.{field}");
+    }
+    let ids: Vec<&str> = document["paths"]
+        .as_object()
+        .into_iter()
+        .flat_map(|paths| paths.values())
+        .filter_map(Value::as_object)
+        .flat_map(|item| item.values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let unique: std::collections::HashSet<&str> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "operation ids are unique: {ids:?}");
+}
 
 async fn clients_over_their_rate_get_429_with_retry_after_per_ip_and_per_key(ctx: TestContext) {
     let app = ctx

@@ -166,6 +166,19 @@ async fn the_split_deployment_survives_a_killed_replica_and_a_broker_outage(ctx:
         )
         .await;
     }
+    // The gateway answers for the whole platform, and so does its document, though it runs none
+    // of the services itself.
+    let document: Value = client
+        .get(format!("{}/api/v1/openapi.json", base(gw)))
+        .send()
+        .await
+        .expect("the gateway answers")
+        .json()
+        .await
+        .expect("a JSON document");
+    for path in ["/api/v1/donations", "/api/v1/totals/campaigns/{id}"] {
+        assert!(document["paths"][path].is_object(), "{path} documented");
+    }
     let post = |path: String, body: Value| {
         let client = client.clone();
         async move {
