@@ -1,19 +1,257 @@
-//! `cfa-load`: goose stress scenarios, fault injection and the invariant verdict. Not built yet (issue #8): this binary only explains that.
+//! The `cfa-load` command line: goose's own flags, plus ours for the mix, the seed, the faults
+//! and the server.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::Parser;
+use cfa_load::run::{Fault, Plan, run};
+use cfa_load::scenarios::Mix;
+use clap::{Parser, ValueEnum};
+use goose::config::GooseConfiguration;
 
-/// CareForAll goose stress scenarios, fault injection and the invariant verdict.
+/// Load, faults and an invariant verdict for CareForAll.
 ///
-/// NOT BUILT YET: this tool is planned (issue #8) and does nothing so far. It exits with
-/// status 2 rather than pretend to work.
+/// Goose's flags (-H/--host, -u/--users, -t/--run-time, --threshold, --report-file, …) work as
+/// in any goose load test; a profile fills in what is not given.
 #[derive(Parser)]
-#[command(name = "cfa-load", version)]
-struct Cli {}
+#[command(
+    name = "cfa-load",
+    // goose's flags carry their own --version.
+    disable_version_flag = true,
+    after_help = "Examples:\n  cfa-load --profile smoke --host http://127.0.0.1:8000 --webhook-secret S --api-key K\n  cfa-load --profile stress -H http://127.0.0.1:8000 --report-file stress.html --report-file stress.json\n  CFA_DATABASE_URL=postgres://… CFA_AMQP_URL=amqp://… CFA_REDIS_URL=redis://… \\\n    cfa-load --profile chaos -H http://127.0.0.1:8000 --server-cmd 'cfa-server run'\n\nExit status: 0 every invariant and threshold held, 1 one broke, 2 usage."
+)]
+struct Cli {
+    /// A ready-made run: smoke (under a minute, CI), stress, or chaos (faults on each backend).
+    #[arg(long, value_enum)]
+    profile: Option<Profile>,
+    /// Scenario weights, e.g. journey=5,storm=1,totals=10,history=2.
+    #[arg(long)]
+    mix: Option<String>,
+    /// Seed for amounts, donors and outcomes [default: from the clock].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Webhook secret, for signed direct webhooks and storms.
+    #[arg(long, env = "CFA_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
+    /// Operator key, for the verdict's operator views.
+    #[arg(long, env = "CFA_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Campaigns to create for the run.
+    #[arg(long)]
+    campaigns: Option<usize>,
+    /// A fault, as target:fault — postgres|rabbitmq|redis : pass|latency:MS|reset|blackhole|outage,
+    /// or server:kill. Repeat for several, one after another.
+    #[arg(long = "fault")]
+    faults: Vec<String>,
+    /// Seconds of each phase around a fault: baseline,fault,recovery.
+    #[arg(long)]
+    phases: Option<String>,
+    /// Start the server with this command (via sh -c), behind fault proxies for the backends
+    /// named by CFA_DATABASE_URL, CFA_AMQP_URL and CFA_REDIS_URL.
+    #[arg(long)]
+    server_cmd: Option<String>,
+    /// Seconds the invariants may take to hold after the load.
+    #[arg(long)]
+    converge: Option<u64>,
+    /// Where to write verdict.json.
+    #[arg(long, default_value = "verdict.json")]
+    verdict: PathBuf,
+    #[command(flatten)]
+    goose: GooseConfiguration,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Profile {
+    Smoke,
+    Stress,
+    Chaos,
+}
 
 fn main() -> ExitCode {
-    let _ = Cli::parse();
-    eprintln!("cfa-load is not built yet (issue #8); run `cfa-load --help` for what it will do");
-    ExitCode::from(2)
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    if cli.goose.version {
+        println!("cfa-load {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(start(cli)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(Usage(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+struct Usage(String);
+
+impl From<anyhow::Error> for Usage {
+    fn from(e: anyhow::Error) -> Usage {
+        Usage(format!("{e:#}"))
+    }
+}
+
+async fn start(cli: Cli) -> Result<bool, Usage> {
+    // What each profile fills in: users, seconds, mix, campaigns, faults, thresholds.
+    let (users, seconds, mix, campaigns, faults, thresholds, converge): (
+        usize,
+        u64,
+        &str,
+        usize,
+        Vec<&str>,
+        Vec<&str>,
+        u64,
+    ) = match cli.profile {
+        Some(Profile::Smoke) => (
+            4,
+            15,
+            "journey=6,storm=2,totals=6,history=2",
+            3,
+            vec![],
+            vec!["error-rate<1%"],
+            60,
+        ),
+        Some(Profile::Stress) => (
+            32,
+            60,
+            "journey=4,storm=1,totals=12,history=3",
+            10,
+            vec![],
+            vec!["error-rate<1%", "p99<2s for POST baseline: /donations"],
+            120,
+        ),
+        Some(Profile::Chaos) => (
+            8,
+            0,
+            "journey=6,storm=2,totals=6,history=2",
+            5,
+            vec![
+                "postgres:outage",
+                "rabbitmq:outage",
+                "redis:outage",
+                "server:kill",
+            ],
+            vec!["error-rate<1% for POST baseline: /donations"],
+            180,
+        ),
+        None => (
+            4,
+            30,
+            "journey=6,storm=2,totals=6,history=2",
+            3,
+            vec![],
+            vec![],
+            60,
+        ),
+    };
+    let mix = Mix::parse(cli.mix.as_deref().unwrap_or(mix)).map_err(Usage)?;
+    let mut fault_list: Vec<Fault> = Vec::new();
+    let given: Vec<String> = if cli.faults.is_empty() {
+        // The chaos profile faults only what the environment lets it proxy.
+        faults
+            .iter()
+            .filter(|f| match f.split(':').next() {
+                Some("postgres") => std::env::var_os("CFA_DATABASE_URL").is_some(),
+                Some("rabbitmq") => std::env::var_os("CFA_AMQP_URL").is_some(),
+                Some("redis") => std::env::var_os("CFA_REDIS_URL").is_some(),
+                _ => cli.server_cmd.is_some(),
+            })
+            .map(|f| f.to_string())
+            .collect()
+    } else {
+        cli.faults.clone()
+    };
+    for f in &given {
+        fault_list.push(Fault::parse(f).map_err(Usage)?);
+    }
+    let phase_seconds = match &cli.phases {
+        Some(p) => {
+            let parts: Vec<u64> = p.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+            match parts[..] {
+                [b, f, r] => (b, f, r),
+                _ => {
+                    return Err(Usage(format!(
+                        "--phases `{p}`: write baseline,fault,recovery seconds, e.g. 10,10,10"
+                    )));
+                }
+            }
+        }
+        None => (10, 10, 10),
+    };
+    let mut goose = cli.goose;
+    let host = goose
+        .host
+        .clone()
+        .unwrap_or_else(|| "http://127.0.0.1:8000".to_string());
+    goose.host = Some(host.clone());
+    let users = goose.users.unwrap_or(users);
+    let run_time = goose
+        .run_time
+        .is_none()
+        .then_some(seconds)
+        .filter(|s| *s > 0);
+    if goose.threshold.is_empty() {
+        goose.threshold = thresholds.iter().map(|t| t.to_string()).collect();
+    }
+    let thresholds = Vec::new();
+    let plan = Plan {
+        host,
+        mix,
+        seed: cli
+            .seed
+            .unwrap_or_else(|| chrono::Utc::now().timestamp_micros() as u64),
+        campaigns: cli.campaigns.unwrap_or(campaigns),
+        webhook_secret: cli.webhook_secret,
+        api_key: cli.api_key,
+        faults: fault_list,
+        phase_seconds,
+        server_cmd: cli.server_cmd,
+        converge: Duration::from_secs(cli.converge.unwrap_or(converge)),
+        verdict: cli.verdict,
+        profile: cli.profile.map(|p| match p {
+            Profile::Smoke => "smoke".to_string(),
+            Profile::Stress => "stress".to_string(),
+            Profile::Chaos => "chaos".to_string(),
+        }),
+    };
+    Ok(run(plan, goose, thresholds, run_time, users).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn our_flags_and_gooses_live_together() {
+        super::Cli::command().debug_assert();
+        let cli = super::Cli::try_parse_from([
+            "cfa-load",
+            "--profile",
+            "smoke",
+            "--host",
+            "http://x",
+            "-u",
+            "3",
+            "--seed",
+            "7",
+            "--threshold",
+            "p95<1s",
+            "--fault",
+            "redis:latency:50",
+        ])
+        .expect("parses");
+        assert_eq!(cli.goose.host.as_deref(), Some("http://x"));
+        assert_eq!(cli.goose.users, Some(3));
+        assert_eq!(cli.seed, Some(7));
+        assert_eq!(cli.faults, ["redis:latency:50"]);
+    }
 }

@@ -1,0 +1,496 @@
+//! The goose scenarios over the real HTTP API. Every request is named after the phase it ran
+//! in, so reports show `POST baseline: /donations` and a threshold can judge one phase:
+//! `--threshold "p99<2s for POST fault: /donations"`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use goose::prelude::*;
+use rand::Rng;
+use serde_json::{Value, json};
+
+use crate::truth::{Donation, Expected, Truth};
+
+/// The phase names, indexed by [`Shared::phase`].
+pub const PHASES: [&str; 3] = ["baseline", "fault", "recovery"];
+
+/// What every simulated user shares.
+pub struct Shared {
+    /// Ground truth.
+    pub truth: Truth,
+    /// Webhook secret (for signed direct webhooks).
+    pub webhook_secret: Option<String>,
+    /// Operator key.
+    pub api_key: Option<String>,
+    /// The current phase, an index into [`PHASES`].
+    pub phase: AtomicUsize,
+    /// Seed of the run (each user mixes in its own number).
+    pub seed: u64,
+    counter: AtomicU64,
+}
+
+impl Shared {
+    /// Shared state for a run.
+    pub fn new(seed: u64, webhook_secret: Option<String>, api_key: Option<String>) -> Shared {
+        Shared {
+            truth: Truth::default(),
+            webhook_secret,
+            api_key,
+            phase: AtomicUsize::new(0),
+            seed,
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn name(&self, request: &str) -> String {
+        let phase = PHASES[self.phase.load(Ordering::Relaxed).min(PHASES.len() - 1)];
+        format!("{phase}: {request}")
+    }
+
+    fn rng(&self) -> rand::rngs::StdRng {
+        use rand::SeedableRng;
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        rand::rngs::StdRng::seed_from_u64(
+            self.seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(n),
+        )
+    }
+}
+
+/// The scenarios and their weights, from `--mix journey=5,storm=1,totals=10,history=2`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Mix {
+    /// Donor journeys.
+    pub journey: usize,
+    /// Webhook storms.
+    pub storm: usize,
+    /// Totals reads.
+    pub totals: usize,
+    /// History reads.
+    pub history: usize,
+}
+
+impl Mix {
+    /// Parses `name=weight,…`; names not given weigh 0.
+    pub fn parse(text: &str) -> Result<Mix, String> {
+        let mut mix = Mix {
+            journey: 0,
+            storm: 0,
+            totals: 0,
+            history: 0,
+        };
+        for part in text.split(',').filter(|p| !p.trim().is_empty()) {
+            let (name, weight) = part
+                .split_once('=')
+                .ok_or_else(|| format!("`{part}`: write name=weight, e.g. journey=5"))?;
+            let weight: usize = weight
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{part}`: the weight must be a whole number"))?;
+            match name.trim() {
+                "journey" => mix.journey = weight,
+                "storm" => mix.storm = weight,
+                "totals" => mix.totals = weight,
+                "history" => mix.history = weight,
+                other => {
+                    return Err(format!(
+                        "`{other}` is not a scenario; use journey, storm, totals or history"
+                    ));
+                }
+            }
+        }
+        if mix.journey + mix.storm + mix.totals + mix.history == 0 {
+            return Err("the mix weighs nothing; give at least one scenario a weight".into());
+        }
+        Ok(mix)
+    }
+}
+
+type Shared_ = Arc<Shared>;
+
+/// A goose transaction that runs `$f(shared, user)`.
+macro_rules! transaction {
+    ($shared:expr, $name:literal, $f:ident) => {{
+        let shared = $shared.clone();
+        let closure: TransactionFunction = Arc::new(move |user| {
+            let shared = shared.clone();
+            Box::pin(async move { $f(shared, user).await })
+        });
+        Transaction::new(closure).set_name($name)
+    }};
+}
+
+/// The scenarios of `mix` (those with a weight).
+pub fn scenarios(shared: &Shared_, mix: &Mix) -> Result<Vec<Scenario>, GooseError> {
+    let all = [
+        (
+            "journey",
+            mix.journey,
+            transaction!(shared, "journey", journey),
+        ),
+        ("storm", mix.storm, transaction!(shared, "storm", storm)),
+        ("totals", mix.totals, transaction!(shared, "totals", totals)),
+        (
+            "history",
+            mix.history,
+            transaction!(shared, "history", history),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, weight, t) in all {
+        if weight > 0 {
+            out.push(scenario!(name).set_weight(weight)?.register_transaction(t));
+        }
+    }
+    Ok(out)
+}
+
+/// One request of a scenario.
+struct Req<'a> {
+    method: GooseMethod,
+    path: &'a str,
+    /// The name reports show, after the phase.
+    label: &'a str,
+    body: Option<&'a Value>,
+    headers: &'a [(&'a str, String)],
+    /// The status that counts as success, when not any 2xx.
+    expect: Option<u16>,
+}
+
+/// Sends a request named for the phase; returns the status and JSON body.
+async fn send(
+    shared: &Shared,
+    user: &mut GooseUser,
+    req: Req<'_>,
+) -> Result<(u16, Value), Box<TransactionError>> {
+    let mut builder = user.get_request_builder(&req.method, req.path)?;
+    if let Some(key) = &shared.api_key {
+        builder = builder.bearer_auth(key);
+    }
+    for (k, v) in req.headers {
+        builder = builder.header(*k, v);
+    }
+    if let Some(body) = req.body {
+        builder = builder
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let name = shared.name(req.label);
+    let mut request = GooseRequest::builder()
+        .method(req.method)
+        .path(req.path)
+        .name(name.as_str())
+        .set_request_builder(builder);
+    if let Some(code) = req.expect {
+        request = request.expect_status_code(code);
+    }
+    let goose = user.request(request.build()).await?;
+    let status = match &goose.response {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    };
+    let json = match goose.response {
+        Ok(r) => r.json::<Value>().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    };
+    Ok((status, json))
+}
+
+fn pick(shared: &Shared) -> Option<String> {
+    let campaigns = shared.truth.campaigns();
+    if campaigns.is_empty() {
+        return None;
+    }
+    let i = shared.rng().random_range(0..campaigns.len());
+    Some(campaigns[i].clone())
+}
+
+/// Creates a donation (and replays its key once); records it when acknowledged.
+async fn donate(
+    shared: &Shared,
+    user: &mut GooseUser,
+) -> Result<Option<Donation>, Box<TransactionError>> {
+    let Some(campaign) = pick(shared) else {
+        return Ok(None);
+    };
+    let (cents, donor) = {
+        let mut rng = shared.rng();
+        (rng.random_range(100..10_000i64), rng.random_range(0..50u32))
+    };
+    let body = json!({
+        "campaign_id": campaign,
+        "donor_email": format!("donor{donor}@load.example.org"),
+        "amount": format!("{}.{:02}", cents / 100, cents % 100).parse::<f64>().unwrap_or(1.0),
+    });
+    let key = uuid::Uuid::new_v4().to_string();
+    let headers = [("idempotency-key", key.clone())];
+    let (status, created) = send(
+        shared,
+        user,
+        Req {
+            method: GooseMethod::Post,
+            path: "/api/v1/donations",
+            label: "/donations",
+            body: Some(&body),
+            headers: &headers,
+            expect: Some(201),
+        },
+    )
+    .await?;
+    if status != 201 {
+        return Ok(None);
+    }
+    let id = created["id"].as_str().unwrap_or_default().to_string();
+    let donation = Donation {
+        id: id.clone(),
+        key: key.clone(),
+        body: body.clone(),
+        campaign,
+        amount_minor: cents,
+        expected: Expected::Pending,
+        intent: None,
+    };
+    shared.truth.donation(donation.clone());
+    // A client retry: the same key must answer the same donation.
+    let (status, replayed) = send(
+        shared,
+        user,
+        Req {
+            method: GooseMethod::Post,
+            path: "/api/v1/donations",
+            label: "/donations (retry)",
+            body: Some(&body),
+            headers: &headers,
+            expect: Some(201),
+        },
+    )
+    .await?;
+    if status == 201 && replayed["id"] != created["id"] {
+        shared.truth.anomaly(format!(
+            "idempotency key {key} answered donation {} on retry, first {id}",
+            replayed["id"]
+        ));
+    }
+    Ok(Some(donation))
+}
+
+async fn intent(
+    shared: &Shared,
+    user: &mut GooseUser,
+    d: &Donation,
+) -> Result<Option<String>, Box<TransactionError>> {
+    let body = json!({"donation_id": d.id, "amount": d.body["amount"]});
+    let key = [("idempotency-key", uuid::Uuid::new_v4().to_string())];
+    let (status, reply) = send(
+        shared,
+        user,
+        Req {
+            method: GooseMethod::Post,
+            path: "/api/v1/payments/intent",
+            label: "/payments/intent",
+            body: Some(&body),
+            headers: &key,
+            expect: Some(201),
+        },
+    )
+    .await?;
+    Ok((status == 201).then(|| {
+        reply["payment_intent_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }))
+}
+
+async fn webhook(
+    shared: &Shared,
+    user: &mut GooseUser,
+    intent: &str,
+    status: &str,
+    at: chrono::DateTime<chrono::Utc>,
+    event_id: &str,
+) -> Result<(u16, Value), Box<TransactionError>> {
+    let event = json!({
+        "id": event_id,
+        "event_type": format!("payment_intent.{}", status.to_lowercase()),
+        "payment_intent_id": intent,
+        "status": status,
+        "timestamp": at.to_rfc3339(),
+    });
+    let bytes = event.to_string();
+    let mut headers = Vec::new();
+    if let Some(secret) = &shared.webhook_secret {
+        headers.push((
+            "cfa-signature",
+            cfa_cli::client::signature(secret, chrono::Utc::now().timestamp(), bytes.as_bytes()),
+        ));
+    }
+    send(
+        shared,
+        user,
+        Req {
+            method: GooseMethod::Post,
+            path: "/api/v1/payments/webhook",
+            label: &format!("/payments/webhook {status}"),
+            body: Some(&event),
+            headers: &headers,
+            expect: None,
+        },
+    )
+    .await
+}
+
+/// donation → intent → sandbox confirm (most), a decline (some), or direct signed webhooks.
+async fn journey(shared: Shared_, user: &mut GooseUser) -> TransactionResult {
+    let Some(d) = donate(&shared, user).await? else {
+        return Ok(());
+    };
+    let Some(pi) = intent(&shared, user, &d).await? else {
+        return Ok(());
+    };
+    let roll = shared.rng().random_range(0..100u32);
+    if roll < 15 && shared.webhook_secret.is_some() {
+        let t = chrono::Utc::now();
+        let (a, _) = webhook(
+            &shared,
+            user,
+            &pi,
+            "AUTHORIZED",
+            t,
+            &format!("evt_{}_a", &pi[3..]),
+        )
+        .await?;
+        let (c, _) = webhook(
+            &shared,
+            user,
+            &pi,
+            "CAPTURED",
+            t + chrono::TimeDelta::milliseconds(1),
+            &format!("evt_{}_c", &pi[3..]),
+        )
+        .await?;
+        let expected = if a == 200 && c == 200 {
+            Expected::Completed
+        } else {
+            Expected::Pending
+        };
+        shared.truth.settle(&d.id, expected, Some(pi));
+        return Ok(());
+    }
+    let outcome = if roll < 30 { "decline" } else { "succeed" };
+    let (status, _) = send(
+        &shared,
+        user,
+        Req {
+            method: GooseMethod::Post,
+            path: &format!("/sandbox/v1/intents/{pi}/confirm"),
+            label: "/sandbox/confirm",
+            body: Some(&json!({"outcome": outcome})),
+            headers: &[("idempotency-key", uuid::Uuid::new_v4().to_string())],
+            expect: Some(202),
+        },
+    )
+    .await?;
+    let expected = match (status, outcome) {
+        (202, "succeed") => Expected::Completed,
+        (202, _) => Expected::Failed,
+        _ => Expected::Pending,
+    };
+    shared.truth.settle(&d.id, expected, Some(pi));
+    Ok(())
+}
+
+/// Each event of a payment delivered several times at once, then a late, older duplicate.
+async fn storm(shared: Shared_, user: &mut GooseUser) -> TransactionResult {
+    if shared.webhook_secret.is_none() {
+        return Ok(());
+    }
+    let Some(d) = donate(&shared, user).await? else {
+        return Ok(());
+    };
+    let Some(pi) = intent(&shared, user, &d).await? else {
+        return Ok(());
+    };
+    let t = chrono::Utc::now();
+    let copies = 3;
+    let mut applied = true;
+    for (status, at, id) in [
+        ("AUTHORIZED", t, format!("evt_{}_a", &pi[3..])),
+        (
+            "CAPTURED",
+            t + chrono::TimeDelta::milliseconds(1),
+            format!("evt_{}_c", &pi[3..]),
+        ),
+    ] {
+        // Goose users are sequential; the duplicates go back to back (concurrent duplicates are
+        // covered by the server's own tests), each a distinct delivery of the same event.
+        for _ in 0..copies {
+            let (code, _) = webhook(&shared, user, &pi, status, at, &id).await?;
+            applied &= code == 200;
+        }
+    }
+    // Late and older: must be ignored, not applied.
+    let (code, reply) = webhook(
+        &shared,
+        user,
+        &pi,
+        "AUTHORIZED",
+        t - chrono::TimeDelta::seconds(5),
+        &format!("evt_{}_late", &pi[3..]),
+    )
+    .await?;
+    if code == 200 && reply["status"] == "processed" {
+        shared.truth.anomaly(format!(
+            "a late AUTHORIZED for {pi} was applied after its capture"
+        ));
+    }
+    shared.truth.settle(
+        &d.id,
+        if applied {
+            Expected::Completed
+        } else {
+            Expected::Pending
+        },
+        Some(pi),
+    );
+    Ok(())
+}
+
+async fn totals(shared: Shared_, user: &mut GooseUser) -> TransactionResult {
+    if let Some(c) = pick(&shared) {
+        send(
+            &shared,
+            user,
+            Req {
+                method: GooseMethod::Get,
+                path: &format!("/api/v1/totals/campaigns/{c}"),
+                label: "/totals",
+                body: None,
+                headers: &[],
+                expect: Some(200),
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn history(shared: Shared_, user: &mut GooseUser) -> TransactionResult {
+    if let Some(c) = pick(&shared) {
+        send(
+            &shared,
+            user,
+            Req {
+                method: GooseMethod::Get,
+                path: &format!("/api/v1/donations/history?campaign_id={c}&limit=20"),
+                label: "/donations/history",
+                body: None,
+                headers: &[],
+                expect: Some(200),
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
