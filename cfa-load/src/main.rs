@@ -140,7 +140,7 @@ async fn start(cli: Cli) -> Result<bool, Usage> {
                 "redis:outage",
                 "server:kill",
             ],
-            vec!["error-rate<1% for POST baseline: /donations"],
+            vec!["error-rate<5% for POST baseline: /donations"],
             180,
         ),
         None => (

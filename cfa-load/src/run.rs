@@ -121,6 +121,14 @@ impl ManagedServer {
         Ok(())
     }
 
+    /// Whether the process started is still running (a server that could not bind its port
+    /// exits at once, and the load would then measure some other server).
+    fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -252,8 +260,17 @@ pub async fn run(
             );
         }
     }
+    let healthy = wait_healthy(&client, Duration::from_secs(60)).await;
+    if let Some(managed) = server.as_mut() {
+        anyhow::ensure!(
+            managed.running(),
+            "the server started with --server-cmd exited; see {} (is another server already on {}?)",
+            managed.log.display(),
+            plan.host
+        );
+    }
     anyhow::ensure!(
-        wait_healthy(&client, Duration::from_secs(60)).await,
+        healthy,
         "the server at {} does not answer /health; start it (cfa-server run) or pass --server-cmd",
         plan.host
     );
@@ -390,6 +407,11 @@ pub async fn run(
         "convergence_seconds_after_load": report.converged_after_seconds,
         "convergence_seconds_after_last_fault": converged_after_last_fault,
     });
+    // The ground truth itself, for whoever has to explain a failed invariant.
+    let truth_path = plan.verdict.with_file_name("truth.json");
+    let truth = json!({"campaigns": campaigns, "donations": donations, "anomalies": anomalies});
+    std::fs::write(&truth_path, serde_json::to_vec_pretty(&truth)?)
+        .with_context(|| format!("cannot write {}", truth_path.display()))?;
     std::fs::write(&plan.verdict, serde_json::to_vec_pretty(&verdict)?)
         .with_context(|| format!("cannot write {}", plan.verdict.display()))?;
     summary(&verdict, &report, &threshold_results, &plan);

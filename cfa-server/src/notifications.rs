@@ -380,8 +380,10 @@ impl Sender {
         let now = crate::domain::now();
         let due = self
             .store
-            // A lease far longer than a batch can take (5 sends × the 10 s SMTP timeout).
-            .claim_notifications(now, now + TimeDelta::minutes(10), 5)
+            // A lease longer than a batch can take (5 sends × the 10 s SMTP timeout), and no
+            // longer: a process killed mid-batch leaves its claims to the next sender after it.
+            // (It was 10 minutes until the chaos profile killed a server right after a claim.)
+            .claim_notifications(now, now + TimeDelta::seconds(90), 5)
             .await?;
         let mut sent = 0;
         for n in due {
