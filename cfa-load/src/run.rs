@@ -321,6 +321,10 @@ pub async fn run(
             let mut last_fault_end = None;
             for fault in &faults {
                 for (i, seconds) in [b, f, r].into_iter().enumerate() {
+                    if i == 1 {
+                        let name = format!("{}-{}", fault.target, fault.mode.replace(':', "-"));
+                        *shared.fault_name.write().unwrap_or_else(|p| p.into_inner()) = name;
+                    }
                     shared.phase.store(i, Ordering::Relaxed);
                     let begin = start.elapsed().as_secs_f64();
                     if i == 1 {

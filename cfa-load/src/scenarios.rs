@@ -1,5 +1,6 @@
 //! The goose scenarios over the real HTTP API. Every request is named after the phase it ran
-//! in, so reports show `POST baseline: /donations` and a threshold can judge one phase:
+//! in (`baseline`, the fault itself as `postgres-outage`, `recovery`), so reports show
+//! `POST baseline: /donations` or `POST redis-outage: /donations`, and a threshold can judge one:
 //! `--threshold "p99<2s for POST fault: /donations"`.
 
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub struct Shared {
     pub api_key: Option<String>,
     /// The current phase, an index into [`PHASES`].
     pub phase: AtomicUsize,
+    /// The name of the fault phase's requests (`postgres-outage`).
+    pub fault_name: std::sync::RwLock<String>,
     /// Seed of the run (each user mixes in its own number).
     pub seed: u64,
     counter: AtomicU64,
@@ -37,14 +40,19 @@ impl Shared {
             webhook_secret,
             api_key,
             phase: AtomicUsize::new(0),
+            fault_name: std::sync::RwLock::new("fault".into()),
             seed,
             counter: AtomicU64::new(0),
         }
     }
 
     fn name(&self, request: &str) -> String {
-        let phase = PHASES[self.phase.load(Ordering::Relaxed).min(PHASES.len() - 1)];
-        format!("{phase}: {request}")
+        let phase = self.phase.load(Ordering::Relaxed).min(PHASES.len() - 1);
+        if phase == 1 {
+            let fault = self.fault_name.read().unwrap_or_else(|p| p.into_inner());
+            return format!("{fault}: {request}");
+        }
+        format!("{}: {request}", PHASES[phase])
     }
 
     fn rng(&self) -> rand::rngs::StdRng {

@@ -5,10 +5,10 @@
 //! exists at the provider exactly when it exists on our side. A delivery worker then POSTs the
 //! queued webhooks, signed, to the configured URL (by default this server's own endpoint),
 //! retrying with exponential back-off and jitter until it gets a 2xx or runs out of attempts.
-//! An intent's webhooks go out in the order they were queued: one waits while an earlier one has
-//! not reached the platform's decision (no answer, a 429 or a 5xx), so a retried AUTHORIZED is
-//! never overtaken by its CAPTURED, which the platform would reject as an invalid transition. An
-//! earlier one the platform answered with a 4xx does not hold the rest back. Duplicate, delayed and reordered delivery can be switched on
+//! An intent's webhooks go out in the order they were queued: each is held by the one queued
+//! before it until the platform has decided on that one (a 2xx, or a 4xx other than 429), so a
+//! retried AUTHORIZED (after a 429 or a 5xx) is never overtaken by its CAPTURED, which the
+//! platform would reject as an invalid transition. Duplicate, delayed and reordered delivery can be switched on
 //! for testing.
 
 use std::sync::Arc;

@@ -849,7 +849,9 @@ macro_rules! sql_store {
 
             async fn sandbox_enqueue(&mut self, intent: &str, body: &str, at: DateTime<Utc>) -> StoreResult<()> {
                 sqlx::query(
-                    "INSERT INTO sandbox_deliveries (payment_intent_id, body, next_attempt_at) VALUES ($1, $2, $3)",
+                    "INSERT INTO sandbox_deliveries (payment_intent_id, body, next_attempt_at, held_by) VALUES ($1, $2, $3, \
+                     (SELECT MAX(id) FROM sandbox_deliveries WHERE payment_intent_id = $1 \
+                      AND delivered_at IS NULL AND given_up_at IS NULL))",
                 )
                 .bind(intent)
                 .bind(body)
@@ -1335,10 +1337,7 @@ macro_rules! sql_store {
                 let rows = sqlx::query(
                     "SELECT id, payment_intent_id, body, attempts FROM sandbox_deliveries d \
                      WHERE delivered_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1 \
-                     AND NOT EXISTS (SELECT 1 FROM sandbox_deliveries e \
-                         WHERE e.payment_intent_id = d.payment_intent_id AND e.id < d.id \
-                         AND e.delivered_at IS NULL AND e.given_up_at IS NULL \
-                         AND (e.last_status IS NULL OR e.last_status = 429 OR e.last_status >= 500)) \
+                     AND held_by IS NULL \
                      ORDER BY next_attempt_at, id LIMIT $2",
                 )
                 .bind(now)
@@ -1365,6 +1364,10 @@ macro_rules! sql_store {
                 at: DateTime<Utc>,
             ) -> StoreResult<()> {
                 let status = status.map(i32::from);
+                // Once the platform has decided on this one (a 2xx or a 4xx other than 429), or
+                // the sandbox gave it up, the next one for the intent may go.
+                let decided = matches!(outcome, DeliveryOutcome::Delivered | DeliveryOutcome::GiveUp)
+                    || status.is_some_and(|s| (400..500).contains(&s) && s != 429);
                 let query = match outcome {
                     DeliveryOutcome::Delivered => sqlx::query(
                         "UPDATE sandbox_deliveries SET attempts = attempts + 1, last_status = $1, delivered_at = $2 WHERE id = $3",
@@ -1383,6 +1386,12 @@ macro_rules! sql_store {
                     .bind(at),
                 };
                 query.bind(id).execute(&self.write).await?;
+                if decided {
+                    sqlx::query("UPDATE sandbox_deliveries SET held_by = NULL WHERE held_by = $1")
+                        .bind(id)
+                        .execute(&self.write)
+                        .await?;
+                }
                 Ok(())
             }
 
