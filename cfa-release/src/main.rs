@@ -349,7 +349,11 @@ fn print_plan(plan: &Plan) {
         println!(
             "{:width$}  {from:>14}  {to:>14}  {:6}  {why}{more}",
             c.name,
-            format!("{:?}", c.bump).to_lowercase()
+            if c.old_version.is_none() && c.release {
+                "first".to_string()
+            } else {
+                format!("{:?}", c.bump).to_lowercase()
+            }
         );
     }
     for c in plan.releases() {

@@ -2,9 +2,11 @@
 //! for idempotent replays.
 //!
 //! Every call has a short timeout, and any failure (Redis down, slow, or not configured) is
-//! treated as a miss: the request falls back to the database and still succeeds. A broken
-//! connection is retried at most once a second, so a Redis outage costs each request nothing but
-//! a check of a flag.
+//! treated as a miss: the request falls back to the database and still succeeds. After a failure
+//! Redis is left alone for a second (then one call tries it again), and a broken connection is
+//! retried at most once a second, so a Redis outage costs each request nothing but a check of a
+//! flag. (Before the rest, every request of the chaos profile's Redis outage waited out the
+//! timeout: p50 of a donation went from 21 ms to 105 ms.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +24,12 @@ pub struct FastPath {
     timeout: Duration,
     connection: Mutex<(Option<ConnectionManager>, Option<Instant>)>,
     failures: AtomicU64,
+    /// No call before this instant: Redis failed just now.
+    resting_until: std::sync::Mutex<Option<Instant>>,
 }
+
+/// How long Redis is left alone after a failure.
+const REST: Duration = Duration::from_secs(1);
 
 impl FastPath {
     /// A fast path to the Redis server in the settings (connected on first use).
@@ -35,6 +42,7 @@ impl FastPath {
             timeout: Duration::from_millis(settings.timeout_ms),
             connection: Mutex::new((None, None)),
             failures: AtomicU64::new(0),
+            resting_until: std::sync::Mutex::new(None),
         }))
     }
 
@@ -80,7 +88,13 @@ impl FastPath {
         }
     }
 
+    fn resting(&self) -> bool {
+        let until = self.resting_until.lock().unwrap_or_else(|p| p.into_inner());
+        until.is_some_and(|until| Instant::now() < until)
+    }
+
     fn failed(&self, error: &str) {
+        *self.resting_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + REST);
         let n = self.failures.fetch_add(1, Ordering::Relaxed);
         if n.is_power_of_two() {
             tracing::warn!(%error, failures = n + 1, "Redis unavailable; serving from the database");
@@ -88,6 +102,9 @@ impl FastPath {
     }
 
     async fn run<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Option<T> {
+        if self.resting() {
+            return None;
+        }
         let mut connection = self.connection().await?;
         match tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection)).await {
             Ok(Ok(value)) => Some(value),

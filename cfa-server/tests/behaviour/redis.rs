@@ -11,7 +11,8 @@ use crate::tests;
 
 tests![
     redis: replicas_share_cached_totals_and_changes_reach_them,
-    a_replay_is_served_from_redis_when_the_database_row_is_gone;
+    a_replay_is_served_from_redis_when_the_database_row_is_gone,
+    a_redis_that_goes_away_is_left_alone_instead_of_waited_on_by_every_request;
     any: with_redis_down_every_request_still_succeeds_from_the_database,
 ];
 
@@ -135,4 +136,54 @@ async fn with_redis_down_every_request_still_succeeds_from_the_database(ctx: Tes
     assert_eq!(ready.status, 200);
     assert_eq!(ready.json["status"], "degraded");
     assert_eq!(ready.json["checks"]["cache"]["status"], "down");
+}
+
+async fn a_redis_that_goes_away_is_left_alone_instead_of_waited_on_by_every_request(
+    ctx: TestContext,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (url, _) = ctx.redis.clone().expect("redis");
+    let target = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .expect("host:port")
+        .to_string();
+    let open = Arc::new(AtomicBool::new(true));
+    let port = crate::rabbit::proxy(target.clone(), open.clone()).await;
+    let proxied = url.replacen(&target, &format!("127.0.0.1:{port}"), 1);
+    let app = ctx
+        .spawn_app_with(|s| {
+            s.redis.url.0 = proxied.clone();
+            s.redis.timeout_ms = 200;
+        })
+        .await;
+    let redis = app.state.replays.fast.clone().expect("Redis is configured");
+    let campaign = app.create_campaign("Redis goes away", 100.0).await;
+    let path = format!("/api/v1/totals/campaigns/{campaign}");
+    for _ in 0..3 {
+        assert_eq!(app.get(&path).await.status, 200);
+    }
+    assert_eq!(redis.failures(), 0, "Redis answers while it is there");
+    open.store(false, Ordering::SeqCst);
+    // Each creating request looks its key up on the fast path, then stores its answer there.
+    for i in 0..30 {
+        let body = json!({"campaign_id": campaign, "donor_email": format!("r{i}@example.org"), "amount": 1});
+        let key = [("idempotency-key", format!("gone-{i}"))];
+        let key: Vec<(&str, &str)> = key.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let reply = app
+            .send(Method::POST, "/api/v1/donations", Some(&body), &key)
+            .await;
+        assert_eq!(reply.status, 201, "served from the database");
+    }
+    assert!(
+        redis.failures() <= 10,
+        "after a failure Redis is left alone, not asked (and waited on) twice by each of 30 requests: {} failures",
+        redis.failures()
+    );
+    assert_eq!(
+        app.get("/ready").await.json["checks"]["cache"]["status"],
+        "down"
+    );
 }
