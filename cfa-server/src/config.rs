@@ -87,11 +87,23 @@ pub enum Role {
     Notification,
     /// The outbox relay.
     Relay,
-    /// The API gateway (not built yet).
+    /// The API gateway.
     Gateway,
 }
 
 impl Role {
+    /// Its name, as `--role` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Donation => "donation",
+            Role::Payment => "payment",
+            Role::Totals => "totals",
+            Role::Notification => "notification",
+            Role::Relay => "relay",
+            Role::Gateway => "gateway",
+        }
+    }
+
     /// Every role.
     pub const ALL: [Role; 6] = [
         Role::Donation,

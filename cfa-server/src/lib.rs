@@ -20,6 +20,7 @@ pub mod domain;
 pub mod http;
 pub mod idempotency;
 pub mod messaging;
+pub mod metrics;
 pub mod notifications;
 pub mod payments;
 pub mod redis_cache;

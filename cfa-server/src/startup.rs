@@ -235,6 +235,7 @@ impl Application {
                 (h, receiver)
             })
             .collect();
+        let settings_server_roles = settings.server.clone();
         let state = AppState {
             store,
             settings: Arc::new(settings),
@@ -253,7 +254,9 @@ impl Application {
             history_links,
             mailer,
             mail_wake,
+            service: Arc::from(crate::metrics::service(&settings_server_roles)),
         };
+        crate::metrics::register(&state.service);
         Ok(Application {
             listener,
             state,

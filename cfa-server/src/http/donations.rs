@@ -232,6 +232,7 @@ async fn create(
     let response =
         commit_response(owned, StatusCode::CREATED, &DonationBody::from(&donation)).await?;
     state.outbox_written();
+    crate::metrics::donation_created(&state.service);
     tracing::info!(donation_id = %donation.id, campaign_id = %donation.campaign_id, donor = %donation.donor_email, amount_minor = donation.amount_minor, "donation created");
     Ok(response)
 }

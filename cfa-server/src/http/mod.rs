@@ -94,6 +94,8 @@ pub struct AppState {
     pub mailer: Arc<dyn Mailer>,
     /// Wakes the notification sender.
     pub mail_wake: Arc<Notify>,
+    /// The `service` label of this process's metrics.
+    pub service: Arc<str>,
 }
 
 impl AppState {
@@ -259,14 +261,16 @@ pub fn app(state: AppState) -> Router {
     if let Some(rate_limits) = rate_limits {
         router = router.layer(rate_limits);
     }
+    let service = state.service.clone();
     router
+        .route("/metrics", axum::routing::get(metrics_text))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                .layer(middleware::from_fn(log_requests))
+                .layer(middleware::from_fn_with_state(service, log_requests))
                 .layer(middleware::from_fn(json_errors))
                 .layer(CatchPanicLayer::custom(panic_response))
                 .layer(TimeoutLayer::with_status_code(
@@ -277,15 +281,46 @@ pub fn app(state: AppState) -> Router {
         )
 }
 
+/// `GET /metrics`: Prometheus text format; the outbox gauges are read from the database now.
+async fn metrics_text(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    if let Ok(stats) = state.store.outbox_stats().await {
+        let age = stats.oldest_pending.map_or(0.0, |t| {
+            (crate::domain::now() - t).num_milliseconds().max(0) as f64 / 1000.0
+        });
+        crate::metrics::outbox(&state.service, stats.pending, age);
+    }
+    let body = crate::metrics::handle()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+        .into_response()
+}
+
 /// Logs each request once, with its route template, status and duration, and the hidden message
-/// of a 5xx.
-async fn log_requests(request: Request, next: Next) -> Response {
+/// of a 5xx; counts it in the request metrics (by route template, never the raw path).
+async fn log_requests(
+    axum::extract::State(service): axum::extract::State<Arc<str>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = std::time::Instant::now();
     let method = request.method().clone();
     // Cheap clones (reference-counted); formatted only if a line is actually written.
     let route = request.extensions().get::<MatchedPath>().cloned();
     let request_id = request.headers().get(&REQUEST_ID).cloned();
     let response = next.run(request).await;
+    crate::metrics::request(
+        &service,
+        route.as_ref().map_or("unmatched", |r| r.as_str()),
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     let failure = response.extensions().get::<InternalMessage>();
     if failure.is_some() || tracing::enabled!(tracing::Level::DEBUG) {
         let route = route.as_ref().map_or("unmatched", |r| r.as_str());

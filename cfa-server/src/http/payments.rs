@@ -698,6 +698,7 @@ async fn webhook(
         },
     };
     if let Some(saved) = state.store.webhook_record(&dedup_key).await? {
+        crate::metrics::webhook(&state.service, &saved.outcome, true);
         return Ok(replay_webhook(saved));
     }
     apply_webhook(&state, dedup_key, &body, None).await
@@ -716,7 +717,10 @@ pub(crate) async fn apply_webhook(
     if !tx.claim_webhook(&dedup_key, now).await? {
         drop(tx);
         return match state.store.webhook_record(&dedup_key).await? {
-            Some(saved) => Ok(replay_webhook(saved)),
+            Some(saved) => {
+                crate::metrics::webhook(&state.service, &saved.outcome, true);
+                Ok(replay_webhook(saved))
+            }
             None => Err(ApiError::Conflict(
                 "the same webhook is being processed; retry".into(),
             )),
@@ -738,6 +742,7 @@ pub(crate) async fn apply_webhook(
     })
     .await?;
     tx.commit().await?;
+    crate::metrics::webhook(&state.service, outcome.label, false);
     if outcome.label == "processed" {
         state.outbox_written();
     }

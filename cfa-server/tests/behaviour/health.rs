@@ -11,7 +11,72 @@ tests![
     unknown_routes_and_methods_get_json_errors,
     clients_over_their_rate_get_429_with_retry_after_per_ip_and_per_key,
     the_openapi_document_lists_every_endpoint_and_marks_the_operator_ones,
+    metrics_count_requests_by_route_template_and_the_outbox,
 ];
+
+async fn metrics_count_requests_by_route_template_and_the_outbox(ctx: TestContext) {
+    let app = ctx.spawn_app().await;
+    let campaign = app.create_campaign("Metrics", 100.0).await;
+    let donation = app.donate(&campaign, "m@example.org", "3").await;
+    let id = donation.json["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        app.get(&format!("/api/v1/donations/{id}")).await.status,
+        200
+    );
+    let reply = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(reply.status(), 200);
+    assert!(
+        reply
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/plain")),
+        "Prometheus text format"
+    );
+    let text = reply.text().await.expect("body");
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+            .to_string()
+    };
+    let value = |l: String| -> f64 {
+        l.rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .expect("a number")
+    };
+    // By route template, never by raw path: one series however many donations there are.
+    assert!(text.contains(r#"route="/api/v1/donations/{id}""#), "{text}");
+    assert!(!text.contains(&id), "no raw id in any label");
+    assert!(
+        text.contains("http_request_duration_seconds_bucket{"),
+        "a histogram"
+    );
+    assert!(
+        value(line(
+            r#"donation_created_total{service="all",status="PENDING"}"#
+        )) >= 1.0
+    );
+    assert_eq!(value(line(r#"up{service="all"}"#)), 1.0);
+    assert!(
+        value(line(r#"outbox_pending{service="all"}"#)) >= 1.0,
+        "the relay is left to the test, so the donation's events wait"
+    );
+    assert!(
+        text.contains("webhook_processed_total{"),
+        "registered before the first webhook"
+    );
+    assert!(
+        text.contains("# HELP outbox_oldest_age_seconds"),
+        "described"
+    );
+}
 
 async fn the_openapi_document_lists_every_endpoint_and_marks_the_operator_ones(ctx: TestContext) {
     // With keys configured, so "open" is tested where it matters.
