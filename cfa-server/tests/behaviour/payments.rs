@@ -42,9 +42,8 @@ tests![
 /// platform would reject as an invalid transition and keep rejecting on every retry.
 async fn the_sandbox_sends_an_intents_webhooks_one_at_a_time_in_order(ctx: TestContext) {
     use cfa_server::storage::DeliveryOutcome;
-    let app = ctx
-        .spawn_app_with(|s| s.payments.sandbox_poll_interval_ms = 3_600_000)
-        .await;
+    // The queue is driven by hand: no sandbox worker may deliver behind the test's back.
+    let app = ctx.spawn_app_with(|s| s.payments.sandbox = false).await;
     let now = chrono::Utc::now();
     let mut tx = app.store.begin().await.expect("tx");
     tx.sandbox_enqueue(
