@@ -121,7 +121,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 fn api(runs: impl Fn(Role) -> bool) -> OpenApiRouter<AppState> {
     let mut router = OpenApiRouter::default()
         .merge(health::router())
-        .routes(routes!(openapi_json));
+        .routes(routes!(openapi_json))
+        .routes(routes!(metrics_text));
     if runs(Role::Donation) {
         router = router
             .merge(campaigns::router())
@@ -263,7 +264,6 @@ pub fn app(state: AppState) -> Router {
     }
     let service = state.service.clone();
     router
-        .route("/metrics", axum::routing::get(metrics_text))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(
@@ -282,6 +282,13 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// `GET /metrics`: Prometheus text format; the outbox gauges are read from the database now.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text format (version 0.0.4): request, donation, webhook and outbox metrics, each with a `service` label", content_type = "text/plain", body = String))
+)]
 async fn metrics_text(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     if let Ok(stats) = state.store.outbox_stats().await {
         let age = stats.oldest_pending.map_or(0.0, |t| {

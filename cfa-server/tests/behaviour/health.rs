@@ -113,6 +113,7 @@ async fn the_openapi_document_lists_every_endpoint_and_marks_the_operator_ones(c
         ("get", "/health"),
         ("get", "/ready"),
         ("get", "/api/v1/openapi.json"),
+        ("get", "/metrics"),
         ("post", "/sandbox/v1/intents/{id}/confirm"),
         ("post", "/sandbox/v1/intents/{id}/capture"),
         ("get", "/sandbox/v1/intents/{id}"),
