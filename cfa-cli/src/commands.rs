@@ -508,14 +508,10 @@ async fn send_webhook(ctx: &Context, args: SendWebhook) -> Result<Output> {
     }
     let n = args.duplicate.max(1) as usize;
     let sends = (0..n).map(|_| {
-        let (client, body, headers) = (ctx.client.clone(), body.clone(), headers.clone());
-        async move {
-            client
-                .send_bytes("/api/v1/payments/webhook", body, &headers)
-                .await
-        }
+        ctx.client
+            .send_bytes("/api/v1/payments/webhook", body.clone(), &headers)
     });
-    let replies = futures_join(sends).await;
+    let replies = futures::future::join_all(sends).await;
     let mut rows = Vec::new();
     let mut json_replies = Vec::new();
     let mut worst: Option<ClientError> = None;
@@ -561,22 +557,6 @@ async fn send_webhook(ctx: &Context, args: SendWebhook) -> Result<Output> {
         )));
     }
     Ok(out)
-}
-
-/// Runs futures concurrently and collects their results in order.
-async fn futures_join<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
-where
-    F: std::future::Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    let handles: Vec<_> = futures.map(tokio::spawn).collect();
-    let mut out = Vec::new();
-    for handle in handles {
-        if let Ok(value) = handle.await {
-            out.push(value);
-        }
-    }
-    out
 }
 
 async fn health(c: &Client) -> Result<Output> {

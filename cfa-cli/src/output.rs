@@ -1,7 +1,7 @@
 //! Printing results: `--output json` prints the server's JSON (stable, for scripts); `table`
 //! prints records and tables for people, coloured only on a terminal without `NO_COLOR`.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 
 use anstyle::{AnsiColor, Style};
 use comfy_table::{Table, presets};
@@ -102,7 +102,7 @@ pub fn status_style(word: &str) -> Style {
 }
 
 /// Renders `output` as text (no colour; [`print`] adds it on a terminal).
-pub fn render(output: &Output, ascii: bool) -> String {
+pub fn render(output: &Output) -> String {
     let mut out = String::new();
     for view in &output.views {
         match view {
@@ -120,7 +120,6 @@ pub fn render(output: &Output, ascii: bool) -> String {
                 let mut table = Table::new();
                 // Columns only, like kubectl: easy to read, and to cut or awk.
                 table.load_preset(presets::NOTHING);
-                let _ = ascii;
                 table.set_header(headers.iter().map(|h| h.to_uppercase()));
                 for row in rows {
                     table.add_row(row);
@@ -144,7 +143,7 @@ pub fn print(output: &Output, format: Format) {
     let mut stdout = anstream::stdout();
     let text = match format {
         Format::Json => serde_json::to_string_pretty(&output.json).unwrap_or_default() + "\n",
-        Format::Table => colour(&render(output, !std::io::stdout().is_terminal())),
+        Format::Table => colour(&render(output)),
     };
     let _ = stdout.write_all(text.as_bytes());
 }

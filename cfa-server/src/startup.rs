@@ -235,7 +235,7 @@ impl Application {
                 (h, receiver)
             })
             .collect();
-        let settings_server_roles = settings.server.clone();
+        let service = Arc::from(crate::metrics::service(&settings.server));
         let state = AppState {
             store,
             settings: Arc::new(settings),
@@ -254,7 +254,7 @@ impl Application {
             history_links,
             mailer,
             mail_wake,
-            service: Arc::from(crate::metrics::service(&settings_server_roles)),
+            service,
         };
         crate::metrics::register(&state.service);
         Ok(Application {
