@@ -129,7 +129,7 @@ pub async fn check_once(
             let want = match d.expected {
                 Expected::Completed => "COMPLETED",
                 Expected::Failed => "FAILED",
-                Expected::Pending => return None,
+                Expected::Unknown => return None,
             };
             (body["status"] != want)
                 .then(|| format!("donation {} is {}, expected {want}", d.id, body["status"]))
@@ -173,7 +173,7 @@ pub async fn check_once(
     let counts = |d: &Donation| match d.expected {
         Expected::Completed => true,
         Expected::Failed => false,
-        Expected::Pending => by_id
+        Expected::Unknown => by_id
             .get(&d.id)
             .and_then(|r| r.as_ref().ok())
             .is_some_and(|b| b["status"] == "COMPLETED"),
@@ -215,14 +215,13 @@ pub async fn check_once(
     let paid: Vec<&Donation> = donations.iter().filter(|d| counts(d)).collect();
     let payment_failures: Vec<String> = futures::stream::iter(paid.iter())
         .map(|d| {
+            // The intent the load saw, else the one the server recorded.
             let known = by_id.get(&d.id).and_then(|r| r.as_ref().ok());
-            let pi = d.intent.clone().or_else(|| {
-                known.and_then(|b| b["payment_intent_id"].as_str().map(str::to_string))
-            });
-            (d, pi)
+            d.intent
+                .clone()
+                .or_else(|| known.and_then(|b| b["payment_intent_id"].as_str().map(str::to_string)))
         })
-        .map(|(d, pi)| async move {
-            let _ = d;
+        .map(|pi| async move {
             let pi = pi?;
             let pi = pi.as_str();
             let history = match get(client, &format!("/api/v1/payments/{pi}/history")).await {

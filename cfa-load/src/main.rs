@@ -19,7 +19,7 @@ use goose::config::GooseConfiguration;
     name = "cfa-load",
     // goose's flags carry their own --version.
     disable_version_flag = true,
-    after_help = "Examples:\n  cfa-load --profile smoke --host http://127.0.0.1:8000 --webhook-secret S --api-key K\n  cfa-load --profile stress -H http://127.0.0.1:8000 --report-file stress.html --report-file stress.json\n  CFA_DATABASE_URL=postgres://… CFA_AMQP_URL=amqp://… CFA_REDIS_URL=redis://… \\\n    cfa-load --profile chaos -H http://127.0.0.1:8000 --server-cmd 'cfa-server run'\n\nExit status: 0 every invariant and threshold held, 1 one broke, 2 usage."
+    after_help = "Examples:\n  cfa-load --profile smoke --host http://127.0.0.1:8000 --webhook-secret S --api-key K\n  cfa-load --profile stress -H http://127.0.0.1:8000 --report-file stress.html --report-file stress.json\n  CFA_DATABASE_URL=postgres://… CFA_AMQP_URL=amqp://… CFA_REDIS_URL=redis://… \\\n    cfa-load --profile chaos -H http://127.0.0.1:8000 --server-cmd 'cfa-server run'\n\nExit status: 0 every invariant and threshold held, 1 one broke, 2 usage, 3 the run could not\nhappen (no server, a verdict that cannot be written)."
 )]
 struct Cli {
     /// A ready-made run: smoke (under a minute, CI), stress, or chaos (faults on each backend).
@@ -85,22 +85,27 @@ fn main() -> ExitCode {
     match runtime.block_on(start(cli)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
-        Err(Usage(e)) => {
+        Err(Failure::Usage(e)) => {
             eprintln!("error: {e}");
             ExitCode::from(2)
+        }
+        Err(Failure::Run(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(3)
         }
     }
 }
 
-struct Usage(String);
-
-impl From<anyhow::Error> for Usage {
-    fn from(e: anyhow::Error) -> Usage {
-        Usage(format!("{e:#}"))
-    }
+/// Why no verdict: the command line was wrong (2), or the run could not happen (3: no server,
+/// a verdict that cannot be written, …).
+enum Failure {
+    Usage(String),
+    Run(anyhow::Error),
 }
 
-async fn start(cli: Cli) -> Result<bool, Usage> {
+use Failure::Usage;
+
+async fn start(cli: Cli) -> Result<bool, Failure> {
     // What each profile fills in: users, seconds, mix, campaigns, faults, thresholds.
     let (users, seconds, mix, campaigns, faults, thresholds, converge): (
         usize,
@@ -202,7 +207,6 @@ async fn start(cli: Cli) -> Result<bool, Usage> {
     if goose.threshold.is_empty() {
         goose.threshold = thresholds.iter().map(|t| t.to_string()).collect();
     }
-    let thresholds = Vec::new();
     let plan = Plan {
         host,
         mix,
@@ -223,7 +227,9 @@ async fn start(cli: Cli) -> Result<bool, Usage> {
             Profile::Chaos => "chaos".to_string(),
         }),
     };
-    Ok(run(plan, goose, thresholds, run_time, users).await?)
+    run(plan, goose, run_time, users)
+        .await
+        .map_err(Failure::Run)
 }
 
 #[cfg(test)]

@@ -199,7 +199,6 @@ fn git_revision() -> Option<String> {
 pub async fn run(
     plan: Plan,
     goose_config: GooseConfiguration,
-    thresholds: Vec<String>,
     run_time: Option<u64>,
     users: usize,
 ) -> anyhow::Result<bool> {
@@ -303,9 +302,6 @@ pub async fn run(
     let run_seconds = run_time.unwrap_or(0).max(timeline_seconds);
     if run_seconds > 0 {
         attack = *attack.set_default(GooseDefault::RunTime, run_seconds as usize)?;
-    }
-    for t in &thresholds {
-        attack = *attack.set_default(GooseDefault::Threshold, t.as_str())?;
     }
     for scenario in scenarios::scenarios(&shared, &plan.mix)? {
         attack = attack.register_scenario(scenario);

@@ -17,7 +17,7 @@ pub enum Expected {
     /// The run cannot know: it left it unpaid, or a request failed midway (a 503 during a
     /// fault may come after the server committed). The server's own final state is taken, and
     /// must still be consistent (counted in totals exactly when COMPLETED, receipted once).
-    Pending,
+    Unknown,
 }
 
 /// One acknowledged donation.

@@ -120,7 +120,7 @@ async fn the_checker_fails_when_a_donation_disappears_behind_the_servers_back() 
             body,
             campaign: campaign.clone(),
             amount_minor: 200,
-            expected: Expected::Pending,
+            expected: Expected::Unknown,
             intent: None,
         });
     }
