@@ -251,9 +251,11 @@ pub async fn begin(
             .await
             .and_then(|bytes| serde_json::from_slice::<IdempotencyRecord>(&bytes).ok())
     {
+        crate::metrics::idempotency_hit("redis");
         return replay(saved, &request);
     }
     if let Some(saved) = store.idempotency_record(scope, key).await? {
+        crate::metrics::idempotency_hit("database");
         return replay(saved, &request);
     }
     let guard = gate.enter(scope, key).ok_or(IdempotencyError::InFlight)?;
@@ -265,6 +267,7 @@ pub async fn begin(
     // The first look ran outside the lock: a request that finished in between is seen now.
     if let Some(saved) = tx.idempotency_record(scope, key).await? {
         tx.rollback().await?;
+        crate::metrics::idempotency_hit("database");
         return replay(saved, &request);
     }
     tx.savepoint().await?;

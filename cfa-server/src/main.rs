@@ -113,7 +113,10 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run(common) => run(common.load()?).await,
         Command::Migrate(common) => {
             let settings = common.load()?;
-            cfa_server::telemetry::init(&settings.log);
+            let telemetry = cfa_server::telemetry::init(
+                &settings.log,
+                &cfa_server::metrics::service(&settings.server),
+            )?;
             let store =
                 cfa_server::storage::connect(&settings.database, settings.data_dir(), true).await?;
             println!(
@@ -122,6 +125,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 cfa_server::config::mask_url(&settings.database.effective_url(settings.data_dir()))
             );
             store.close().await;
+            telemetry.shutdown();
             Ok(())
         }
         Command::Openapi => {
@@ -143,7 +147,10 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
-    cfa_server::telemetry::init(&settings.log);
+    let telemetry = cfa_server::telemetry::init(
+        &settings.log,
+        &cfa_server::metrics::service(&settings.server),
+    )?;
     let database_url =
         cfa_server::config::mask_url(&settings.database.effective_url(settings.data_dir()));
     let open = settings.auth.api_keys.is_empty();
@@ -162,6 +169,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         database = state.store.backend().as_str(),
         database_url = %database_url,
         bus = state.bus.name(),
+        traces = if cfa_server::telemetry::exporting() { "otlp" } else { "not exported" },
         "CareForAll is listening"
     );
     if open {
@@ -169,5 +177,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             "operator endpoints are open: set auth.api_keys (CFA_AUTH__API_KEYS) to require a key"
         );
     }
-    app.run_until_stopped(shutdown_signal()).await
+    let stopped = app.run_until_stopped(shutdown_signal()).await;
+    // Blocking (bounded) work: off the async workers.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    stopped
 }

@@ -1,18 +1,24 @@
 //! Prometheus metrics (the `metrics` facade, rendered by metrics-exporter-prometheus) at
-//! `GET /metrics`.
+//! `GET /metrics`. Every metric is listed, with its meaning, in `docs/OBSERVABILITY.md`.
 //!
-//! One recorder per process, installed on first use. Request metrics are labelled by route
-//! template (`/api/v1/donations/{id}`), never the raw path, so their cardinality stays bounded;
-//! every process labels its series with its `service` (`all` for the all-in-one, else its roles).
-//! Metrics are described and given a zero value when the application is built, so they appear
-//! before their first event. Durations are histograms in seconds.
+//! One recorder per process, installed when the application is built. Every series carries the
+//! process's `service` label (`all` for the all-in-one, else its roles joined with `+`) as a
+//! global label, so a split deployment's processes can be told apart. Request metrics are
+//! labelled by route template (`/api/v1/donations/{id}`), never the raw path, so their
+//! cardinality stays bounded. Every metric is described and given a value when the application
+//! is built, so it appears before its first event. Durations are histograms in seconds, with
+//! millisecond buckets for request handling and second buckets for lags.
 
 use std::sync::OnceLock;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::ServerSettings;
+use crate::domain::donation::DonationStatus;
+use crate::domain::payment::PaymentStatus;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -21,23 +27,35 @@ const DURATION_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// The process's recorder (installed on first call); `None` if another recorder was installed
-/// first (an embedding program's own).
+/// Buckets for event lags, in seconds (10 ms to 5 min): a healthy relay delivers in well under a
+/// second; a broker outage shows as minutes.
+const LAG_BUCKETS: [f64; 12] = [
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// The consumers whose lag is measured.
+pub const CONSUMERS: [&str; 3] = ["donation-status", "totals", "notifications"];
+
+/// The process's recorder, once [`register`] installed it; `None` before, or if another
+/// recorder was installed first (an embedding program's own).
 pub fn handle() -> Option<&'static PrometheusHandle> {
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Suffix("_duration_seconds".into()),
-                    &DURATION_BUCKETS,
-                )
-                .ok()?
-                .build_recorder();
-            let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).ok()?;
-            Some(handle)
-        })
-        .as_ref()
+    HANDLE.get().and_then(Option::as_ref)
+}
+
+fn install(service: &str) -> Option<PrometheusHandle> {
+    let recorder = PrometheusBuilder::new()
+        .add_global_label("service", service)
+        .set_buckets_for_metric(
+            Matcher::Suffix("_duration_seconds".into()),
+            &DURATION_BUCKETS,
+        )
+        .ok()?
+        .set_buckets_for_metric(Matcher::Full("consumer_lag".into()), &LAG_BUCKETS)
+        .ok()?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).ok()?;
+    Some(handle)
 }
 
 /// The `service` label of this process: `all`, or its roles joined with `+`.
@@ -54,25 +72,98 @@ pub fn service(server: &ServerSettings) -> String {
     }
 }
 
-/// Describes every metric and gives each a zero value, so all appear from the first scrape.
-pub fn register(service: &str) {
-    let _ = handle();
+/// Installs the recorder labelled with `service` (the first call in a process wins), describes
+/// every metric and gives each a value, so all appear from the first scrape; `gateway` is the
+/// payment provider's name.
+pub fn register(service: &str, gateway: &'static str) {
+    HANDLE.get_or_init(|| install(service));
+    describe();
+    gauge!("up").set(1.0);
+    for status in DonationStatus::ALL {
+        counter!("donation_created_total", "status" => status.as_str()).absolute(0);
+    }
+    for outcome in ["processed", "ignored", "rejected", "not_found"] {
+        for hit in ["false", "true"] {
+            counter!("webhook_processed_total", "outcome" => outcome, "idempotency_hit" => hit)
+                .absolute(0);
+        }
+    }
+    for cache in ["redis", "database"] {
+        counter!("idempotency_cache_hits_total", "cache" => cache).absolute(0);
+    }
+    for kind in ["receipt", "failure", "refund"] {
+        for status in ["sent", "retry", "dead"] {
+            counter!("notifications_sent_total", "type" => kind, "status" => status).absolute(0);
+        }
+    }
+    for status in PaymentStatus::ALL {
+        if status != PaymentStatus::Initiated {
+            counter!("payment_processed_total", "status" => status.as_str(), "gateway" => gateway)
+                .absolute(0);
+        }
+    }
+    // A histogram registered before its first sample is rendered with a zero count.
+    let _ = histogram!("donation_creation_duration_seconds");
+    let _ = histogram!("payment_processing_duration_seconds");
+    for consumer in CONSUMERS {
+        let _ = histogram!("consumer_lag", "consumer" => consumer);
+    }
+    gauge!("cache_hit_ratio", "cache" => "totals").set(0.0);
+    for name in ["outbox_pending", "outbox_oldest_age_seconds", "outbox_dead"] {
+        gauge!(name).set(0.0);
+    }
+    for consumer in CONSUMERS {
+        gauge!("dead_letters", "consumer" => consumer).set(0.0);
+    }
+    for backend in ["database", "bus", "cache"] {
+        gauge!("backend_up", "backend" => backend).set(1.0);
+    }
+}
+
+fn describe() {
+    describe_gauge!("up", "1 while the process serves");
     describe_counter!(
         "http_requests_total",
         "HTTP requests answered, by route template and status"
     );
     describe_histogram!(
         "http_request_duration_seconds",
-        metrics::Unit::Seconds,
+        Unit::Seconds,
         "Time to answer an HTTP request, by route template"
     );
     describe_counter!(
         "donation_created_total",
-        "Donations created, by their initial status"
+        "Donations by the status they reached: PENDING when created, then COMPLETED, FAILED or REFUNDED"
+    );
+    describe_histogram!(
+        "donation_creation_duration_seconds",
+        Unit::Seconds,
+        "Time to create a donation (validation, transaction with its outbox event, commit)"
+    );
+    describe_counter!(
+        "payment_processed_total",
+        "Payments moved by a provider webhook, by the status reached and the gateway"
+    );
+    describe_histogram!(
+        "payment_processing_duration_seconds",
+        Unit::Seconds,
+        "Time to apply one provider webhook (claim, transition, outbox event, commit)"
     );
     describe_counter!(
         "webhook_processed_total",
-        "Payment webhooks answered, by outcome and whether the answer was a replay"
+        "Payment webhooks answered, by outcome and whether the answer was a stored replay"
+    );
+    describe_counter!(
+        "idempotency_cache_hits_total",
+        "Requests answered with the stored response of an earlier one with the same Idempotency-Key, by where it was found"
+    );
+    describe_gauge!(
+        "cache_hit_ratio",
+        "Share of reads answered from the cache since start (totals: in-process and Redis levels together)"
+    );
+    describe_counter!(
+        "notifications_sent_total",
+        "E-mail attempts by notification type and result (sent, retry, dead)"
     );
     describe_gauge!(
         "outbox_pending",
@@ -80,55 +171,107 @@ pub fn register(service: &str) {
     );
     describe_gauge!(
         "outbox_oldest_age_seconds",
-        metrics::Unit::Seconds,
+        Unit::Seconds,
         "Age of the oldest undelivered outbox event (0 when none)"
     );
-    describe_gauge!("up", "1 while the process serves");
-    let s = service.to_string();
-    gauge!("up", "service" => s.clone()).set(1.0);
-    counter!("donation_created_total", "service" => s.clone(), "status" => "PENDING").absolute(0);
-    for outcome in ["processed", "ignored", "rejected", "not_found", "malformed"] {
-        for hit in ["false", "true"] {
-            counter!("webhook_processed_total", "service" => s.clone(), "outcome" => outcome, "idempotency_hit" => hit)
-                .absolute(0);
-        }
-    }
-    gauge!("outbox_pending", "service" => s.clone()).set(0.0);
-    gauge!("outbox_oldest_age_seconds", "service" => s).set(0.0);
+    describe_gauge!(
+        "outbox_dead",
+        "Outbox events set aside after too many failed deliveries"
+    );
+    describe_histogram!(
+        "consumer_lag",
+        Unit::Seconds,
+        "Time from an event's commit to a consumer having processed it, by consumer"
+    );
+    describe_gauge!(
+        "dead_letters",
+        "Messages in a consumer's RabbitMQ dead-letter queue (always 0 on the in-process bus)"
+    );
+    describe_gauge!(
+        "backend_up",
+        "1 if the backend (database, bus, cache) answered its last check, else 0"
+    );
 }
 
 /// Counts one answered request.
-pub fn request(service: &str, route: &str, status: u16, seconds: f64) {
-    let (service, route) = (service.to_string(), route.to_string());
-    counter!("http_requests_total", "service" => service.clone(), "route" => route.clone(), "status" => status.to_string())
+pub fn request(route: &str, status: u16, seconds: f64) {
+    let route = route.to_string();
+    counter!("http_requests_total", "route" => route.clone(), "status" => status.to_string())
         .increment(1);
-    histogram_request(service, route, seconds);
+    histogram!("http_request_duration_seconds", "route" => route).record(seconds);
 }
 
-fn histogram_request(service: String, route: String, seconds: f64) {
-    metrics::histogram!("http_request_duration_seconds", "service" => service, "route" => route)
-        .record(seconds);
+/// Counts a donation reaching `status` (PENDING: created).
+pub fn donation(status: DonationStatus) {
+    counter!("donation_created_total", "status" => status.as_str()).increment(1);
 }
 
-/// Counts one created donation.
-pub fn donation_created(service: &str) {
-    counter!("donation_created_total", "service" => service.to_string(), "status" => "PENDING")
+/// Records the time a donation creation took.
+pub fn donation_creation(seconds: f64) {
+    histogram!("donation_creation_duration_seconds").record(seconds);
+}
+
+/// Counts a payment moved to `status` by a webhook of `gateway`.
+pub fn payment(status: PaymentStatus, gateway: &str) {
+    counter!("payment_processed_total", "status" => status.as_str(), "gateway" => gateway.to_string())
         .increment(1);
+}
+
+/// Records the time applying one webhook took.
+pub fn payment_processing(seconds: f64) {
+    histogram!("payment_processing_duration_seconds").record(seconds);
 }
 
 /// Counts one answered webhook.
-pub fn webhook(service: &str, outcome: &str, replay: bool) {
+pub fn webhook(outcome: &str, replay: bool) {
     counter!(
         "webhook_processed_total",
-        "service" => service.to_string(),
         "outcome" => outcome.to_string(),
         "idempotency_hit" => if replay { "true" } else { "false" }
     )
     .increment(1);
 }
 
+/// Counts a stored response replayed from `cache` (`redis` or `database`).
+pub fn idempotency_hit(cache: &'static str) {
+    counter!("idempotency_cache_hits_total", "cache" => cache).increment(1);
+}
+
+/// Sets a cache's hit ratio from its hit and miss counts.
+pub fn cache_ratio(cache: &'static str, hits: u64, misses: u64) {
+    let lookups = hits + misses;
+    let ratio = if lookups == 0 {
+        0.0
+    } else {
+        hits as f64 / lookups as f64
+    };
+    gauge!("cache_hit_ratio", "cache" => cache).set(ratio);
+}
+
+/// Counts one e-mail attempt.
+pub fn notification(kind: &str, status: &'static str) {
+    counter!("notifications_sent_total", "type" => kind.to_string(), "status" => status)
+        .increment(1);
+}
+
 /// Sets the outbox gauges (at scrape time, from the database).
-pub fn outbox(service: &str, pending: i64, oldest_age_seconds: f64) {
-    gauge!("outbox_pending", "service" => service.to_string()).set(pending as f64);
-    gauge!("outbox_oldest_age_seconds", "service" => service.to_string()).set(oldest_age_seconds);
+pub fn outbox(pending: i64, oldest_age_seconds: f64, dead: i64) {
+    gauge!("outbox_pending").set(pending as f64);
+    gauge!("outbox_oldest_age_seconds").set(oldest_age_seconds);
+    gauge!("outbox_dead").set(dead as f64);
+}
+
+/// Records how long after its commit `consumer` finished an event.
+pub fn consumer_lag(consumer: &'static str, seconds: f64) {
+    histogram!("consumer_lag", "consumer" => consumer).record(seconds);
+}
+
+/// Sets the number of messages in a consumer's dead-letter queue.
+pub fn dead_letters(consumer: &str, count: u32) {
+    gauge!("dead_letters", "consumer" => consumer.to_string()).set(f64::from(count));
+}
+
+/// Sets whether a backend answered its last check.
+pub fn backend(backend: &'static str, up: bool) {
+    gauge!("backend_up", "backend" => backend).set(if up { 1.0 } else { 0.0 });
 }

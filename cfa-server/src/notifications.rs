@@ -24,6 +24,7 @@ use rand::Rng;
 use sha2::Sha256;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::config::{NotificationSettings, Secret, SmtpTls};
@@ -306,6 +307,7 @@ impl NotificationConsumer {
             next_attempt_at: now,
             created_at: now,
             sent_at: None,
+            traceparent: crate::telemetry::current_traceparent(),
         })
         .await?;
         tx.commit().await?;
@@ -387,26 +389,42 @@ impl Sender {
             .await?;
         let mut sent = 0;
         for n in due {
-            let result = match self.message(&n) {
-                Ok(message) => self.mailer.send(&n, message).await,
-                Err(e) => Err(e),
-            };
+            let span = tracing::info_span!(
+                "notification.send",
+                otel.name = %format_args!("send {} e-mail", n.kind),
+                otel.kind = "client",
+                notification_id = %n.id,
+                kind = %n.kind,
+                mailer = self.mailer.name(),
+            );
+            crate::telemetry::set_parent(&span, n.traceparent.as_deref());
+            let result = async {
+                match self.message(&n) {
+                    Ok(message) => self.mailer.send(&n, message).await,
+                    Err(e) => Err(e),
+                }
+            }
+            .instrument(span.clone())
+            .await;
             let attempts = u32::try_from(n.attempts).unwrap_or(0) + 1;
-            let outcome = match result {
+            let outcome = span.in_scope(|| match result {
                 Ok(()) => {
                     sent += 1;
+                    crate::metrics::notification(&n.kind, "sent");
                     tracing::info!(notification_id = %n.id, kind = %n.kind, mailer = self.mailer.name(), "notification sent");
                     SendOutcome::Sent
                 }
                 Err(error) if attempts >= self.settings.max_attempts => {
                     tracing::error!(notification_id = %n.id, kind = %n.kind, attempts, %error, "notification dead after its last attempt");
+                    crate::metrics::notification(&n.kind, "dead");
                     SendOutcome::Dead(error)
                 }
                 Err(error) => {
                     tracing::warn!(notification_id = %n.id, kind = %n.kind, attempts, %error, "sending a notification failed; it will be retried");
+                    crate::metrics::notification(&n.kind, "retry");
                     SendOutcome::RetryAt(crate::domain::now() + self.backoff(attempts), error)
                 }
-            };
+            });
             self.store
                 .notification_attempted(n.id, &outcome, crate::domain::now())
                 .await?;

@@ -256,7 +256,10 @@ impl Application {
             mail_wake,
             service,
         };
-        crate::metrics::register(&state.service);
+        crate::metrics::register(
+            &state.service,
+            state.provider.as_ref().map_or("sandbox", |p| p.name()),
+        );
         Ok(Application {
             listener,
             state,

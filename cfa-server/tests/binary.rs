@@ -1,97 +1,11 @@
 //! The `cfa-server` binary as a user runs it: zero-configuration start, logs, SIGTERM, and the
 //! `config check`, `migrate` and `openapi` commands.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod common;
 
-fn cfa_server(dir: &std::path::Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cfa-server"));
-    command.current_dir(dir).env_remove("RUST_LOG");
-    for (name, _) in std::env::vars() {
-        if name.starts_with("CFA_") {
-            command.env_remove(name);
-        }
-    }
-    command
-}
+use std::time::Duration;
 
-/// Collects the server's log lines and finds the address it announces.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    log: Vec<String>,
-}
-
-impl Running {
-    fn start(mut command: Command) -> Running {
-        let mut child = command
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("cfa-server starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running {
-            child,
-            lines,
-            log: Vec::new(),
-        }
-    }
-
-    /// Waits for a log line containing `needle`.
-    fn wait_for(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
-                self.log.push(line.clone());
-                if line.contains(needle) {
-                    return line;
-                }
-            }
-        }
-        panic!(
-            "no log line containing {needle:?}; log so far:\n{}",
-            self.log.join("\n")
-        );
-    }
-
-    fn rest_of_log(&mut self) -> String {
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
-            self.log.push(line);
-        }
-        self.log.join("\n")
-    }
-}
-
-fn http(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let client = reqwest::Client::new();
-        let mut request = client.request(method.parse().expect("method"), url);
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_string());
-        }
-        let response = request.send().await.expect("the server answers");
-        (
-            response.status().as_u16(),
-            response.text().await.expect("body"),
-        )
-    })
-}
+use common::{Running, cfa_server, http};
 
 #[test]
 fn a_fresh_directory_starts_on_sqlite_logs_masked_and_stops_cleanly_on_sigterm() {
@@ -130,22 +44,7 @@ fn a_fresh_directory_starts_on_sqlite_logs_masked_and_stops_cleanly_on_sigterm()
     assert_eq!(status, 201);
     server.wait_for("donation created");
 
-    let terminated = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(terminated.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = server.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server did not stop after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = server.terminate(Duration::from_secs(20));
     assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
     let log = server.rest_of_log();
     assert!(log.contains("shutting down"), "{log}");

@@ -52,7 +52,10 @@ impl EventEnvelope {
             aggregate_id: aggregate_id.to_string(),
             occurred_at,
             version,
-            trace_context: TraceContext::default(),
+            // The span writing the event: a request's, or a consumer's reacting to an event.
+            trace_context: TraceContext {
+                traceparent: crate::telemetry::current_traceparent(),
+            },
             payload,
         }
     }

@@ -163,6 +163,7 @@ async fn create(
     headers: HeaderMap,
     body: ApiJson<CreateDonation>,
 ) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
     let req = &body.value;
     let donor_email =
         DonorEmail::parse(&req.donor_email).map_err(|m| ApiError::field("donor_email", m))?;
@@ -232,7 +233,8 @@ async fn create(
     let response =
         commit_response(owned, StatusCode::CREATED, &DonationBody::from(&donation)).await?;
     state.outbox_written();
-    crate::metrics::donation_created(&state.service);
+    crate::metrics::donation(DonationStatus::Pending);
+    crate::metrics::donation_creation(started.elapsed().as_secs_f64());
     tracing::info!(donation_id = %donation.id, campaign_id = %donation.campaign_id, donor = %donation.donor_email, amount_minor = donation.amount_minor, "donation created");
     Ok(response)
 }

@@ -171,6 +171,8 @@ pub async fn proxy(State(gateway): State<Arc<Gateway>>, request: Request) -> Res
         Err(_) => return ApiError::PayloadTooLarge.into_response(),
     };
     let repeatable = safe_to_repeat(&parts.method, &parts.headers);
+    // The upstream's request span becomes a child of this one.
+    let traceparent = crate::telemetry::current_traceparent();
     let threshold = gateway.settings.failure_threshold;
     let open_for = Duration::from_secs(gateway.settings.open_seconds);
     let start = next.fetch_add(1, Ordering::Relaxed);
@@ -198,9 +200,13 @@ pub async fn proxy(State(gateway): State<Arc<Gateway>>, request: Request) -> Res
             )
             .body(body.clone());
         for (name, value) in &parts.headers {
-            if !HOP_BY_HOP.contains(name) {
+            let replaced = traceparent.is_some() && name == "traceparent";
+            if !(HOP_BY_HOP.contains(name) || replaced) {
                 outgoing = outgoing.header(name, value);
             }
+        }
+        if let Some(traceparent) = &traceparent {
+            outgoing = outgoing.header("traceparent", traceparent);
         }
         if let Some(ip) = &client_ip {
             outgoing = outgoing.header("x-forwarded-for", ip);

@@ -42,6 +42,7 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
+use tracing::Instrument as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -262,7 +263,6 @@ pub fn app(state: AppState) -> Router {
     if let Some(rate_limits) = rate_limits {
         router = router.layer(rate_limits);
     }
-    let service = state.service.clone();
     router
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -270,7 +270,7 @@ pub fn app(state: AppState) -> Router {
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                .layer(middleware::from_fn_with_state(service, log_requests))
+                .layer(middleware::from_fn(log_requests))
                 .layer(middleware::from_fn(json_errors))
                 .layer(CatchPanicLayer::custom(panic_response))
                 .layer(TimeoutLayer::with_status_code(
@@ -290,12 +290,7 @@ pub fn app(state: AppState) -> Router {
     responses((status = 200, description = "Prometheus text format (version 0.0.4): request, donation, webhook and outbox metrics, each with a `service` label", content_type = "text/plain", body = String))
 )]
 async fn metrics_text(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    if let Ok(stats) = state.store.outbox_stats().await {
-        let age = stats.oldest_pending.map_or(0.0, |t| {
-            (crate::domain::now() - t).num_milliseconds().max(0) as f64 / 1000.0
-        });
-        crate::metrics::outbox(&state.service, stats.pending, age);
-    }
+    scrape_gauges(&state).await;
     let body = crate::metrics::handle()
         .map(|h| h.render())
         .unwrap_or_default();
@@ -309,21 +304,76 @@ async fn metrics_text(axum::extract::State(state): axum::extract::State<AppState
         .into_response()
 }
 
+/// Sets the gauges read at scrape time: the outbox backlog, the backends' health, the totals
+/// cache's hit ratio and the dead-letter queues. Each check is bounded, so a dead backend slows a
+/// scrape by at most two seconds and shows as `backend_up 0`.
+async fn scrape_gauges(state: &AppState) {
+    let bound = Duration::from_secs(2);
+    let stats = tokio::time::timeout(bound, state.store.outbox_stats()).await;
+    let database_up = matches!(stats, Ok(Ok(_)));
+    if let Ok(Ok(stats)) = stats {
+        let age = stats.oldest_pending.map_or(0.0, |t| {
+            (crate::domain::now() - t).num_milliseconds().max(0) as f64 / 1000.0
+        });
+        crate::metrics::outbox(stats.pending, age, stats.dead);
+    }
+    crate::metrics::backend("database", database_up);
+    let bus_up = matches!(
+        tokio::time::timeout(bound, state.bus.check()).await,
+        Ok(Ok(()))
+    );
+    crate::metrics::backend("bus", bus_up);
+    let cache_up = match &state.replays.fast {
+        None => true,
+        Some(redis) => tokio::time::timeout(bound, redis.ping())
+            .await
+            .unwrap_or(false),
+    };
+    crate::metrics::backend("cache", cache_up);
+    let (hits, misses) = state.totals_cache.counts();
+    crate::metrics::cache_ratio("totals", hits, misses);
+    if !state.settings.amqp.url.0.is_empty()
+        && bus_up
+        && let Ok(counts) =
+            crate::messaging::rabbit::dead_letter_counts(&state.settings.amqp, &state.consumers)
+                .await
+    {
+        for (consumer, count) in counts {
+            crate::metrics::dead_letters(&consumer, count);
+        }
+    }
+}
+
 /// Logs each request once, with its route template, status and duration, and the hidden message
 /// of a 5xx; counts it in the request metrics (by route template, never the raw path).
-async fn log_requests(
-    axum::extract::State(service): axum::extract::State<Arc<str>>,
-    request: Request,
-    next: Next,
-) -> Response {
+///
+/// The request runs in a `request` span whose parent is the caller's W3C `traceparent`, if it
+/// sent one; events written to the outbox while handling it carry that span's context on.
+async fn log_requests(request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let method = request.method().clone();
     // Cheap clones (reference-counted); formatted only if a line is actually written.
     let route = request.extensions().get::<MatchedPath>().cloned();
     let request_id = request.headers().get(&REQUEST_ID).cloned();
-    let response = next.run(request).await;
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{method} {}", route.as_ref().map_or("unmatched", |r| r.as_str())),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = route.as_ref().map_or("unmatched", |r| r.as_str()),
+        http.response.status_code = tracing::field::Empty,
+    );
+    crate::telemetry::set_parent(
+        &span,
+        request
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok()),
+    );
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    let _entered = span.enter();
     crate::metrics::request(
-        &service,
         route.as_ref().map_or("unmatched", |r| r.as_str()),
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),

@@ -617,6 +617,8 @@ struct Outcome {
     status: StatusCode,
     label: &'static str,
     body: Value,
+    /// The status a processed event moved its payment to, and the payment's gateway.
+    moved: Option<(PaymentStatus, String)>,
 }
 
 fn rejected(
@@ -638,6 +640,7 @@ fn rejected(
             "rejected"
         },
         body,
+        moved: None,
     }
 }
 
@@ -698,7 +701,7 @@ async fn webhook(
         },
     };
     if let Some(saved) = state.store.webhook_record(&dedup_key).await? {
-        crate::metrics::webhook(&state.service, &saved.outcome, true);
+        crate::metrics::webhook(&saved.outcome, true);
         return Ok(replay_webhook(saved));
     }
     apply_webhook(&state, dedup_key, &body, None).await
@@ -712,13 +715,14 @@ pub(crate) async fn apply_webhook(
     body: &[u8],
     replay_of: Option<String>,
 ) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
     let mut tx = state.store.begin().await?;
     let now = crate::domain::now();
     if !tx.claim_webhook(&dedup_key, now).await? {
         drop(tx);
         return match state.store.webhook_record(&dedup_key).await? {
             Some(saved) => {
-                crate::metrics::webhook(&state.service, &saved.outcome, true);
+                crate::metrics::webhook(&saved.outcome, true);
                 Ok(replay_webhook(saved))
             }
             None => Err(ApiError::Conflict(
@@ -742,7 +746,11 @@ pub(crate) async fn apply_webhook(
     })
     .await?;
     tx.commit().await?;
-    crate::metrics::webhook(&state.service, outcome.label, false);
+    crate::metrics::webhook(outcome.label, false);
+    crate::metrics::payment_processing(started.elapsed().as_secs_f64());
+    if let Some((status, gateway)) = &outcome.moved {
+        crate::metrics::payment(*status, gateway);
+    }
     if outcome.label == "processed" {
         state.outbox_written();
     }
@@ -903,6 +911,7 @@ async fn process_webhook(
                 "new_status": payment.status.as_str(),
                 "version": payment.version,
             }),
+            moved: Some((payment.status, payment.gateway.clone())),
         },
         Applied::OutOfOrder(payment) => Outcome {
             status: StatusCode::OK,
@@ -915,6 +924,7 @@ async fn process_webhook(
                 "current_status": payment.status.as_str(),
                 "version": payment.version,
             }),
+            moved: None,
         },
         Applied::RefundAlreadyApplied(payment) => Outcome {
             status: StatusCode::OK,
@@ -927,6 +937,7 @@ async fn process_webhook(
                 "current_status": payment.status.as_str(),
                 "version": payment.version,
             }),
+            moved: None,
         },
         Applied::RefundMismatch { reason, payment } => rejected(
             StatusCode::BAD_REQUEST,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::domain::donation::{Donation, DonationStatus};
@@ -43,7 +44,7 @@ pub async fn run(
                 None => return,
             },
         };
-        match handler.handle(&delivery.event).await {
+        match process(handler.as_ref(), &delivery.event).await {
             Ok(()) => delivery.ack(),
             Err(reason) => {
                 tracing::warn!(consumer = handler.name(), event_id = %delivery.event.event_id, event_type = %delivery.event.event_type, %reason, "event handling failed; it will be redelivered");
@@ -51,6 +52,27 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Has `handler` process one event in a `consume` span whose parent is the span that wrote the
+/// event (so the trace goes on from the request that caused it), and measures the consumer's lag
+/// when it succeeds. Both buses deliver through here.
+pub async fn process(handler: &dyn Handler, event: &EventEnvelope) -> Result<(), String> {
+    let span = tracing::info_span!(
+        "consume",
+        otel.name = %format_args!("consume {}", event.event_type),
+        otel.kind = "consumer",
+        consumer = handler.name(),
+        event_id = %event.event_id,
+        event_type = %event.event_type,
+    );
+    crate::telemetry::set_parent(&span, event.trace_context.traceparent.as_deref());
+    let result = handler.handle(event).instrument(span).await;
+    if result.is_ok() {
+        let lag = (crate::domain::now() - event.occurred_at).num_milliseconds();
+        crate::metrics::consumer_lag(handler.name(), lag.max(0) as f64 / 1000.0);
+    }
+    result
 }
 
 /// Keeps donations in step with their payments: records the intent, completes, fails and
@@ -160,6 +182,12 @@ impl DonationStatusConsumer {
             tx.insert_outbox(&donation_event_of_type(event_type, &updated))
                 .await?;
             tracing::info!(%donation_id, status = updated.status.as_str(), "donation follows its payment");
+            let reached = (updated.status != donation.status).then_some(updated.status);
+            tx.commit().await?;
+            if let Some(status) = reached {
+                crate::metrics::donation(status);
+            }
+            return Ok(());
         }
         tx.commit().await
     }

@@ -484,7 +484,7 @@ async fn consume(
         };
         let attempts = header_u32(&delivery.properties, ATTEMPTS) + 1;
         let outcome = match serde_json::from_slice::<EventEnvelope>(&delivery.data) {
-            Ok(event) => handler.handle(&event).await,
+            Ok(event) => crate::messaging::consumer::process(handler, &event).await,
             Err(e) => Err(format!("unreadable event: {e}")),
         };
         match outcome {
@@ -608,6 +608,42 @@ pub async fn dead_letters(
         }
     }
     Ok(found)
+}
+
+/// How many messages wait in each consumer's dead-letter queue (a queue not declared yet holds
+/// none). Asks the broker passively: nothing is moved.
+pub async fn dead_letter_counts(
+    settings: &AmqpSettings,
+    consumers: &[&str],
+) -> Result<Vec<(String, u32)>, String> {
+    let topology = Topology::new(&settings.namespace);
+    let (connection, _) = tokio::time::timeout(Duration::from_secs(2), connect(&settings.url.0))
+        .await
+        .map_err(|_| "RabbitMQ did not answer within 2 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    let mut counts = Vec::with_capacity(consumers.len());
+    for consumer in consumers {
+        // A channel per queue: a passive declare of a missing queue closes its channel.
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| e.to_string())?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let count = channel
+            .queue_declare(
+                topology.dead_queue(consumer).into(),
+                passive,
+                FieldTable::default(),
+            )
+            .await
+            .map_or(0, |q| q.message_count());
+        counts.push((consumer.to_string(), count));
+    }
+    let _ = connection.close(200, "done".into()).await;
+    Ok(counts)
 }
 
 /// Moves one dead letter back to its consumer's queue with a fresh attempt count. Returns false

@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::OutboxSettings;
+use crate::domain::event::{EventEnvelope, TraceContext};
 use crate::messaging::bus::EventBus;
 use crate::storage::{Store, StoreError};
 
@@ -62,9 +63,37 @@ impl Relay {
             claimed: rows.len(),
             ..BatchReport::default()
         };
-        let events: Vec<&crate::domain::event::EventEnvelope> =
-            rows.iter().map(|r| &r.event).collect();
+        // One `relay` span per event, child of the span that wrote it; the bus carries the relay
+        // span on, so the consumer's span is its child.
+        let spans: Vec<tracing::Span> = rows
+            .iter()
+            .map(|r| {
+                let span = tracing::info_span!(
+                    "relay",
+                    otel.name = %format_args!("relay {}", r.event.event_type),
+                    otel.kind = "producer",
+                    outbox_id = r.id,
+                    event_id = %r.event.event_id,
+                    bus = self.bus.name(),
+                );
+                crate::telemetry::set_parent(&span, r.event.trace_context.traceparent.as_deref());
+                span
+            })
+            .collect();
+        let traced: Vec<EventEnvelope> = rows
+            .iter()
+            .zip(&spans)
+            .map(|(r, span)| EventEnvelope {
+                trace_context: TraceContext {
+                    traceparent: crate::telemetry::traceparent_of(span)
+                        .or_else(|| r.event.trace_context.traceparent.clone()),
+                },
+                ..r.event.clone()
+            })
+            .collect();
+        let events: Vec<&EventEnvelope> = traced.iter().collect();
         let (published, error) = self.bus.publish_batch(&events).await;
+        drop(spans);
         let sent: Vec<i64> = rows[..published].iter().map(|r| r.id).collect();
         let failure = error.and_then(|e| rows.get(published).map(|r| (r.id, e.to_string())));
         self.store

@@ -294,6 +294,8 @@ pub struct Notification {
     pub created_at: DateTime<Utc>,
     /// Sent.
     pub sent_at: Option<DateTime<Utc>>,
+    /// W3C `traceparent` of the span that queued it; sending it continues that trace.
+    pub traceparent: Option<String>,
 }
 
 /// What one send attempt did.

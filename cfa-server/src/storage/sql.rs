@@ -216,7 +216,7 @@ macro_rules! sql_store {
         }
 
         const NOTIFICATION_COLUMNS: &str = "id, event_id, kind, donation_id, recipient, subject, body_text, body_html, \
-             status, attempts, last_error, next_attempt_at, created_at, sent_at";
+             status, attempts, last_error, next_attempt_at, created_at, sent_at, traceparent";
 
         fn notification_from_row(row: &DbRow) -> StoreResult<Notification> {
             Ok(Notification {
@@ -234,6 +234,7 @@ macro_rules! sql_store {
                 next_attempt_at: row.try_get("next_attempt_at")?,
                 created_at: row.try_get("created_at")?,
                 sent_at: row.try_get("sent_at")?,
+                traceparent: row.try_get("traceparent")?,
             })
         }
 
@@ -784,7 +785,8 @@ macro_rules! sql_store {
             async fn insert_notification(&mut self, n: &Notification) -> StoreResult<bool> {
                 let done = sqlx::query(
                     "INSERT INTO notifications (id, event_id, kind, donation_id, recipient, subject, body_text, body_html, \
-                     status, attempts, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11) \
+                     status, attempts, next_attempt_at, created_at, traceparent) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $12) \
                      ON CONFLICT (event_id, kind) DO NOTHING",
                 )
                 .bind(db_id(n.id))
@@ -798,6 +800,7 @@ macro_rules! sql_store {
                 .bind(&n.status)
                 .bind(n.next_attempt_at)
                 .bind(n.created_at)
+                .bind(&n.traceparent)
                 .execute(&mut *self.tx)
                 .await?;
                 Ok(done.rows_affected() == 1)
@@ -1211,7 +1214,7 @@ macro_rules! sql_store {
                      ORDER BY next_attempt_at LIMIT $3",
                     $skip_locked,
                     ") RETURNING id, event_id, kind, donation_id, recipient, subject, body_text, body_html, \
-                     status, attempts, last_error, next_attempt_at, created_at, sent_at"
+                     status, attempts, last_error, next_attempt_at, created_at, sent_at, traceparent"
                 ))
                 .bind(lease_until)
                 .bind(now)
