@@ -180,16 +180,34 @@ fn otlp_receiver() -> (SocketAddr, Arc<Mutex<Vec<ReceivedSpan>>>) {
 
 #[test]
 fn one_donor_journey_is_one_trace_from_the_handler_through_the_relay_to_the_consumers() {
+    journey_is_traced(&[]);
+}
+
+/// The same over RabbitMQ: the trace crosses the broker in the message headers. Runs when
+/// `CFA_TEST_AMQP_URL` is set (as `.ci/run` does).
+#[test]
+fn the_trace_crosses_rabbitmq_in_the_message_headers() {
+    let Ok(url) = std::env::var("CFA_TEST_AMQP_URL") else {
+        eprintln!("SKIPPED: CFA_TEST_AMQP_URL is not set");
+        return;
+    };
+    let namespace = format!("obs-{}.", uuid::Uuid::new_v4().simple());
+    journey_is_traced(&[
+        ("CFA_AMQP_URL", url.as_str()),
+        ("CFA_AMQP__NAMESPACE", namespace.as_str()),
+    ]);
+}
+
+/// Drives a donor journey with a client `traceparent` on a server exporting to a receiver, and
+/// checks the traces the collector got and the ids in the log.
+fn journey_is_traced(env: &[(&str, &str)]) {
     let (collector, spans) = otlp_receiver();
     let dir = tempfile::tempdir().expect("tempdir");
     let endpoint = format!("http://{collector}");
-    let (mut server, base) = Running::serve(
-        dir.path(),
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-        ],
-    );
+    let mut env = env.to_vec();
+    env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()));
+    env.push(("OTEL_BSP_SCHEDULE_DELAY", "200"));
+    let (mut server, base) = Running::serve(dir.path(), &env);
     donor_journey(&base);
 
     let names_in = |trace_id: &str| -> BTreeSet<String> {
@@ -268,6 +286,9 @@ fn one_donor_journey_is_one_trace_from_the_handler_through_the_relay_to_the_cons
             .any(|l| l["message"] == "notification sent" && l["trace_id"] == webhook_trace.as_str()),
         "the e-mail's log line carries the webhook's trace id:\n{log}"
     );
+    if env.iter().any(|(name, _)| *name == "CFA_AMQP_URL") {
+        assert!(log.contains("consuming from RabbitMQ"), "{log}");
+    }
     assert!(
         !log.contains(DONOR),
         "no raw donor address in the log:\n{log}"

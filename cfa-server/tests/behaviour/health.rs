@@ -51,6 +51,15 @@ async fn metrics_count_requests_by_route_template_and_the_outbox(ctx: TestContex
             .and_then(|v| v.parse().ok())
             .expect("a number")
     };
+    // One recorder per process, labelled by the first application built in it (here `all`,
+    // unless a split-role test of this suite came first).
+    let service = text
+        .lines()
+        .find_map(|l| l.strip_prefix("up{service=\""))
+        .and_then(|rest| rest.split('"').next())
+        .expect("an up series")
+        .to_string();
+    let labelled = |name: &str, labels: &str| format!("{name}{{service=\"{service}\"{labels}}}");
     // By route template, never by raw path: one series however many donations there are.
     assert!(text.contains(r#"route="/api/v1/donations/{id}""#), "{text}");
     assert!(!text.contains(&id), "no raw id in any label");
@@ -59,22 +68,58 @@ async fn metrics_count_requests_by_route_template_and_the_outbox(ctx: TestContex
         "a histogram"
     );
     assert!(
-        value(line(
-            r#"donation_created_total{service="all",status="PENDING"}"#
-        )) >= 1.0
+        value(line(&labelled(
+            "donation_created_total",
+            r#",status="PENDING""#
+        ))) >= 1.0
     );
-    assert_eq!(value(line(r#"up{service="all"}"#)), 1.0);
+    assert_eq!(value(line(&labelled("up", ""))), 1.0);
     assert!(
-        value(line(r#"outbox_pending{service="all"}"#)) >= 1.0,
+        value(line(&labelled("outbox_pending", ""))) >= 1.0,
         "the relay is left to the test, so the donation's events wait"
     );
     assert!(
         text.contains("webhook_processed_total{"),
         "registered before the first webhook"
     );
-    assert!(
-        text.contains("# HELP outbox_oldest_age_seconds"),
-        "described"
+    // Every metric of SPEC §6 (and the operator's extras) is described and has a series from
+    // the first scrape, before its first event.
+    for name in [
+        "http_requests_total",
+        "http_request_duration_seconds",
+        "donation_created_total",
+        "donation_creation_duration_seconds",
+        "payment_processed_total",
+        "payment_processing_duration_seconds",
+        "webhook_processed_total",
+        "idempotency_cache_hits_total",
+        "cache_hit_ratio",
+        "notifications_sent_total",
+        "outbox_pending",
+        "outbox_oldest_age_seconds",
+        "outbox_dead",
+        "consumer_lag",
+        "dead_letters",
+        "backend_up",
+        "up",
+    ] {
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "{name} described"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(name) && l.contains(&format!("service=\"{service}\""))),
+            "{name} has a series with the service label"
+        );
+    }
+    assert!(text.contains(&labelled(
+        "payment_processed_total",
+        r#",status="CAPTURED",gateway="sandbox""#
+    )));
+    assert_eq!(
+        value(line(&labelled("backend_up", r#",backend="database""#))),
+        1.0
     );
 }
 
