@@ -147,8 +147,22 @@ fn safe_to_repeat(method: &Method, headers: &HeaderMap) -> bool {
     ) || (*method == Method::POST && headers.contains_key("idempotency-key"))
 }
 
+/// Marks a response the gateway forwarded, with the service it went to, so the request metrics
+/// label it `forwarded:<service>` (bounded, like a route template).
+#[derive(Clone, Copy, Debug)]
+pub struct Forwarded(pub &'static str);
+
 /// Forwards one request to its service.
 pub async fn proxy(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let service = Gateway::service_of(request.uri().path());
+    let mut response = forward(&gateway, request).await;
+    if let Some(service) = service {
+        response.extensions_mut().insert(Forwarded(service));
+    }
+    response
+}
+
+async fn forward(gateway: &Gateway, request: Request) -> Response {
     let path_and_query = request
         .uri()
         .path_and_query()

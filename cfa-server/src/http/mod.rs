@@ -373,8 +373,14 @@ async fn log_requests(request: Request, next: Next) -> Response {
     let response = next.run(request).instrument(span.clone()).await;
     span.record("http.response.status_code", response.status().as_u16());
     let _entered = span.enter();
+    let forwarded = response.extensions().get::<gateway::Forwarded>().copied();
+    let metric_route = match (&route, forwarded) {
+        (Some(route), _) => std::borrow::Cow::Borrowed(route.as_str()),
+        (None, Some(gateway::Forwarded(service))) => format!("forwarded:{service}").into(),
+        (None, None) => "unmatched".into(),
+    };
     crate::metrics::request(
-        route.as_ref().map_or("unmatched", |r| r.as_str()),
+        &metric_route,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );

@@ -166,6 +166,26 @@ async fn the_split_deployment_survives_a_killed_replica_and_a_broker_outage(ctx:
         )
         .await;
     }
+    // Each process exports its own metrics, labelled with its roles.
+    for (port, service) in [
+        (d1, "donation"),
+        (tot, "totals"),
+        (r1, "relay"),
+        (gw, "gateway"),
+    ] {
+        let metrics = client
+            .get(format!("{}/metrics", base(port)))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            metrics.contains(&format!("up{{service=\"{service}\"}} 1")),
+            "the {service} process labels its metrics:\n{metrics}"
+        );
+    }
     // The gateway answers for the whole platform, and so does its document, though it runs none
     // of the services itself.
     let document: Value = client
@@ -206,6 +226,19 @@ async fn the_split_deployment_survives_a_killed_replica_and_a_broker_outage(ctx:
     .expect("campaign");
     assert_eq!(status, 201, "{campaign}");
     let campaign = campaign["id"].as_str().expect("id").to_string();
+    // The gateway counts what it forwards by the service it went to, not by raw path.
+    let gateway_metrics = client
+        .get(format!("{}/metrics", base(gw)))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        gateway_metrics.contains(r#"route="forwarded:donations",status="201""#),
+        "{gateway_metrics}"
+    );
     let mut acknowledged = Vec::new();
     let mut errors = 0;
     let mut failures = Vec::new();
