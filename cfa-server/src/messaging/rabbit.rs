@@ -484,7 +484,14 @@ async fn consume(
         };
         let attempts = header_u32(&delivery.properties, ATTEMPTS) + 1;
         let outcome = match serde_json::from_slice::<EventEnvelope>(&delivery.data) {
-            Ok(event) => crate::messaging::consumer::process(handler, &event).await,
+            Ok(mut event) => {
+                // The message's header is the trace context (a producer other than our relay may
+                // set only that); the envelope's copy is the fallback.
+                if let Some(traceparent) = header_string(&delivery.properties, "traceparent") {
+                    event.trace_context.traceparent = Some(traceparent);
+                }
+                crate::messaging::consumer::process(handler, &event).await
+            }
             Err(e) => Err(format!("unreadable event: {e}")),
         };
         match outcome {
