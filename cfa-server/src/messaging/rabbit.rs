@@ -32,7 +32,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AmqpSettings;
-use crate::domain::event::EventEnvelope;
+use crate::domain::event::{EventEnvelope, TraceContext};
 use crate::messaging::bus::{BusError, EventBus};
 use crate::messaging::consumer::Handler;
 
@@ -46,6 +46,8 @@ pub const CONSUMERS: &[(&str, &[&str])] = &[
     ("notifications", &["donation", "payment"]),
 ];
 const LAST_ERROR: &str = "x-cfa-last-error";
+/// The W3C trace context of a message (the relay span that published it).
+const TRACEPARENT: &str = "traceparent";
 
 /// Names of the exchanges and queues.
 #[derive(Clone, Debug)]
@@ -274,14 +276,7 @@ impl EventBus for RabbitBus {
 
     async fn publish(&self, event: &EventEnvelope) -> Result<(), BusError> {
         let channel = self.channel().await?;
-        let payload = serde_json::to_vec(event).map_err(|e| BusError(e.to_string()))?;
-        let mut headers = FieldTable::default();
-        if let Some(traceparent) = &event.trace_context.traceparent {
-            headers.insert(
-                "traceparent".into(),
-                AMQPValue::LongString(traceparent.as_str().into()),
-            );
-        }
+        let (payload, headers) = encode(event).map_err(|e| BusError(e.to_string()))?;
         let result = publish_confirmed(
             &channel,
             &self.topology.exchange(event.topic()),
@@ -310,20 +305,13 @@ impl EventBus for RabbitBus {
         };
         let mut pending = Vec::with_capacity(events.len());
         for event in events {
-            let payload = match serde_json::to_vec(event) {
-                Ok(p) => p,
+            let (payload, headers) = match encode(event) {
+                Ok(encoded) => encoded,
                 Err(e) => {
                     pending.push(Err(e.to_string()));
                     break;
                 }
             };
-            let mut headers = FieldTable::default();
-            if let Some(traceparent) = &event.trace_context.traceparent {
-                headers.insert(
-                    "traceparent".into(),
-                    AMQPValue::LongString(traceparent.as_str().into()),
-                );
-            }
             let sent = channel
                 .basic_publish(
                     self.topology.exchange(event.topic()).as_str().into(),
@@ -371,6 +359,24 @@ impl EventBus for RabbitBus {
     async fn check(&self) -> Result<(), BusError> {
         self.channel().await.map(|_| ())
     }
+}
+
+/// A message for `event`: the envelope as JSON, with its trace context moved to the
+/// `traceparent` header, where AMQP tooling and other consumers look for it.
+fn encode(event: &EventEnvelope) -> Result<(Vec<u8>, FieldTable), serde_json::Error> {
+    let mut headers = FieldTable::default();
+    let Some(traceparent) = &event.trace_context.traceparent else {
+        return Ok((serde_json::to_vec(event)?, headers));
+    };
+    headers.insert(
+        TRACEPARENT.into(),
+        AMQPValue::LongString(traceparent.as_str().into()),
+    );
+    let body = EventEnvelope {
+        trace_context: TraceContext::default(),
+        ..event.clone()
+    };
+    Ok((serde_json::to_vec(&body)?, headers))
 }
 
 fn header_u32(props: &BasicProperties, name: &str) -> u32 {
@@ -485,9 +491,8 @@ async fn consume(
         let attempts = header_u32(&delivery.properties, ATTEMPTS) + 1;
         let outcome = match serde_json::from_slice::<EventEnvelope>(&delivery.data) {
             Ok(mut event) => {
-                // The message's header is the trace context (a producer other than our relay may
-                // set only that); the envelope's copy is the fallback.
-                if let Some(traceparent) = header_string(&delivery.properties, "traceparent") {
+                // The trace context travels in the header (see `encode`).
+                if let Some(traceparent) = header_string(&delivery.properties, TRACEPARENT) {
                     event.trace_context.traceparent = Some(traceparent);
                 }
                 crate::messaging::consumer::process(handler, &event).await
