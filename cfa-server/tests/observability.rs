@@ -234,7 +234,8 @@ fn journey_is_traced(env: &[(&str, &str)]) {
             expected.iter().all(|e| names.contains(*e)).then_some(())
         },
     );
-    // The payment's trace goes from the provider's webhook to the receipt sent to the donor.
+    // The payment's trace goes from the donor's confirmation through the (sandbox) provider's
+    // webhook to the receipt sent to the donor.
     let webhook_trace = eventually(
         "the receipt's span at the collector",
         Duration::from_secs(20),
@@ -248,6 +249,8 @@ fn journey_is_traced(env: &[(&str, &str)]) {
     );
     let names = names_in(&webhook_trace);
     for expected in [
+        "POST /sandbox/v1/intents/{id}/confirm",
+        "sandbox webhook delivery",
         "POST /api/v1/payments/webhook",
         "relay payment.captured",
         "consume payment.captured",

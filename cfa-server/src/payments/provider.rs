@@ -20,6 +20,7 @@ use rand::Rng;
 use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::config::{PaymentSettings, Secret};
 use crate::domain::money::Currency;
@@ -235,10 +236,15 @@ impl Sandbox {
             bodies[n - 1].1 = first_at;
             bodies.reverse();
         }
+        // The request that caused these events: its trace goes on into their deliveries.
+        let traceparent = crate::telemetry::current_traceparent();
+        let traceparent = traceparent.as_deref();
         for (body, at) in &bodies {
-            tx.sandbox_enqueue(intent, body, *at + delay).await?;
+            tx.sandbox_enqueue(intent, body, *at + delay, traceparent)
+                .await?;
             if duplicate {
-                tx.sandbox_enqueue(intent, body, *at + delay).await?;
+                tx.sandbox_enqueue(intent, body, *at + delay, traceparent)
+                    .await?;
             }
         }
         Ok(())
@@ -252,19 +258,30 @@ impl Sandbox {
             .await?;
         let mut delivered = 0;
         for delivery in due {
+            let span = tracing::info_span!(
+                "sandbox.deliver",
+                otel.name = "sandbox webhook delivery",
+                otel.kind = "client",
+                payment_intent_id = %delivery.payment_intent_id,
+                attempt = delivery.attempts + 1,
+            );
+            crate::telemetry::set_parent(&span, delivery.traceparent.as_deref());
             let body = delivery.body.into_bytes();
             let timestamp = Utc::now().timestamp();
             let mut request = self
                 .client
                 .post(&self.webhook_url)
                 .header("content-type", "application/json");
+            if let Some(traceparent) = crate::telemetry::traceparent_of(&span) {
+                request = request.header("traceparent", traceparent);
+            }
             if let Some(secret) = self.secrets.first() {
                 request = request.header(
                     signature::HEADER,
                     signature::header_value(&[secret.expose()], timestamp, &body),
                 );
             }
-            let status = match request.body(body).send().await {
+            let status = match request.body(body).send().instrument(span).await {
                 Ok(response) => Some(response.status().as_u16()),
                 Err(e) => {
                     tracing::debug!(error = %e, "sandbox webhook delivery failed");

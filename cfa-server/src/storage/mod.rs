@@ -222,6 +222,8 @@ pub struct SandboxDelivery {
     pub body: String,
     /// Attempts so far.
     pub attempts: i32,
+    /// W3C `traceparent` of the request that queued it.
+    pub traceparent: Option<String>,
 }
 
 /// A campaign's totals as the read model holds them (or as computed from donations).
@@ -628,12 +630,13 @@ pub trait Tx: Send {
     ) -> StoreResult<Option<SandboxIntent>>;
     /// Writes the sandbox's status and refunded total of an intent.
     async fn sandbox_update_intent(&mut self, intent: &SandboxIntent) -> StoreResult<()>;
-    /// Queues a sandbox webhook for delivery at `at`.
+    /// Queues a sandbox webhook for delivery at `at`, continuing the trace `traceparent` names.
     async fn sandbox_enqueue(
         &mut self,
         payment_intent_id: &str,
         body: &str,
         at: DateTime<Utc>,
+        traceparent: Option<&str>,
     ) -> StoreResult<()>;
 
     /// Writes an event to the outbox.

@@ -850,15 +850,22 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn sandbox_enqueue(&mut self, intent: &str, body: &str, at: DateTime<Utc>) -> StoreResult<()> {
+            async fn sandbox_enqueue(
+                &mut self,
+                intent: &str,
+                body: &str,
+                at: DateTime<Utc>,
+                traceparent: Option<&str>,
+            ) -> StoreResult<()> {
                 sqlx::query(
-                    "INSERT INTO sandbox_deliveries (payment_intent_id, body, next_attempt_at, held_by) VALUES ($1, $2, $3, \
-                     (SELECT MAX(id) FROM sandbox_deliveries WHERE payment_intent_id = $1 \
+                    "INSERT INTO sandbox_deliveries (payment_intent_id, body, next_attempt_at, traceparent, held_by) \
+                     VALUES ($1, $2, $3, $4, (SELECT MAX(id) FROM sandbox_deliveries WHERE payment_intent_id = $1 \
                       AND delivered_at IS NULL AND given_up_at IS NULL))",
                 )
                 .bind(intent)
                 .bind(body)
                 .bind(at)
+                .bind(traceparent)
                 .execute(&mut *self.tx)
                 .await?;
                 Ok(())
@@ -1338,7 +1345,7 @@ macro_rules! sql_store {
 
             async fn sandbox_due_deliveries(&self, now: DateTime<Utc>, limit: i64) -> StoreResult<Vec<SandboxDelivery>> {
                 let rows = sqlx::query(
-                    "SELECT id, payment_intent_id, body, attempts FROM sandbox_deliveries d \
+                    "SELECT id, payment_intent_id, body, attempts, traceparent FROM sandbox_deliveries d \
                      WHERE delivered_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= $1 \
                      AND held_by IS NULL \
                      ORDER BY next_attempt_at, id LIMIT $2",
@@ -1354,6 +1361,7 @@ macro_rules! sql_store {
                             payment_intent_id: row.try_get("payment_intent_id")?,
                             body: row.try_get("body")?,
                             attempts: row.try_get("attempts")?,
+                            traceparent: row.try_get("traceparent")?,
                         })
                     })
                     .collect()

@@ -50,6 +50,7 @@ async fn the_sandbox_sends_an_intents_webhooks_one_at_a_time_in_order(ctx: TestC
         "pi_order",
         r#"{"status":"AUTHORIZED"}"#,
         now + chrono::TimeDelta::hours(1),
+        None,
     )
     .await
     .expect("enqueue");
@@ -57,6 +58,7 @@ async fn the_sandbox_sends_an_intents_webhooks_one_at_a_time_in_order(ctx: TestC
         "pi_order",
         r#"{"status":"CAPTURED"}"#,
         now - chrono::TimeDelta::seconds(1),
+        None,
     )
     .await
     .expect("enqueue");
@@ -64,6 +66,7 @@ async fn the_sandbox_sends_an_intents_webhooks_one_at_a_time_in_order(ctx: TestC
         "pi_other",
         r#"{"status":"AUTHORIZED"}"#,
         now - chrono::TimeDelta::seconds(1),
+        None,
     )
     .await
     .expect("enqueue");
