@@ -16,7 +16,7 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::config::ServerSettings;
+use crate::config::{Role, ServerSettings};
 use crate::domain::donation::DonationStatus;
 use crate::domain::payment::PaymentStatus;
 
@@ -33,8 +33,22 @@ const LAG_BUCKETS: [f64; 12] = [
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
-/// The consumers whose lag is measured.
-pub const CONSUMERS: [&str; 3] = ["donation-status", "totals", "notifications"];
+/// The consumers, each with the role that runs it.
+const CONSUMERS: [(Role, &str); 3] = [
+    (Role::Donation, "donation-status"),
+    (Role::Totals, "totals"),
+    (Role::Notification, "notifications"),
+];
+
+/// The consumers this process runs: only they report their lag and dead letters, so a sum over
+/// a split deployment's processes counts each queue once.
+pub fn consumers_of(server: &ServerSettings) -> Vec<&'static str> {
+    CONSUMERS
+        .iter()
+        .filter(|(role, _)| server.runs(*role))
+        .map(|(_, name)| *name)
+        .collect()
+}
 
 /// The process's recorder, once [`register`] installed it; `None` before, or if another
 /// recorder was installed first (an embedding program's own).
@@ -75,14 +89,21 @@ pub fn service(server: &ServerSettings) -> String {
 /// Installs the recorder labelled with `service` (the first call in a process wins), describes
 /// every metric and gives each a value, so all appear from the first scrape; `gateway` is the
 /// payment provider's name.
-pub fn register(service: &str, gateway: &'static str) {
+pub fn register(server: &ServerSettings, gateway: &'static str) {
+    let service = &service(server);
     HANDLE.get_or_init(|| install(service));
     describe();
     gauge!("up").set(1.0);
     for status in DonationStatus::ALL {
         counter!("donation_created_total", "status" => status.as_str()).absolute(0);
     }
-    for outcome in ["processed", "ignored", "rejected", "not_found"] {
+    for outcome in [
+        "processed",
+        "ignored",
+        "rejected",
+        "not_found",
+        "invalid_signature",
+    ] {
         for hit in ["false", "true"] {
             counter!("webhook_processed_total", "outcome" => outcome, "idempotency_hit" => hit)
                 .absolute(0);
@@ -105,15 +126,16 @@ pub fn register(service: &str, gateway: &'static str) {
     // A histogram registered before its first sample is rendered with a zero count.
     let _ = histogram!("donation_creation_duration_seconds");
     let _ = histogram!("payment_processing_duration_seconds");
-    for consumer in CONSUMERS {
+    for consumer in consumers_of(server) {
         let _ = histogram!("consumer_lag", "consumer" => consumer);
+        gauge!("dead_letters", "consumer" => consumer).set(0.0);
     }
-    gauge!("cache_hit_ratio", "cache" => "totals").set(0.0);
+    if server.runs(Role::Totals) {
+        // No lookups yet: not a number, rather than a ratio of 0 that would drag averages down.
+        gauge!("cache_hit_ratio", "cache" => "totals").set(f64::NAN);
+    }
     for name in ["outbox_pending", "outbox_oldest_age_seconds", "outbox_dead"] {
         gauge!(name).set(0.0);
-    }
-    for consumer in CONSUMERS {
-        gauge!("dead_letters", "consumer" => consumer).set(0.0);
     }
     for backend in ["database", "bus", "cache"] {
         gauge!("backend_up", "backend" => backend).set(1.0);
@@ -237,11 +259,11 @@ pub fn idempotency_hit(cache: &'static str) {
     counter!("idempotency_cache_hits_total", "cache" => cache).increment(1);
 }
 
-/// Sets a cache's hit ratio from its hit and miss counts.
+/// Sets a cache's hit ratio from its hit and miss counts (NaN before the first lookup).
 pub fn cache_ratio(cache: &'static str, hits: u64, misses: u64) {
     let lookups = hits + misses;
     let ratio = if lookups == 0 {
-        0.0
+        f64::NAN
     } else {
         hits as f64 / lookups as f64
     };

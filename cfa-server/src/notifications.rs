@@ -118,7 +118,8 @@ impl Mailer for SmtpMailer {
             .send(message)
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            // The server's reply may quote the recipient; it is logged and stored.
+            .map_err(|e| crate::domain::email::mask_addresses_in(&e.to_string()))
     }
 }
 

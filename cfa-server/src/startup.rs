@@ -257,7 +257,7 @@ impl Application {
             service,
         };
         crate::metrics::register(
-            &state.service,
+            &state.settings.server,
             state.provider.as_ref().map_or("sandbox", |p| p.name()),
         );
         Ok(Application {

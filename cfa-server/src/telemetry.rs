@@ -26,7 +26,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::dispatcher::WeakDispatch;
 use tracing::{Dispatch, Event, Subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets, filter_fn};
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::{Context, SubscriberExt as _};
@@ -89,7 +89,9 @@ pub fn init(settings: &LogSettings, service: &str) -> anyhow::Result<Telemetry> 
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
     let mut resource = opentelemetry_sdk::Resource::builder();
-    if std::env::var("OTEL_SERVICE_NAME").is_err() {
+    let named = std::env::var("OTEL_SERVICE_NAME").is_ok()
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|a| a.contains("service.name="));
+    if !named {
         resource = resource.with_service_name(format!("careforall-{service}"));
     }
     let resource = resource
@@ -116,6 +118,11 @@ pub fn init(settings: &LogSettings, service: &str) -> anyhow::Result<Telemetry> 
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("cfa-server"))
         .with_filter(Targets::new().with_target("cfa_server", LevelFilter::INFO));
+    // The log level filters events; this crate's spans always reach the formatter, so a warning
+    // logged inside a request still carries the request's trace id when info lines are off.
+    let filter = filter.or(filter_fn(|meta| {
+        meta.is_span() && meta.target().starts_with("cfa_server")
+    }));
     let registry = tracing_subscriber::registry()
         .with(otel)
         .with(TraceIdsLayer::default());

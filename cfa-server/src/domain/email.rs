@@ -66,6 +66,42 @@ pub fn mask_email(address: &str) -> String {
     }
 }
 
+/// Masks every e-mail address inside free text (a mail server's error quotes the recipient):
+/// each word with an `@` between other characters, words being split at whitespace, angle
+/// brackets, quotes, brackets, commas and semicolons.
+pub fn mask_addresses_in(text: &str) -> String {
+    let is_separator = |c: char| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                '<' | '>' | '"' | '\'' | '(' | ')' | '[' | ']' | ',' | ';'
+            )
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let trimmed = word.trim_end_matches(['.', ':']);
+        match trimmed.split_once('@') {
+            Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {
+                out.push_str(&mask_email(trimmed));
+                out.push_str(&word[trimmed.len()..]);
+            }
+            _ => out.push_str(word),
+        }
+        word.clear();
+    };
+    for c in text.chars() {
+        if is_separator(c) {
+            flush(&mut word, &mut out);
+            out.push(c);
+        } else {
+            word.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
 impl fmt::Display for DonorEmail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.masked())
@@ -101,6 +137,19 @@ mod tests {
         ] {
             assert!(DonorEmail::parse(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn addresses_quoted_in_a_mail_servers_error_are_masked() {
+        let error = "permanent error (550): 5.1.1 <grace.hopper@example.org>: Recipient address \
+                     rejected; also bob@example.net. Mail from ops@careforall.org";
+        let masked = mask_addresses_in(error);
+        assert_eq!(
+            masked,
+            "permanent error (550): 5.1.1 <g***@example.org>: Recipient address \
+             rejected; also b***@example.net. Mail from o***@careforall.org"
+        );
+        assert_eq!(mask_addresses_in("no address @ here"), "no address @ here");
     }
 
     #[test]

@@ -305,8 +305,9 @@ async fn metrics_text(axum::extract::State(state): axum::extract::State<AppState
 }
 
 /// Sets the gauges read at scrape time: the outbox backlog, the backends' health, the totals
-/// cache's hit ratio and the dead-letter queues. Each check is bounded, so a dead backend slows a
-/// scrape by at most two seconds and shows as `backend_up 0`.
+/// cache's hit ratio (totals role) and the dead-letter queues of this process's consumers. Each
+/// check is bounded at two seconds, so a sick backend cannot stall a scrape past Prometheus's
+/// timeout; it shows as `backend_up 0`.
 async fn scrape_gauges(state: &AppState) {
     let bound = Duration::from_secs(2);
     let stats = tokio::time::timeout(bound, state.store.outbox_stats()).await;
@@ -330,13 +331,19 @@ async fn scrape_gauges(state: &AppState) {
             .unwrap_or(false),
     };
     crate::metrics::backend("cache", cache_up);
-    let (hits, misses) = state.totals_cache.counts();
-    crate::metrics::cache_ratio("totals", hits, misses);
+    if state.settings.server.runs(Role::Totals) {
+        let (hits, misses) = state.totals_cache.counts();
+        crate::metrics::cache_ratio("totals", hits, misses);
+    }
+    let own = crate::metrics::consumers_of(&state.settings.server);
     if !state.settings.amqp.url.0.is_empty()
         && bus_up
-        && let Ok(counts) =
-            crate::messaging::rabbit::dead_letter_counts(&state.settings.amqp, &state.consumers)
-                .await
+        && !own.is_empty()
+        && let Ok(Ok(counts)) = tokio::time::timeout(
+            bound,
+            crate::messaging::rabbit::dead_letter_counts(&state.settings.amqp, &own),
+        )
+        .await
     {
         for (consumer, count) in counts {
             crate::metrics::dead_letters(&consumer, count);
@@ -355,14 +362,24 @@ async fn log_requests(request: Request, next: Next) -> Response {
     // Cheap clones (reference-counted); formatted only if a line is actually written.
     let route = request.extensions().get::<MatchedPath>().cloned();
     let request_id = request.headers().get(&REQUEST_ID).cloned();
-    let span = tracing::info_span!(
-        "request",
-        otel.name = %format_args!("{method} {}", route.as_ref().map_or("unmatched", |r| r.as_str())),
-        otel.kind = "server",
-        http.request.method = %method,
-        http.route = route.as_ref().map_or("unmatched", |r| r.as_str()),
-        http.response.status_code = tracing::field::Empty,
-    );
+    let route_str = route.as_ref().map_or("unmatched", |r| r.as_str());
+    // Probes (the gateway checks each upstream every few seconds) and scrapes would bury the
+    // traces that matter: they get no span.
+    let probe =
+        matches!(route_str, "/health" | "/ready" | "/metrics") || route_str.ends_with("/health");
+    let span = if probe {
+        tracing::Span::none()
+    } else {
+        tracing::info_span!(
+            "request",
+            otel.name = %format_args!("{method} {}", route.as_ref().map_or("unmatched", |r| r.as_str())),
+            otel.kind = "server",
+            http.request.method = %method,
+            http.route = route.as_ref().map_or("unmatched", |r| r.as_str()),
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        )
+    };
     crate::telemetry::set_parent(
         &span,
         request
@@ -372,6 +389,9 @@ async fn log_requests(request: Request, next: Next) -> Response {
     );
     let response = next.run(request).instrument(span.clone()).await;
     span.record("http.response.status_code", response.status().as_u16());
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
     let _entered = span.enter();
     let forwarded = response.extensions().get::<gateway::Forwarded>().copied();
     let metric_route = match (&route, forwarded) {

@@ -685,6 +685,7 @@ async fn webhook(
             tolerance,
         ) {
             tracing::warn!(reason = %e, "webhook refused: bad signature");
+            crate::metrics::webhook("invalid_signature", false);
             return Err(ApiError::InvalidSignature(e.to_string()));
         }
     }

@@ -44,9 +44,11 @@ pub async fn run(
                 None => return,
             },
         };
-        match process(handler.as_ref(), &delivery.event).await {
+        let span = consume_span(handler.as_ref(), &delivery.event);
+        match process(handler.as_ref(), &delivery.event, &span).await {
             Ok(()) => delivery.ack(),
             Err(reason) => {
+                let _entered = span.enter();
                 tracing::warn!(consumer = handler.name(), event_id = %delivery.event.event_id, event_type = %delivery.event.event_type, %reason, "event handling failed; it will be redelivered");
                 delivery.nack(reason);
             }
@@ -54,23 +56,39 @@ pub async fn run(
     }
 }
 
-/// Has `handler` process one event in a `consume` span whose parent is the span that wrote the
-/// event (so the trace goes on from the request that caused it), and measures the consumer's lag
-/// when it succeeds. Both buses deliver through here.
-pub async fn process(handler: &dyn Handler, event: &EventEnvelope) -> Result<(), String> {
+/// The `consume` span of `handler` processing `event`: a child of the span that published the
+/// event (so the trace goes on from the request that caused it).
+pub fn consume_span(handler: &dyn Handler, event: &EventEnvelope) -> tracing::Span {
     let span = tracing::info_span!(
         "consume",
         otel.name = %format_args!("consume {}", event.event_type),
         otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
         consumer = handler.name(),
         event_id = %event.event_id,
         event_type = %event.event_type,
     );
     crate::telemetry::set_parent(&span, event.trace_context.traceparent.as_deref());
-    let result = handler.handle(event).instrument(span).await;
-    if result.is_ok() {
-        let lag = (crate::domain::now() - event.occurred_at).num_milliseconds();
-        crate::metrics::consumer_lag(handler.name(), lag.max(0) as f64 / 1000.0);
+    span
+}
+
+/// Has `handler` process one event in `span` (see [`consume_span`]), marks the span failed if it
+/// fails and measures the consumer's lag if it succeeds. Both buses deliver through here; they
+/// log a failure in `span`, so the line carries the event's trace.
+pub async fn process(
+    handler: &dyn Handler,
+    event: &EventEnvelope,
+    span: &tracing::Span,
+) -> Result<(), String> {
+    let result = handler.handle(event).instrument(span.clone()).await;
+    match &result {
+        Ok(()) => {
+            let lag = (crate::domain::now() - event.occurred_at).num_milliseconds();
+            crate::metrics::consumer_lag(handler.name(), lag.max(0) as f64 / 1000.0);
+        }
+        Err(_) => {
+            span.record("otel.status_code", "ERROR");
+        }
     }
     result
 }

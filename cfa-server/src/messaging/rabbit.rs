@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::AmqpSettings;
 use crate::domain::event::{EventEnvelope, TraceContext};
 use crate::messaging::bus::{BusError, EventBus};
-use crate::messaging::consumer::Handler;
+use crate::messaging::consumer::{self, Handler};
 
 const ATTEMPTS: &str = "x-cfa-attempts";
 
@@ -489,15 +489,16 @@ async fn consume(
             },
         };
         let attempts = header_u32(&delivery.properties, ATTEMPTS) + 1;
-        let outcome = match serde_json::from_slice::<EventEnvelope>(&delivery.data) {
+        let (outcome, span) = match serde_json::from_slice::<EventEnvelope>(&delivery.data) {
             Ok(mut event) => {
                 // The trace context travels in the header (see `encode`).
                 if let Some(traceparent) = header_string(&delivery.properties, TRACEPARENT) {
                     event.trace_context.traceparent = Some(traceparent);
                 }
-                crate::messaging::consumer::process(handler, &event).await
+                let span = consumer::consume_span(handler, &event);
+                (consumer::process(handler, &event, &span).await, span)
             }
-            Err(e) => Err(format!("unreadable event: {e}")),
+            Err(e) => (Err(format!("unreadable event: {e}")), tracing::Span::none()),
         };
         match outcome {
             Ok(()) => {}
@@ -520,11 +521,13 @@ async fn consume(
                     .as_ref()
                     .map(|m| m.as_str().to_string())
                     .unwrap_or_default();
-                if dead {
-                    tracing::error!(consumer = name, %message_id, attempts, %error, "event moved to the dead-letter queue");
-                } else {
-                    tracing::warn!(consumer = name, %message_id, attempts, %error, "event handling failed; retrying after a delay");
-                }
+                span.in_scope(|| {
+                    if dead {
+                        tracing::error!(consumer = name, %message_id, attempts, %error, "event moved to the dead-letter queue");
+                    } else {
+                        tracing::warn!(consumer = name, %message_id, attempts, %error, "event handling failed; retrying after a delay");
+                    }
+                });
                 publish_confirmed(
                     &channel,
                     "",
@@ -623,16 +626,13 @@ pub async fn dead_letters(
 }
 
 /// How many messages wait in each consumer's dead-letter queue (a queue not declared yet holds
-/// none). Asks the broker passively: nothing is moved.
+/// none). Asks the broker passively: nothing is moved. Unbounded: the caller bounds it.
 pub async fn dead_letter_counts(
     settings: &AmqpSettings,
     consumers: &[&str],
 ) -> Result<Vec<(String, u32)>, String> {
     let topology = Topology::new(&settings.namespace);
-    let (connection, _) = tokio::time::timeout(Duration::from_secs(2), connect(&settings.url.0))
-        .await
-        .map_err(|_| "RabbitMQ did not answer within 2 s".to_string())?
-        .map_err(|e| e.to_string())?;
+    let (connection, _) = connect(&settings.url.0).await.map_err(|e| e.to_string())?;
     let mut counts = Vec::with_capacity(consumers.len());
     for consumer in consumers {
         // A channel per queue: a passive declare of a missing queue closes its channel.

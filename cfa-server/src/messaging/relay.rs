@@ -75,6 +75,7 @@ impl Relay {
                     outbox_id = r.id,
                     event_id = %r.event.event_id,
                     bus = self.bus.name(),
+                    otel.status_code = tracing::field::Empty,
                 );
                 crate::telemetry::set_parent(&span, r.event.trace_context.traceparent.as_deref());
                 span
@@ -93,7 +94,6 @@ impl Relay {
             .collect();
         let events: Vec<&EventEnvelope> = traced.iter().collect();
         let (published, error) = self.bus.publish_batch(&events).await;
-        drop(spans);
         let sent: Vec<i64> = rows[..published].iter().map(|r| r.id).collect();
         let failure = error.and_then(|e| rows.get(published).map(|r| (r.id, e.to_string())));
         self.store
@@ -103,14 +103,20 @@ impl Relay {
         if let Some((failed_id, error)) = failure {
             // The failed row and everything after it go back, so order is kept; a row that has
             // failed too often is set aside as a dead letter so it stops holding the rest back.
-            for row in rows.iter().filter(|r| r.id >= failed_id) {
+            for (row, span) in rows.iter().zip(&spans).filter(|(r, _)| r.id >= failed_id) {
                 let (why, dead_at) = if row.id == failed_id {
                     let dead = row.attempts >= self.settings.max_attempts;
+                    span.record("otel.status_code", "ERROR");
+                    // Logged in the event's relay span, so the line carries the event's trace.
+                    span.in_scope(|| {
+                        if dead {
+                            tracing::error!(outbox_id = row.id, event_id = %row.event.event_id, event_type = %row.event.event_type, attempts = row.attempts, %error, "outbox event set aside as a dead letter after its last attempt");
+                        } else {
+                            tracing::warn!(outbox_id = row.id, attempts = row.attempts, %error, "publishing an outbox event failed; it will be retried");
+                        }
+                    });
                     if dead {
                         report.dead += 1;
-                        tracing::error!(outbox_id = row.id, event_id = %row.event.event_id, event_type = %row.event.event_type, attempts = row.attempts, %error, "outbox event set aside as a dead letter after its last attempt");
-                    } else {
-                        tracing::warn!(outbox_id = row.id, attempts = row.attempts, %error, "publishing an outbox event failed; it will be retried");
                     }
                     (error.as_str(), dead.then(crate::domain::now))
                 } else {
