@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
+use futures::StreamExt as _;
 use rand::Rng;
 use serde_json::json;
 use tokio::sync::Notify;
@@ -26,7 +27,11 @@ use crate::config::{PaymentSettings, Secret};
 use crate::domain::money::Currency;
 use crate::domain::payment::PaymentStatus;
 use crate::payments::signature;
-use crate::storage::{DeliveryOutcome, SandboxIntent, Store, StoreError, Tx};
+use crate::storage::{DeliveryOutcome, SandboxDelivery, SandboxIntent, Store, StoreError, Tx};
+
+/// Webhooks the sandbox sends at once (to different intents). One at a time, a stress run left
+/// it 8,000 deliveries behind the load (docs/LOAD.md).
+const DELIVERY_CONCURRENCY: usize = 16;
 
 /// A provider call that failed.
 #[derive(Debug, thiserror::Error)]
@@ -250,60 +255,73 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Delivers the webhooks that are due, once. Returns how many were delivered.
+    /// Delivers the webhooks that are due, once, several at a time. Returns how many were
+    /// delivered. Order per intent is safe: an intent's later webhooks are held by its earlier
+    /// one (`held_by`), so a batch of due deliveries has at most one per intent.
     pub async fn deliver_due(&self) -> Result<usize, StoreError> {
         let due = self
             .store
             .sandbox_due_deliveries(crate::domain::now(), 50)
             .await?;
+        let outcomes: Vec<Result<bool, StoreError>> = futures::stream::iter(due)
+            .map(|delivery| self.deliver(delivery))
+            .buffer_unordered(DELIVERY_CONCURRENCY)
+            .collect()
+            .await;
         let mut delivered = 0;
-        for delivery in due {
-            let span = tracing::info_span!(
-                "sandbox.deliver",
-                otel.name = "sandbox webhook delivery",
-                otel.kind = "client",
-                payment_intent_id = %delivery.payment_intent_id,
-                attempt = delivery.attempts + 1,
-            );
-            crate::telemetry::set_parent(&span, delivery.traceparent.as_deref());
-            let body = delivery.body.into_bytes();
-            let timestamp = Utc::now().timestamp();
-            let mut request = self
-                .client
-                .post(&self.webhook_url)
-                .header("content-type", "application/json");
-            if let Some(traceparent) = crate::telemetry::traceparent_of(&span) {
-                request = request.header("traceparent", traceparent);
+        for outcome in outcomes {
+            if outcome? {
+                delivered += 1;
             }
-            if let Some(secret) = self.secrets.first() {
-                request = request.header(
-                    signature::HEADER,
-                    signature::header_value(&[secret.expose()], timestamp, &body),
-                );
-            }
-            let status = match request.body(body).send().instrument(span).await {
-                Ok(response) => Some(response.status().as_u16()),
-                Err(e) => {
-                    tracing::debug!(error = %e, "sandbox webhook delivery failed");
-                    None
-                }
-            };
-            let attempts = u32::try_from(delivery.attempts).unwrap_or(0) + 1;
-            let outcome = match status {
-                Some(s) if (200..300).contains(&s) => {
-                    delivered += 1;
-                    DeliveryOutcome::Delivered
-                }
-                _ if attempts >= self.settings.sandbox_max_attempts => {
-                    tracing::warn!(intent = %delivery.payment_intent_id, ?status, attempts, "sandbox gave a webhook up");
-                    DeliveryOutcome::GiveUp
-                }
-                _ => DeliveryOutcome::RetryAt(crate::domain::now() + backoff(attempts)),
-            };
-            self.store
-                .sandbox_delivery_attempted(delivery.id, status, outcome, crate::domain::now())
-                .await?;
         }
+        Ok(delivered)
+    }
+
+    /// Sends one webhook and records the attempt; true if the platform took it.
+    async fn deliver(&self, delivery: SandboxDelivery) -> Result<bool, StoreError> {
+        let span = tracing::info_span!(
+            "sandbox.deliver",
+            otel.name = "sandbox webhook delivery",
+            otel.kind = "client",
+            payment_intent_id = %delivery.payment_intent_id,
+            attempt = delivery.attempts + 1,
+        );
+        crate::telemetry::set_parent(&span, delivery.traceparent.as_deref());
+        let body = delivery.body.into_bytes();
+        let timestamp = Utc::now().timestamp();
+        let mut request = self
+            .client
+            .post(&self.webhook_url)
+            .header("content-type", "application/json");
+        if let Some(traceparent) = crate::telemetry::traceparent_of(&span) {
+            request = request.header("traceparent", traceparent);
+        }
+        if let Some(secret) = self.secrets.first() {
+            request = request.header(
+                signature::HEADER,
+                signature::header_value(&[secret.expose()], timestamp, &body),
+            );
+        }
+        let status = match request.body(body).send().instrument(span).await {
+            Ok(response) => Some(response.status().as_u16()),
+            Err(e) => {
+                tracing::debug!(error = %e, "sandbox webhook delivery failed");
+                None
+            }
+        };
+        let attempts = u32::try_from(delivery.attempts).unwrap_or(0) + 1;
+        let outcome = match status {
+            Some(s) if (200..300).contains(&s) => DeliveryOutcome::Delivered,
+            _ if attempts >= self.settings.sandbox_max_attempts => {
+                tracing::warn!(intent = %delivery.payment_intent_id, ?status, attempts, "sandbox gave a webhook up");
+                DeliveryOutcome::GiveUp
+            }
+            _ => DeliveryOutcome::RetryAt(crate::domain::now() + backoff(attempts)),
+        };
+        let delivered = matches!(outcome, DeliveryOutcome::Delivered);
+        self.store
+            .sandbox_delivery_attempted(delivery.id, status, outcome, crate::domain::now())
+            .await?;
         Ok(delivered)
     }
 
