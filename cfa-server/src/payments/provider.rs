@@ -33,6 +33,9 @@ use crate::storage::{DeliveryOutcome, SandboxDelivery, SandboxIntent, Store, Sto
 /// it 8,000 deliveries behind the load (docs/LOAD.md).
 const DELIVERY_CONCURRENCY: usize = 16;
 
+/// Due webhooks read at once; after a full batch the worker goes again without pausing.
+const DELIVERY_BATCH: i64 = 64;
+
 /// A provider call that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
@@ -255,14 +258,16 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Delivers the webhooks that are due, once, several at a time. Returns how many were
-    /// delivered. Order per intent is safe: an intent's later webhooks are held by its earlier
-    /// one (`held_by`), so a batch of due deliveries has at most one per intent.
-    pub async fn deliver_due(&self) -> Result<usize, StoreError> {
+    /// Delivers (up to a batch of) the webhooks that are due, once, several at a time. Returns
+    /// how many were due and how many of those the platform took. Order per intent is safe: an
+    /// intent's later webhooks are held by its earlier one (`held_by`), so a batch of due
+    /// deliveries has at most one per intent.
+    pub async fn deliver_due(&self) -> Result<(usize, usize), StoreError> {
         let due = self
             .store
-            .sandbox_due_deliveries(crate::domain::now(), 50)
+            .sandbox_due_deliveries(crate::domain::now(), DELIVERY_BATCH)
             .await?;
+        let count = due.len();
         let outcomes: Vec<Result<bool, StoreError>> = futures::stream::iter(due)
             .map(|delivery| self.deliver(delivery))
             .buffer_unordered(DELIVERY_CONCURRENCY)
@@ -274,7 +279,7 @@ impl Sandbox {
                 delivered += 1;
             }
         }
-        Ok(delivered)
+        Ok((count, delivered))
     }
 
     /// Sends one webhook and records the attempt; true if the platform took it.
@@ -329,8 +334,18 @@ impl Sandbox {
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let poll = Duration::from_millis(self.settings.sandbox_poll_interval_ms);
         loop {
-            if let Err(e) = self.deliver_due().await {
-                tracing::warn!(error = %e, "sandbox delivery worker cannot reach the database");
+            match self.deliver_due().await {
+                // A full batch: there is likely more due now, so no pause.
+                Ok((due, _)) if due as i64 == DELIVERY_BATCH => {
+                    if cancel.is_cancelled() {
+                        return;
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "sandbox delivery worker cannot reach the database");
+                }
             }
             tokio::select! {
                 _ = cancel.cancelled() => return,
