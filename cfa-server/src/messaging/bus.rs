@@ -115,6 +115,9 @@ impl EventBus for InProcessBus {
             .filter(|s| s.topics.is_empty() || s.topics.iter().any(|t| t == event.topic()))
             .map(|s| (s.name.clone(), s.sender.clone()))
             .collect();
+        // Every interested consumer gets the event before any is waited for, so they work on it
+        // side by side; the next event goes out only once all of them acknowledged this one.
+        let mut acks = Vec::with_capacity(targets.len());
         for (name, sender) in targets {
             let (ack, acked) = oneshot::channel();
             let delivery = Delivery {
@@ -122,10 +125,12 @@ impl EventBus for InProcessBus {
                 ack,
             };
             match tokio::time::timeout(self.ack_timeout, sender.send(delivery)).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => acks.push((name, acked)),
                 Ok(Err(_)) => return Err(BusError(format!("consumer {name} has stopped"))),
                 Err(_) => return Err(BusError(format!("consumer {name} is not taking events"))),
             }
+        }
+        for (name, acked) in acks {
             match tokio::time::timeout(self.ack_timeout, acked).await {
                 Ok(Ok(Ok(()))) => {}
                 Ok(Ok(Err(reason))) => {
