@@ -235,7 +235,6 @@ impl Application {
                 (h, receiver)
             })
             .collect();
-        let service = Arc::from(crate::metrics::service(&settings.server));
         let state = AppState {
             store,
             settings: Arc::new(settings),
@@ -254,7 +253,6 @@ impl Application {
             history_links,
             mailer,
             mail_wake,
-            service,
         };
         crate::metrics::register(
             &state.settings.server,

@@ -95,8 +95,6 @@ pub struct AppState {
     pub mailer: Arc<dyn Mailer>,
     /// Wakes the notification sender.
     pub mail_wake: Arc<Notify>,
-    /// The `service` label of this process's metrics.
-    pub service: Arc<str>,
 }
 
 impl AppState {
@@ -372,10 +370,10 @@ async fn log_requests(request: Request, next: Next) -> Response {
     } else {
         tracing::info_span!(
             "request",
-            otel.name = %format_args!("{method} {}", route.as_ref().map_or("unmatched", |r| r.as_str())),
+            otel.name = %format_args!("{method} {route_str}"),
             otel.kind = "server",
             http.request.method = %method,
-            http.route = route.as_ref().map_or("unmatched", |r| r.as_str()),
+            http.route = route_str,
             http.response.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         )
@@ -406,7 +404,6 @@ async fn log_requests(request: Request, next: Next) -> Response {
     );
     let failure = response.extensions().get::<InternalMessage>();
     if failure.is_some() || tracing::enabled!(tracing::Level::DEBUG) {
-        let route = route.as_ref().map_or("unmatched", |r| r.as_str());
         let request_id = request_id
             .as_ref()
             .and_then(|v| v.to_str().ok())
@@ -415,9 +412,11 @@ async fn log_requests(request: Request, next: Next) -> Response {
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         match failure {
             Some(InternalMessage(message)) => {
-                tracing::error!(%method, route, status, elapsed_ms, request_id, error = %message, "request failed")
+                tracing::error!(%method, route = route_str, status, elapsed_ms, request_id, error = %message, "request failed")
             }
-            None => tracing::debug!(%method, route, status, elapsed_ms, request_id, "request"),
+            None => {
+                tracing::debug!(%method, route = route_str, status, elapsed_ms, request_id, "request")
+            }
         }
     }
     response

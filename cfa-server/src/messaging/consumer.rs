@@ -189,6 +189,7 @@ impl DonationStatusConsumer {
             }
             _ => None,
         };
+        let mut reached = None;
         if let Some((event_type, updated)) = change {
             let updated = Donation {
                 version: donation.version + 1,
@@ -200,14 +201,13 @@ impl DonationStatusConsumer {
             tx.insert_outbox(&donation_event_of_type(event_type, &updated))
                 .await?;
             tracing::info!(%donation_id, status = updated.status.as_str(), "donation follows its payment");
-            let reached = (updated.status != donation.status).then_some(updated.status);
-            tx.commit().await?;
-            if let Some(status) = reached {
-                crate::metrics::donation(status);
-            }
-            return Ok(());
+            reached = (updated.status != donation.status).then_some(updated.status);
         }
-        tx.commit().await
+        tx.commit().await?;
+        if let Some(status) = reached {
+            crate::metrics::donation(status);
+        }
+        Ok(())
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::OutboxSettings;
-use crate::domain::event::{EventEnvelope, TraceContext};
+use crate::domain::event::EventEnvelope;
 use crate::messaging::bus::EventBus;
 use crate::storage::{Store, StoreError};
 
@@ -55,7 +55,7 @@ impl Relay {
     pub async fn deliver_batch(&self) -> Result<BatchReport, StoreError> {
         let now = crate::domain::now();
         let lease = TimeDelta::seconds(i64::try_from(self.settings.lease_seconds).unwrap_or(30));
-        let rows = self
+        let mut rows = self
             .store
             .claim_outbox(&self.id, self.settings.batch_size, now, now + lease)
             .await?;
@@ -81,18 +81,12 @@ impl Relay {
                 span
             })
             .collect();
-        let traced: Vec<EventEnvelope> = rows
-            .iter()
-            .zip(&spans)
-            .map(|(r, span)| EventEnvelope {
-                trace_context: TraceContext {
-                    traceparent: crate::telemetry::traceparent_of(span)
-                        .or_else(|| r.event.trace_context.traceparent.clone()),
-                },
-                ..r.event.clone()
-            })
-            .collect();
-        let events: Vec<&EventEnvelope> = traced.iter().collect();
+        for (row, span) in rows.iter_mut().zip(&spans) {
+            if let Some(traceparent) = crate::telemetry::traceparent_of(span) {
+                row.event.trace_context.traceparent = Some(traceparent);
+            }
+        }
+        let events: Vec<&EventEnvelope> = rows.iter().map(|r| &r.event).collect();
         let (published, error) = self.bus.publish_batch(&events).await;
         let sent: Vec<i64> = rows[..published].iter().map(|r| r.id).collect();
         let failure = error.and_then(|e| rows.get(published).map(|r| (r.id, e.to_string())));

@@ -259,31 +259,25 @@ impl Sandbox {
     }
 
     /// Delivers (up to a batch of) the webhooks that are due, once, several at a time. Returns
-    /// how many were due and how many of those the platform took. Order per intent is safe: an
-    /// intent's later webhooks are held by its earlier one (`held_by`), so a batch of due
-    /// deliveries has at most one per intent.
-    pub async fn deliver_due(&self) -> Result<(usize, usize), StoreError> {
+    /// how many were due. Order per intent is safe: an intent's later webhooks are held by its
+    /// earlier one (`held_by`), so a batch of due deliveries has at most one per intent.
+    pub async fn deliver_due(&self) -> Result<usize, StoreError> {
         let due = self
             .store
             .sandbox_due_deliveries(crate::domain::now(), DELIVERY_BATCH)
             .await?;
         let count = due.len();
-        let outcomes: Vec<Result<bool, StoreError>> = futures::stream::iter(due)
+        let outcomes: Vec<Result<(), StoreError>> = futures::stream::iter(due)
             .map(|delivery| self.deliver(delivery))
             .buffer_unordered(DELIVERY_CONCURRENCY)
             .collect()
             .await;
-        let mut delivered = 0;
-        for outcome in outcomes {
-            if outcome? {
-                delivered += 1;
-            }
-        }
-        Ok((count, delivered))
+        outcomes.into_iter().collect::<Result<(), _>>()?;
+        Ok(count)
     }
 
-    /// Sends one webhook and records the attempt; true if the platform took it.
-    async fn deliver(&self, delivery: SandboxDelivery) -> Result<bool, StoreError> {
+    /// Sends one webhook and records the attempt.
+    async fn deliver(&self, delivery: SandboxDelivery) -> Result<(), StoreError> {
         let span = tracing::info_span!(
             "sandbox.deliver",
             otel.name = "sandbox webhook delivery",
@@ -323,11 +317,9 @@ impl Sandbox {
             }
             _ => DeliveryOutcome::RetryAt(crate::domain::now() + backoff(attempts)),
         };
-        let delivered = matches!(outcome, DeliveryOutcome::Delivered);
         self.store
             .sandbox_delivery_attempted(delivery.id, status, outcome, crate::domain::now())
-            .await?;
-        Ok(delivered)
+            .await
     }
 
     /// Runs the delivery worker until cancelled.
@@ -336,7 +328,7 @@ impl Sandbox {
         loop {
             match self.deliver_due().await {
                 // A full batch: there is likely more due now, so no pause.
-                Ok((due, _)) if due as i64 == DELIVERY_BATCH => {
+                Ok(due) if due as i64 == DELIVERY_BATCH => {
                     if cancel.is_cancelled() {
                         return;
                     }

@@ -167,20 +167,26 @@ async fn the_split_deployment_survives_a_killed_replica_and_a_broker_outage(ctx:
         .await;
     }
     // Each process exports its own metrics, labelled with its roles.
+    let metrics_of = |port: u16| {
+        let client = client.clone();
+        async move {
+            client
+                .get(format!("{}/metrics", base(port)))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text")
+        }
+    };
     for (port, service) in [
         (d1, "donation"),
         (tot, "totals"),
         (r1, "relay"),
         (gw, "gateway"),
     ] {
-        let metrics = client
-            .get(format!("{}/metrics", base(port)))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let metrics = metrics_of(port).await;
         assert!(
             metrics.contains(&format!("up{{service=\"{service}\"}} 1")),
             "the {service} process labels its metrics:\n{metrics}"
@@ -227,14 +233,7 @@ async fn the_split_deployment_survives_a_killed_replica_and_a_broker_outage(ctx:
     assert_eq!(status, 201, "{campaign}");
     let campaign = campaign["id"].as_str().expect("id").to_string();
     // The gateway counts what it forwards by the service it went to, not by raw path.
-    let gateway_metrics = client
-        .get(format!("{}/metrics", base(gw)))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let gateway_metrics = metrics_of(gw).await;
     assert!(
         gateway_metrics.contains(r#"route="forwarded:donations",status="201""#),
         "{gateway_metrics}"
