@@ -17,14 +17,13 @@
 
 pub mod config;
 pub mod domain;
+pub mod gateway;
 pub mod http;
 pub mod idempotency;
 pub mod messaging;
 pub mod metrics;
-pub mod notifications;
-pub mod payments;
 pub mod redis_cache;
+pub mod services;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;
-pub mod totals;

@@ -21,14 +21,15 @@ use crate::messaging::bus::{Delivery, EventBus, InProcessBus};
 use crate::messaging::consumer::{self, DonationStatusConsumer, Handler};
 use crate::messaging::rabbit::{self, RabbitBus};
 use crate::messaging::relay::Relay;
-use crate::notifications::{
+use crate::redis_cache::FastPath;
+use crate::services::notifications::{
     FileMailer, HistoryLinks, Mailer, NotificationConsumer, Sender, SmtpMailer,
 };
-use crate::payments::provider::{PaymentProvider, Sandbox};
-use crate::payments::{ReconcileStats, Reconciler};
-use crate::redis_cache::FastPath;
+use crate::services::payments::provider::PaymentProvider;
+use crate::services::payments::sandbox::Sandbox;
+use crate::services::payments::{ReconcileStats, Reconciler};
+use crate::services::totals::{LocalCache, TotalsCache, TotalsConsumer, TwoLevelCache};
 use crate::storage::{self, Store};
-use crate::totals::{LocalCache, TotalsCache, TotalsConsumer, TwoLevelCache};
 
 /// A consumer and, on the in-process bus, the channel it reads (RabbitMQ consumers read their
 /// queue instead).
@@ -219,9 +220,9 @@ impl Application {
                 mail_wake.clone(),
             )));
         }
-        let limits = crate::http::limits::RateLimits::new(&settings.gateway.rate_limit);
+        let limits = crate::gateway::limits::RateLimits::new(&settings.gateway.rate_limit);
         let gateway = (settings.server.runs(Role::Gateway) && !settings.server.all_in_one())
-            .then(|| crate::http::gateway::Gateway::new(&settings.gateway));
+            .then(|| crate::gateway::Gateway::new(&settings.gateway));
         let consumer_names: Vec<&'static str> =
             ["donation-status", "totals", "notifications"].to_vec();
         let consumers = handlers

@@ -18,9 +18,7 @@ pub mod auth;
 pub mod campaigns;
 pub mod donations;
 pub mod error;
-pub mod gateway;
 pub mod health;
-pub mod limits;
 pub mod notifications;
 pub mod payments;
 pub mod sandbox;
@@ -51,11 +49,12 @@ use crate::config::{Role, Secret, Settings};
 use crate::domain::money::Currency;
 use crate::idempotency::{self, Begin, IdempotencyKey, IdempotentRequest, InFlightGate};
 use crate::messaging::bus::EventBus;
-use crate::notifications::{HistoryLinks, Mailer};
-use crate::payments::ReconcileStats;
-use crate::payments::provider::{PaymentProvider, Sandbox};
+use crate::services::notifications::{HistoryLinks, Mailer};
+use crate::services::payments::ReconcileStats;
+use crate::services::payments::provider::PaymentProvider;
+use crate::services::payments::sandbox::Sandbox;
+use crate::services::totals::TotalsCache;
 use crate::storage::{IdempotencyRecord, Store};
-use crate::totals::TotalsCache;
 use error::{ApiError, InternalMessage, json_response};
 
 /// What every handler can reach.
@@ -72,9 +71,9 @@ pub struct AppState {
     /// The bus the relay publishes to (in-process or RabbitMQ).
     pub bus: Arc<dyn EventBus>,
     /// The gateway's upstreams, when this process runs the gateway role (split mode).
-    pub gateway: Option<Arc<gateway::Gateway>>,
+    pub gateway: Option<Arc<crate::gateway::Gateway>>,
     /// Rate limits, when on.
-    pub limits: Option<Arc<limits::RateLimits>>,
+    pub limits: Option<Arc<crate::gateway::limits::RateLimits>>,
     /// Where idempotent replays are looked up first (Redis, if configured).
     pub replays: idempotency::Replays,
     /// The names of the consumers (their queues, with RabbitMQ).
@@ -248,12 +247,12 @@ pub fn app(state: AppState) -> Router {
     let rate_limits = state
         .limits
         .clone()
-        .map(|l| middleware::from_fn_with_state(l, limits::limit));
+        .map(|l| middleware::from_fn_with_state(l, crate::gateway::limits::limit));
     // Routes served here win; the gateway sends everything else to the upstreams.
     router = match &state.gateway {
         Some(gateway) => router.fallback_service(
             Router::new()
-                .fallback(gateway::proxy)
+                .fallback(crate::gateway::proxy)
                 .with_state(gateway.clone()),
         ),
         None => router.fallback(not_found),
@@ -391,10 +390,13 @@ async fn log_requests(request: Request, next: Next) -> Response {
         span.record("otel.status_code", "ERROR");
     }
     let _entered = span.enter();
-    let forwarded = response.extensions().get::<gateway::Forwarded>().copied();
+    let forwarded = response
+        .extensions()
+        .get::<crate::gateway::Forwarded>()
+        .copied();
     let metric_route = match (&route, forwarded) {
         (Some(route), _) => std::borrow::Cow::Borrowed(route.as_str()),
-        (None, Some(gateway::Forwarded(service))) => format!("forwarded:{service}").into(),
+        (None, Some(crate::gateway::Forwarded(service))) => format!("forwarded:{service}").into(),
         (None, None) => "unmatched".into(),
     };
     crate::metrics::request(

@@ -24,8 +24,8 @@ use crate::domain::donation::DonationStatus;
 use crate::domain::money::{Currency, MAX_DONATION_MAJOR};
 use crate::domain::payment::{Payment, PaymentStatus, ProviderEvent, parse_timestamp};
 use crate::idempotency::Begin;
-use crate::payments::provider::{PaymentProvider, ProviderError};
-use crate::payments::{Applied, apply_event, payment_event, signature};
+use crate::services::payments::provider::{PaymentProvider, ProviderError};
+use crate::services::payments::{Applied, apply_event, payment_event, signature};
 use crate::storage::{Refund, StoreError, Tx, WebhookRecord};
 
 /// The payment routes.

@@ -11,7 +11,8 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::{ApiError, ApiJson, ErrorBody, json_response};
-use crate::payments::provider::{ConfirmOutcome, PaymentProvider, ProviderError, Sandbox};
+use crate::services::payments::provider::{PaymentProvider, ProviderError};
+use crate::services::payments::sandbox::{ConfirmOutcome, Sandbox};
 use crate::storage::SandboxIntent;
 
 /// The sandbox routes (mounted only when `payments.sandbox` is on).

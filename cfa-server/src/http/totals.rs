@@ -19,8 +19,8 @@ use super::auth::Operator;
 use super::error::{ApiError, ErrorBody, json_response, parse_json};
 use super::{AppState, amount_json, parse_id};
 use crate::domain::money::Currency;
+use crate::services::totals::refresh as rebuild;
 use crate::storage::CampaignTotals;
-use crate::totals::refresh as rebuild;
 
 /// The totals routes.
 pub fn router() -> OpenApiRouter<AppState> {

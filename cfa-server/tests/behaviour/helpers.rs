@@ -407,8 +407,11 @@ impl TestApp {
     /// Sends a webhook body signed with the server's secret (now).
     pub async fn webhook(&self, body: &str, headers: &[(&str, &str)]) -> Reply {
         let t = chrono::Utc::now().timestamp();
-        let signature =
-            cfa_server::payments::signature::header_value(&[&self.secret], t, body.as_bytes());
+        let signature = cfa_server::services::payments::signature::header_value(
+            &[&self.secret],
+            t,
+            body.as_bytes(),
+        );
         let mut request = self
             .client
             .post(format!("{}/api/v1/payments/webhook", self.address))

@@ -87,7 +87,7 @@ async fn a_completed_donation_gets_exactly_one_receipt_in_the_file_sink(ctx: Tes
 
     // The same event delivered again, twice, to another consumer instance: still one receipt.
     let completed = captured.await.expect("the completion event");
-    let consumer = cfa_server::notifications::NotificationConsumer::new(
+    let consumer = cfa_server::services::notifications::NotificationConsumer::new(
         app.store.clone(),
         app.state.history_links.clone(),
         app.state.mail_wake.clone(),

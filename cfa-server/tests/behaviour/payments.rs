@@ -290,7 +290,7 @@ async fn a_sandbox_that_reorders_leaves_the_capture_to_reconciliation(ctx: TestC
     .await;
     // CAPTURED arrives first and is rejected for good; AUTHORIZED then applies.
     wait_for_payment(&app, &pi, "AUTHORIZED").await;
-    let reconciler = cfa_server::payments::Reconciler::new(
+    let reconciler = cfa_server::services::payments::Reconciler::new(
         app.store.clone(),
         app.state.provider.clone().expect("sandbox"),
         app.state.reconcile.clone(),
@@ -772,17 +772,17 @@ async fn unsigned_forged_and_stale_webhooks_are_refused_and_change_nothing(ctx: 
     let now = chrono::Utc::now().timestamp();
     let headers = [
         None,
-        Some(cfa_server::payments::signature::header_value(
+        Some(cfa_server::services::payments::signature::header_value(
             &["not-the-secret"],
             now,
             body.as_bytes(),
         )),
-        Some(cfa_server::payments::signature::header_value(
+        Some(cfa_server::services::payments::signature::header_value(
             &[&app.secret],
             now - 600,
             body.as_bytes(),
         )),
-        Some(cfa_server::payments::signature::header_value(
+        Some(cfa_server::services::payments::signature::header_value(
             &[&app.secret],
             now,
             b"another body",
@@ -821,7 +821,7 @@ async fn rotated_secrets_are_all_accepted(ctx: TestContext) {
     let pi = intent_id(&intent);
     let body = event(&pi, "AUTHORIZED", "2026-01-01T10:00:00Z", Some("rot-1"));
     let now = chrono::Utc::now().timestamp();
-    let header = cfa_server::payments::signature::header_value(
+    let header = cfa_server::services::payments::signature::header_value(
         &["retired", "old-secret"],
         now,
         body.as_bytes(),
@@ -1129,7 +1129,7 @@ async fn reconciliation_applies_what_the_provider_knows(ctx: TestContext) {
         &json!({"outcome": "succeed"}),
     )
     .await;
-    let reconciler = cfa_server::payments::Reconciler::new(
+    let reconciler = cfa_server::services::payments::Reconciler::new(
         app.store.clone(),
         app.state.provider.clone().expect("sandbox"),
         app.state.reconcile.clone(),

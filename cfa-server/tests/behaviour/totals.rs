@@ -35,8 +35,10 @@ async fn a_late_campaign_event_does_not_bring_back_an_old_goal(ctx: TestContext)
         .await;
     }
     let events = completion_events(&app).await;
-    let consumer =
-        cfa_server::totals::TotalsConsumer::new(app.store.clone(), app.state.totals_cache.clone());
+    let consumer = cfa_server::services::totals::TotalsConsumer::new(
+        app.store.clone(),
+        app.state.totals_cache.clone(),
+    );
     for e in &events {
         consumer.handle(e).await.expect("handled");
     }
@@ -237,8 +239,10 @@ async fn concurrent_completions_in_one_campaign_lose_no_update(ctx: TestContext)
     }
     join_all(ids.iter().map(|id| set_status(&app, id, "COMPLETED"))).await;
     let events = completion_events(&app).await;
-    let consumer =
-        cfa_server::totals::TotalsConsumer::new(app.store.clone(), app.state.totals_cache.clone());
+    let consumer = cfa_server::services::totals::TotalsConsumer::new(
+        app.store.clone(),
+        app.state.totals_cache.clone(),
+    );
     let results = join_all(events.iter().map(|e| consumer.handle(e))).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let expected: i64 = (1..=20).map(|i| i * 100 + 1).sum();
@@ -255,8 +259,10 @@ async fn redelivered_and_stale_events_change_nothing(ctx: TestContext) {
     set_status(&app, &d, "COMPLETED").await;
     set_status(&app, &d, "REFUNDED").await;
     let events = completion_events(&app).await;
-    let consumer =
-        cfa_server::totals::TotalsConsumer::new(app.store.clone(), app.state.totals_cache.clone());
+    let consumer = cfa_server::services::totals::TotalsConsumer::new(
+        app.store.clone(),
+        app.state.totals_cache.clone(),
+    );
     for _ in 0..3 {
         for e in &events {
             consumer.handle(e).await.expect("handled");

@@ -17,8 +17,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
 
-use super::error::json_response;
 use crate::config::RateLimitSettings;
+use crate::http::error::json_response;
 
 /// The two sets of buckets.
 pub struct RateLimits {

@@ -1,3 +1,9 @@
+//! The gateway role and the limits every process applies at its front door.
+//!
+//! # Layout
+//! - this module: [`Gateway`], the proxy to the upstream replicas of each service.
+//! - [`limits`]: rate limits per client IP and per API key.
+//!
 //! The gateway role: routes `/api/v1/<service>/…` (and `/sandbox/…`) to that service's upstream
 //! replicas.
 //!
@@ -11,6 +17,8 @@
 //! `Idempotency-Key`). The request id and the W3C trace context are forwarded; rate limits, body
 //! limit and timeouts are the ones every process applies.
 
+pub mod limits;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -21,8 +29,8 @@ use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio_util::sync::CancellationToken;
 
-use super::error::ApiError;
 use crate::config::GatewaySettings;
+use crate::http::error::ApiError;
 
 /// One upstream replica.
 pub struct Upstream {

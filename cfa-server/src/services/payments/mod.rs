@@ -6,6 +6,7 @@
 //! - [`provider`]: the [`provider::PaymentProvider`] trait and the built-in sandbox.
 
 pub mod provider;
+pub mod sandbox;
 pub mod signature;
 
 use std::sync::Arc;

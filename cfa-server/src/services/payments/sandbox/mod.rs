@@ -1,6 +1,6 @@
-//! The payment provider behind a trait, and the built-in sandbox provider.
+//! The built-in sandbox payment provider.
 //!
-//! The sandbox shares the platform's database: its records (`sandbox_intents`) and its webhook
+//! It shares the platform's database: its records (`sandbox_intents`) and its webhook
 //! queue (`sandbox_deliveries`) are written in the caller's transaction, so an intent or refund
 //! exists at the provider exactly when it exists on our side. A delivery worker then POSTs the
 //! queued webhooks, signed, to the configured URL (by default this server's own endpoint),
@@ -26,7 +26,8 @@ use tracing::Instrument as _;
 use crate::config::{PaymentSettings, Secret};
 use crate::domain::money::Currency;
 use crate::domain::payment::PaymentStatus;
-use crate::payments::signature;
+use crate::services::payments::provider::{PaymentProvider, ProviderError, ProviderIntent};
+use crate::services::payments::signature;
 use crate::storage::{DeliveryOutcome, SandboxDelivery, SandboxIntent, Store, StoreError, Tx};
 
 /// Webhooks the sandbox sends at once (to different intents). One at a time, a stress run left
@@ -35,55 +36,6 @@ const DELIVERY_CONCURRENCY: usize = 16;
 
 /// Due webhooks read at once; after a full batch the worker goes again without pausing.
 const DELIVERY_BATCH: i64 = 64;
-
-/// A provider call that failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ProviderError {
-    /// The provider refused the request (the message says why).
-    #[error("{0}")]
-    Refused(String),
-    /// Storage failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// What the provider says about an intent (for reconciliation).
-#[derive(Clone, Debug, PartialEq)]
-pub struct ProviderIntent {
-    /// Its status at the provider.
-    pub status: PaymentStatus,
-    /// When that status was reached.
-    pub status_at: DateTime<Utc>,
-    /// Refunded so far.
-    pub refunded_minor: i64,
-}
-
-/// A payment provider.
-#[async_trait]
-pub trait PaymentProvider: Send + Sync + 'static {
-    /// The gateway name clients pass (`sandbox`).
-    fn name(&self) -> &'static str;
-    /// Creates the provider's side of an intent, in the caller's transaction where the provider
-    /// can take part in it.
-    async fn create_intent(
-        &self,
-        tx: &mut dyn Tx,
-        payment_intent_id: &str,
-        amount_minor: i64,
-        currency: Currency,
-    ) -> Result<(), ProviderError>;
-    /// Asks the provider to refund; the outcome arrives as a webhook.
-    async fn refund(
-        &self,
-        tx: &mut dyn Tx,
-        payment_intent_id: &str,
-        refund_id: &str,
-        amount_minor: i64,
-    ) -> Result<(), ProviderError>;
-    /// The provider's record of an intent.
-    async fn fetch(&self, payment_intent_id: &str)
-    -> Result<Option<ProviderIntent>, ProviderError>;
-}
 
 /// What a donor does when confirming a sandbox intent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
