@@ -18,17 +18,16 @@ use crate::http::{self, AppState};
 use crate::idempotency::InFlightGate;
 use crate::idempotency::Replays;
 use crate::messaging::bus::{Delivery, EventBus, InProcessBus};
-use crate::messaging::consumer::{self, DonationStatusConsumer, Handler};
+use crate::messaging::consumer::{self, Handler};
 use crate::messaging::rabbit::{self, RabbitBus};
 use crate::messaging::relay::Relay;
 use crate::redis_cache::FastPath;
-use crate::services::notifications::{
-    FileMailer, HistoryLinks, Mailer, NotificationConsumer, Sender, SmtpMailer,
-};
+use crate::services::notifications::{FileMailer, HistoryLinks, Mailer, Sender, SmtpMailer};
 use crate::services::payments::provider::PaymentProvider;
 use crate::services::payments::sandbox::Sandbox;
 use crate::services::payments::{ReconcileStats, Reconciler};
-use crate::services::totals::{LocalCache, TotalsCache, TotalsConsumer, TwoLevelCache};
+use crate::services::totals::{LocalCache, TotalsCache, TwoLevelCache};
+use crate::services::{CONSUMERS, ConsumerDeps};
 use crate::storage::{self, Store};
 
 /// A consumer and, on the in-process bus, the channel it reads (RabbitMQ consumers read their
@@ -202,29 +201,21 @@ impl Application {
         } else {
             Arc::new(RabbitBus::new(&settings.amqp))
         };
-        let runs = |role| settings.server.runs(role);
-        let mut handlers: Vec<Arc<dyn Handler>> = Vec::new();
-        if runs(Role::Donation) {
-            handlers.push(Arc::new(DonationStatusConsumer::new(store.clone())));
-        }
-        if runs(Role::Totals) {
-            handlers.push(Arc::new(TotalsConsumer::new(
-                store.clone(),
-                totals_cache.clone(),
-            )));
-        }
-        if runs(Role::Notification) {
-            handlers.push(Arc::new(NotificationConsumer::new(
-                store.clone(),
-                history_links.clone(),
-                mail_wake.clone(),
-            )));
-        }
+        let deps = ConsumerDeps {
+            store: store.clone(),
+            totals_cache: totals_cache.clone(),
+            history_links: history_links.clone(),
+            mail_wake: mail_wake.clone(),
+        };
+        let handlers: Vec<Arc<dyn Handler>> = CONSUMERS
+            .iter()
+            .filter(|spec| settings.server.runs(spec.role))
+            .map(|spec| (spec.build)(&deps))
+            .collect();
         let limits = crate::gateway::limits::RateLimits::new(&settings.gateway.rate_limit);
         let gateway = (settings.server.runs(Role::Gateway) && !settings.server.all_in_one())
             .then(|| crate::gateway::Gateway::new(&settings.gateway));
-        let consumer_names: Vec<&'static str> =
-            ["donation-status", "totals", "notifications"].to_vec();
+        let consumer_names: Vec<&'static str> = CONSUMERS.iter().map(|c| c.name).collect();
         let consumers = handlers
             .into_iter()
             .map(|h| {

@@ -66,3 +66,5 @@ pub fn parse_title(raw: &str) -> Result<String, String> {
         _ => Ok(title.to_string()),
     }
 }
+
+serde_as_str!(CampaignStatus, |s: &CampaignStatus| s.as_str());

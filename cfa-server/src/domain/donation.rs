@@ -5,7 +5,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::email::DonorEmail;
+use super::event::{DonationChange, PaymentEvent};
 use super::money::Currency;
+use super::payment::PaymentStatus;
 
 /// Where a donation stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -65,16 +67,6 @@ impl DonationStatus {
             | (Refunded, _) => false,
         }
     }
-
-    /// The event type published when a donation reaches this status.
-    pub fn event_type(self) -> &'static str {
-        match self {
-            DonationStatus::Pending => "donation.created",
-            DonationStatus::Completed => "donation.completed",
-            DonationStatus::Failed => "donation.failed",
-            DonationStatus::Refunded => "donation.refunded",
-        }
-    }
 }
 
 /// A donation to a campaign.
@@ -107,6 +99,76 @@ pub struct Donation {
     /// Last change.
     pub updated_at: DateTime<Utc>,
 }
+
+/// What a donation does about a change of its payment (see [`follow`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Follow {
+    /// Nothing changes.
+    Stay,
+    /// Nothing changes, for a reason worth a warning.
+    Ignore(&'static str),
+    /// The donation changes: the change to announce and the donation after it.
+    Change(DonationChange, Box<Donation>),
+    /// The event is ahead of the donation (a refund before its capture reached it): handle it
+    /// again later.
+    NotYet,
+}
+
+/// How `donation` follows its payment's `event` at `now`: completed by a capture of its full
+/// amount, failed by a failed payment (unless the donor retried with `another_live_payment`) or
+/// a voided authorization, refunded in part or in full by refunds. Its version moves by one per
+/// change.
+pub fn follow(
+    donation: &Donation,
+    event: &PaymentEvent,
+    another_live_payment: bool,
+    now: DateTime<Utc>,
+) -> Follow {
+    use DonationStatus::{Completed, Failed, Pending, Refunded};
+    let p = &event.snapshot;
+    let to = |status: DonationStatus, refunded_minor: i64| {
+        Box::new(Donation {
+            status,
+            refunded_minor,
+            version: donation.version + 1,
+            updated_at: now,
+            ..donation.clone()
+        })
+    };
+    let refunded = donation.refunded_minor;
+    match (event.kind, donation.status) {
+        (PaymentStatus::Captured, Pending) if p.amount_minor == donation.amount_minor => {
+            Follow::Change(DonationChange::Completed, to(Completed, refunded))
+        }
+        (PaymentStatus::Captured, Pending) => {
+            Follow::Ignore("a capture of another amount does not complete the donation")
+        }
+        // A donor may retry with a new intent after a decline.
+        (PaymentStatus::Failed, Pending) if another_live_payment => Follow::Stay,
+        (PaymentStatus::Failed, Pending) => {
+            Follow::Change(DonationChange::Failed, to(Failed, refunded))
+        }
+        // A voided authorization: the donation was never paid.
+        (PaymentStatus::Refunded, Pending) if p.old_status == PaymentStatus::Authorized => {
+            Follow::Change(DonationChange::Failed, to(Failed, refunded))
+        }
+        (PaymentStatus::Refunded, Pending) => Follow::NotYet,
+        (PaymentStatus::Refunded, Completed) if p.refunded_minor <= refunded => Follow::Stay,
+        (PaymentStatus::Refunded, Completed) if p.refunded_minor >= donation.amount_minor => {
+            Follow::Change(
+                DonationChange::Refunded,
+                to(Refunded, donation.amount_minor),
+            )
+        }
+        (PaymentStatus::Refunded, Completed) => Follow::Change(
+            DonationChange::PartiallyRefunded,
+            to(Completed, p.refunded_minor),
+        ),
+        _ => Follow::Stay,
+    }
+}
+
+serde_as_str!(DonationStatus, |s: &DonationStatus| s.as_str());
 
 #[cfg(test)]
 mod tests {

@@ -183,6 +183,8 @@ impl FromStr for Currency {
     }
 }
 
+serde_as_str!(Currency, |c: &Currency| c.code());
+
 #[cfg(test)]
 mod tests {
     use super::*;

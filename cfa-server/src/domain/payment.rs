@@ -276,6 +276,8 @@ pub fn parse_timestamp(raw: &serde_json::Value) -> Result<DateTime<Utc>, String>
     }
 }
 
+serde_as_str!(PaymentStatus, |s: &PaymentStatus| s.as_str());
+
 #[cfg(test)]
 mod tests {
     use super::PaymentStatus::*;

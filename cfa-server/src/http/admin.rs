@@ -18,6 +18,7 @@ use super::auth::Operator;
 use super::error::{ApiError, ErrorBody, json_response};
 use super::{AppState, PageParams};
 use crate::messaging::rabbit;
+use crate::services::payments::webhooks;
 
 /// The admin routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -130,17 +131,11 @@ async fn replay_webhook(
     _operator: Operator,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let Some(record) = state.store.webhook_record(&id).await? else {
-        return Err(ApiError::NotFound(format!("no webhook delivery {id}")));
-    };
-    if record.request.is_empty() {
-        return Err(ApiError::NotFound(format!(
-            "webhook delivery {id} was received before requests were kept; it cannot be replayed"
-        )));
+    let reply = webhooks::replay(state.store.as_ref(), &id).await?;
+    if reply.processed {
+        state.outbox_written();
     }
-    let key = format!("replay:{id}:{}", uuid::Uuid::new_v4());
-    tracing::info!(%id, replay = %key, "webhook replayed by an operator");
-    super::payments::apply_webhook(&state, key, &record.request, Some(id)).await
+    Ok(super::payments::webhook_reply(reply))
 }
 
 /// Counts for dashboards.

@@ -5,7 +5,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use utoipa::ToSchema;
@@ -19,9 +18,9 @@ use super::{
     page, parse_id, replayed,
 };
 use crate::domain::campaign::{Campaign, CampaignStatus, parse_title};
-use crate::domain::event::EventEnvelope;
 use crate::domain::money::{Currency, MAX_GOAL_MAJOR};
 use crate::idempotency::Begin;
+use crate::services::campaigns::{self, CampaignDraft, CampaignError, PutOutcome};
 
 /// The campaign routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -86,15 +85,9 @@ impl From<&Campaign> for CampaignBody {
     }
 }
 
-/// The validated fields of a request.
-struct Fields {
-    title: String,
-    goal_minor: i64,
-    currency: Option<Currency>,
-    status: Option<CampaignStatus>,
-}
-
-fn validate(req: &CampaignRequest) -> Result<Fields, ApiError> {
+/// Parses a request into a draft; the goal is checked in the currency named (USD by default)
+/// before anything is written, so a request with a bad field saves nothing under its key.
+fn draft(req: &CampaignRequest) -> Result<CampaignDraft, ApiError> {
     let title = parse_title(&req.title).map_err(|m| ApiError::field("title", m))?;
     let currency = req
         .currency
@@ -102,7 +95,7 @@ fn validate(req: &CampaignRequest) -> Result<Fields, ApiError> {
         .map(Currency::parse)
         .transpose()
         .map_err(|m| ApiError::field("currency", m))?;
-    let goal_minor = currency
+    currency
         .unwrap_or(Currency::USD)
         .parse_amount(req.goal_amount.get(), MAX_GOAL_MAJOR)
         .map_err(|m| ApiError::field("goal_amount", m))?;
@@ -112,29 +105,27 @@ fn validate(req: &CampaignRequest) -> Result<Fields, ApiError> {
         .map(CampaignStatus::parse)
         .transpose()
         .map_err(|m| ApiError::field("status", m))?;
-    Ok(Fields {
+    Ok(CampaignDraft {
         title,
-        goal_minor,
+        goal_amount: req.goal_amount.get().to_string(),
         currency,
         status,
     })
 }
 
-fn event(kind: &str, c: &Campaign) -> EventEnvelope {
-    EventEnvelope::new(
-        kind,
-        "campaign",
-        c.id,
-        c.version,
-        c.updated_at,
-        json!({
-            "campaign_id": c.id,
-            "title": c.title,
-            "goal_minor": c.goal_minor,
-            "currency": c.currency.code(),
-            "status": c.status.as_str(),
-        }),
-    )
+impl From<CampaignError> for ApiError {
+    fn from(e: CampaignError) -> Self {
+        match e {
+            CampaignError::InvalidGoal(m) => ApiError::field("goal_amount", m),
+            CampaignError::CurrencyImmutable(_) => ApiError::Unprocessable {
+                code: "currency_immutable",
+                field: Some("currency"),
+                message: e.to_string(),
+            },
+            CampaignError::ChangedConcurrently => ApiError::Conflict(e.to_string()),
+            CampaignError::Store(e) => e.into(),
+        }
+    }
 }
 
 /// Creates a campaign with a server-chosen id.
@@ -157,28 +148,16 @@ async fn create(
     headers: HeaderMap,
     body: ApiJson<CampaignRequest>,
 ) -> Result<Response, ApiError> {
-    let fields = validate(&body.value)?;
+    let draft = draft(&body.value)?;
     let mut owned =
         match begin_idempotent(&state, &headers, "POST /api/v1/campaigns", &body.document).await? {
             Begin::Replay(saved) => return Ok(replayed(saved)),
             Begin::Proceed(owned) => owned,
         };
-    let now = crate::domain::now();
-    let campaign = Campaign {
-        id: Uuid::new_v4(),
-        title: fields.title,
-        goal_minor: fields.goal_minor,
-        currency: fields.currency.unwrap_or(Currency::USD),
-        status: fields.status.unwrap_or(CampaignStatus::Active),
-        version: 1,
-        created_at: now,
-        updated_at: now,
+    let campaign = match campaigns::create(owned.tx.as_mut(), draft).await {
+        Ok(campaign) => campaign,
+        Err(e) => return Ok(super::refuse(owned, e.into()).await),
     };
-    owned.tx.insert_campaign(&campaign).await?;
-    owned
-        .tx
-        .insert_outbox(&event("campaign.created", &campaign))
-        .await?;
     let response =
         commit_response(owned, StatusCode::CREATED, &CampaignBody::from(&campaign)).await?;
     state.outbox_written();
@@ -210,63 +189,12 @@ async fn put(
     body: ApiJson<CampaignRequest>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let fields = validate(&body.value)?;
-    let mut tx = state.store.begin().await?;
-    let now = crate::domain::now();
-    let fresh = Campaign {
-        id,
-        title: fields.title.clone(),
-        goal_minor: fields.goal_minor,
-        currency: fields.currency.unwrap_or(Currency::USD),
-        status: fields.status.unwrap_or(CampaignStatus::Active),
-        version: 1,
-        created_at: now,
-        updated_at: now,
+    let draft = draft(&body.value)?;
+    let (outcome, campaign) = campaigns::put(state.store.as_ref(), id, draft).await?;
+    let status = match outcome {
+        PutOutcome::Created => StatusCode::CREATED,
+        PutOutcome::Updated | PutOutcome::Unchanged => StatusCode::OK,
     };
-    let (status, campaign) = if tx.insert_campaign(&fresh).await? {
-        tx.insert_outbox(&event("campaign.created", &fresh)).await?;
-        (StatusCode::CREATED, fresh)
-    } else {
-        let current = tx.campaign_for_update(id).await?.ok_or_else(|| {
-            ApiError::Conflict("the campaign was deleted concurrently; retry".into())
-        })?;
-        if let Some(currency) = fields.currency
-            && currency != current.currency
-        {
-            return Err(ApiError::Unprocessable {
-                code: "currency_immutable",
-                field: Some("currency"),
-                message: format!(
-                    "a campaign's currency cannot change (it is {})",
-                    current.currency
-                ),
-            });
-        }
-        let goal_minor = current
-            .currency
-            .parse_amount(body.value.goal_amount.get(), MAX_GOAL_MAJOR)
-            .map_err(|m| ApiError::field("goal_amount", m))?;
-        let updated = Campaign {
-            title: fields.title,
-            goal_minor,
-            status: fields.status.unwrap_or(current.status),
-            ..current.clone()
-        };
-        if updated == current {
-            (StatusCode::OK, current)
-        } else {
-            let updated = Campaign {
-                version: current.version + 1,
-                updated_at: now,
-                ..updated
-            };
-            tx.update_campaign(&updated).await?;
-            tx.insert_outbox(&event("campaign.updated", &updated))
-                .await?;
-            (StatusCode::OK, updated)
-        }
-    };
-    tx.commit().await?;
     state.outbox_written();
     Ok(json_response(status, &CampaignBody::from(&campaign)))
 }

@@ -20,13 +20,14 @@ use super::{
     AppState, IdempotencyKeyHeader, PageParams, amount_json, begin_idempotent, commit_response,
     page, parse_id, replayed,
 };
-use crate::domain::campaign::CampaignStatus;
 use crate::domain::donation::{Donation, DonationStatus};
 use crate::domain::email::DonorEmail;
-use crate::domain::event::EventEnvelope;
 use crate::domain::money::{Currency, MAX_DONATION_MAJOR};
 use crate::idempotency::Begin;
-use crate::storage::{HistoryFilter, StatusAudit, Tx};
+use crate::services::donations::{
+    self, DonationError, NewDonation, StatusOverride, parse_donor_name,
+};
+use crate::storage::HistoryFilter;
 
 /// The donation routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -113,32 +114,34 @@ impl<'a> From<&'a Donation> for DonationBody<'a> {
     }
 }
 
-/// The event a donation's change publishes: a snapshot of the donation.
-pub fn donation_event(d: &Donation) -> EventEnvelope {
-    donation_event_of_type(d.status.event_type(), d)
-}
-
-/// A donation snapshot event of a given type (`donation.partially_refunded` has no status of
-/// its own).
-pub fn donation_event_of_type(event_type: &str, d: &Donation) -> EventEnvelope {
-    EventEnvelope::new(
-        event_type,
-        "donation",
-        d.id,
-        d.version,
-        d.updated_at,
-        json!({
-            "donation_id": d.id,
-            "campaign_id": d.campaign_id,
-            "donor_email": d.donor_email.as_str(),
-            "amount_minor": d.amount_minor,
-            "refunded_minor": d.refunded_minor,
-            "currency": d.currency.code(),
-            "status": d.status.as_str(),
-            "payment_intent_id": d.payment_intent_id,
-            "version": d.version,
-        }),
-    )
+impl From<DonationError> for ApiError {
+    fn from(e: DonationError) -> Self {
+        let message = e.to_string();
+        match e {
+            DonationError::CampaignNotFound(_) => ApiError::Unprocessable {
+                code: "campaign_not_found",
+                field: Some("campaign_id"),
+                message,
+            },
+            DonationError::CampaignClosed(_) => ApiError::Unprocessable {
+                code: "campaign_closed",
+                field: Some("campaign_id"),
+                message,
+            },
+            DonationError::CurrencyMismatch { .. } => ApiError::Unprocessable {
+                code: "currency_mismatch",
+                field: Some("currency"),
+                message,
+            },
+            DonationError::InvalidAmount(m) => ApiError::field("amount", m),
+            DonationError::NotFound(_) => ApiError::NotFound(message),
+            DonationError::VersionMismatch { .. } | DonationError::ChangedConcurrently(_) => {
+                ApiError::Conflict(message)
+            }
+            DonationError::InvalidTransition { .. } => ApiError::InvalidTransition(message),
+            DonationError::Store(e) => e.into(),
+        }
+    }
 }
 
 /// Creates a `PENDING` donation to an active campaign.
@@ -167,68 +170,37 @@ async fn create(
     let req = &body.value;
     let donor_email =
         DonorEmail::parse(&req.donor_email).map_err(|m| ApiError::field("donor_email", m))?;
-    let donor_name = match req.donor_name.as_deref().map(str::trim) {
-        Some(name) if name.chars().count() > 200 => {
-            return Err(ApiError::field(
-                "donor_name",
-                "must be at most 200 characters",
-            ));
-        }
-        Some(name) if name.chars().any(char::is_control) => {
-            return Err(ApiError::field(
-                "donor_name",
-                "must not contain control characters",
-            ));
-        }
-        Some("") | None => None,
-        Some(name) => Some(name.to_string()),
-    };
-    let requested_currency = req
+    let donor_name = parse_donor_name(req.donor_name.as_deref())
+        .map_err(|m| ApiError::field("donor_name", m))?;
+    let currency = req
         .currency
         .as_deref()
         .map(Currency::parse)
         .transpose()
         .map_err(|m| ApiError::field("currency", m))?;
-    let (metadata_field, metadata) = match (&req.metadata, &req.extra_data) {
-        (Some(m), _) => ("metadata", m.clone()),
-        (None, Some(m)) => ("extra_data", m.clone()),
-        (None, None) => ("metadata", json!({})),
-    };
-    let metadata = match metadata {
-        Value::Null => json!({}),
-        Value::Object(map) => Value::Object(map),
-        _ => return Err(ApiError::field(metadata_field, "must be a JSON object")),
-    };
-    if contains_nul(&metadata) {
-        return Err(ApiError::field(
-            metadata_field,
-            "must not contain NUL characters",
-        ));
-    }
+    let metadata = metadata(req)?;
     // Validate the amount before taking the key, with the currency the client named; the
     // campaign's currency is checked again inside the transaction.
-    let parse_currency = requested_currency.unwrap_or(Currency::USD);
-    parse_currency
+    currency
+        .unwrap_or(Currency::USD)
         .parse_amount(req.amount.get(), MAX_DONATION_MAJOR)
         .map_err(|m| ApiError::field("amount", m))?;
-
     let mut owned =
         match begin_idempotent(&state, &headers, "POST /api/v1/donations", &body.document).await? {
             Begin::Replay(saved) => return Ok(replayed(saved)),
             Begin::Proceed(owned) => owned,
         };
-    let donation = match record_donation(
-        owned.tx.as_mut(),
-        req,
+    let command = NewDonation {
+        campaign_id: req.campaign_id,
         donor_email,
         donor_name,
-        requested_currency,
+        amount: req.amount.get().to_string(),
+        currency,
         metadata,
-    )
-    .await
-    {
+    };
+    let donation = match donations::create(owned.tx.as_mut(), command).await {
         Ok(donation) => donation,
-        Err(e) => return Ok(super::refuse(owned, e).await),
+        Err(e) => return Ok(super::refuse(owned, e.into()).await),
     };
     let response =
         commit_response(owned, StatusCode::CREATED, &DonationBody::from(&donation)).await?;
@@ -239,69 +211,22 @@ async fn create(
     Ok(response)
 }
 
-/// The part of a donation's creation decided under its idempotency key: the campaign must
-/// accept it; then the donation and its event are written.
-async fn record_donation(
-    tx: &mut dyn Tx,
-    req: &CreateDonation,
-    donor_email: DonorEmail,
-    donor_name: Option<String>,
-    requested_currency: Option<Currency>,
-    metadata: Value,
-) -> Result<Donation, ApiError> {
-    let campaign = tx
-        .campaign_for_share(req.campaign_id)
-        .await?
-        .ok_or_else(|| ApiError::Unprocessable {
-            code: "campaign_not_found",
-            field: Some("campaign_id"),
-            message: format!("campaign {} does not exist", req.campaign_id),
-        })?;
-    if campaign.status == CampaignStatus::Closed {
-        return Err(ApiError::Unprocessable {
-            code: "campaign_closed",
-            field: Some("campaign_id"),
-            message: format!(
-                "campaign {} is closed and accepts no donations",
-                campaign.id
-            ),
-        });
-    }
-    if let Some(currency) = requested_currency
-        && currency != campaign.currency
-    {
-        return Err(ApiError::Unprocessable {
-            code: "currency_mismatch",
-            field: Some("currency"),
-            message: format!(
-                "campaign {} takes donations in {}, not {currency}",
-                campaign.id, campaign.currency
-            ),
-        });
-    }
-    let amount_minor = campaign
-        .currency
-        .parse_amount(req.amount.get(), MAX_DONATION_MAJOR)
-        .map_err(|m| ApiError::field("amount", m))?;
-    let now = crate::domain::now();
-    let donation = Donation {
-        id: Uuid::new_v4(),
-        campaign_id: campaign.id,
-        donor_email,
-        donor_name,
-        amount_minor,
-        currency: campaign.currency,
-        status: DonationStatus::Pending,
-        payment_intent_id: None,
-        refunded_minor: 0,
-        version: 1,
-        metadata,
-        created_at: now,
-        updated_at: now,
+/// The request's JSON object (`metadata`, else the seed's `extra_data`; none is `{}`).
+fn metadata(req: &CreateDonation) -> Result<Value, ApiError> {
+    let (field, metadata) = match (&req.metadata, &req.extra_data) {
+        (Some(m), _) => ("metadata", m.clone()),
+        (None, Some(m)) => ("extra_data", m.clone()),
+        (None, None) => ("metadata", json!({})),
     };
-    tx.insert_donation(&donation).await?;
-    tx.insert_outbox(&donation_event(&donation)).await?;
-    Ok(donation)
+    let metadata = match metadata {
+        Value::Null => json!({}),
+        Value::Object(map) => Value::Object(map),
+        _ => return Err(ApiError::field(field, "must be a JSON object")),
+    };
+    if contains_nul(&metadata) {
+        return Err(ApiError::field(field, "must not contain NUL characters"));
+    }
+    Ok(metadata)
 }
 
 /// Whether any key or string in a JSON document holds a NUL character (which PostgreSQL's JSONB
@@ -458,53 +383,14 @@ async fn set_status(
             "say why the status is changed by hand; it is kept in the audit trail",
         ));
     }
-    let mut tx = state.store.begin().await?;
-    let current = tx
-        .donation_for_update(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("donation {id} not found")))?;
-    if let Some(expected) = req.expected_version
-        && expected != current.version
-    {
-        return Err(ApiError::Conflict(format!(
-            "donation {id} is at version {}, not {expected}",
-            current.version
-        )));
-    }
-    if !current.status.can_become(to) {
-        return Err(ApiError::InvalidTransition(format!(
-            "a {} donation cannot become {}",
-            current.status.as_str(),
-            to.as_str()
-        )));
-    }
-    let now = crate::domain::now();
-    if !tx
-        .update_donation_status(id, to, current.version, now)
-        .await?
-    {
-        return Err(ApiError::Conflict(format!(
-            "donation {id} changed concurrently; retry"
-        )));
-    }
-    let updated = Donation {
-        status: to,
-        version: current.version + 1,
-        updated_at: now,
-        ..current.clone()
-    };
-    tx.insert_status_audit(&StatusAudit {
+    let command = StatusOverride {
         donation_id: id,
-        from: current.status,
         to,
         reason: reason.to_string(),
-        actor: operator.actor.clone(),
-        at: now,
-    })
-    .await?;
-    tx.insert_outbox(&donation_event(&updated)).await?;
-    tx.commit().await?;
+        actor: operator.actor,
+        expected_version: req.expected_version,
+    };
+    let updated = donations::override_status(state.store.as_ref(), command).await?;
     state.outbox_written();
-    tracing::info!(donation_id = %id, from = current.status.as_str(), to = to.as_str(), actor = %operator.actor, "donation status changed by an operator");
     Ok(json_response(StatusCode::OK, &DonationBody::from(&updated)))
 }

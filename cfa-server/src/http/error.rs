@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::idempotency::IdempotencyError;
 use crate::storage::StoreError;
+use crate::wire::JsonError;
 
 /// Everything a handler can answer besides success.
 #[derive(Debug, thiserror::Error)]
@@ -247,43 +248,15 @@ where
 /// Parses and types a JSON body: syntax errors are 400, type and value errors 422 naming the
 /// field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<ApiJson<T>, ApiError> {
-    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-    if first != Some(&b'{') {
-        return Err(ApiError::MalformedJson(
-            "the body must be a JSON object".into(),
-        ));
-    }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if !matches!(inner.classify(), serde_json::error::Category::Data) {
-            return ApiError::MalformedJson(inner.to_string());
-        }
-        let inner = inner.to_string();
-        // serde reports a missing field at the parent path; name the field itself.
-        let field = match inner.strip_prefix("missing field `") {
-            Some(rest) => rest.split('`').next().unwrap_or(&path).to_string(),
-            None if path == "." => "body".to_string(),
-            None => path,
-        };
-        ApiError::field(field, strip_position(&inner))
+    let value = crate::wire::object(bytes).map_err(|e| match e {
+        JsonError::Malformed(m) => ApiError::MalformedJson(m),
+        JsonError::Field { field, message } => ApiError::Validation { field, message },
     })?;
-    de.end()
-        .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     // The document only feeds idempotency fingerprints. A number too large for serde_json's
     // `Value` (the handler refuses it with a 422 naming the field) falls back to the raw text.
     let document = serde_json::from_slice(bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()));
     Ok(ApiJson { value, document })
-}
-
-/// serde_json appends " at line 1 column 42"; the field name says more.
-fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
-    }
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

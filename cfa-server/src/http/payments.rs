@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -20,13 +19,15 @@ use super::error::{ApiError, ApiJson, ErrorBody, json_bytes, json_response, pars
 use super::{
     AppState, IdempotencyKeyHeader, amount_json, begin_idempotent, commit_response, replayed,
 };
-use crate::domain::donation::DonationStatus;
 use crate::domain::money::{Currency, MAX_DONATION_MAJOR};
-use crate::domain::payment::{Payment, PaymentStatus, ProviderEvent, parse_timestamp};
+use crate::domain::payment::Payment;
 use crate::idempotency::Begin;
-use crate::services::payments::provider::{PaymentProvider, ProviderError};
-use crate::services::payments::{Applied, apply_event, payment_event, signature};
-use crate::storage::{Refund, StoreError, Tx, WebhookRecord};
+use crate::services::payments::intents::{self, IntentError, NewIntent};
+use crate::services::payments::refunds::{self, RefundError};
+use crate::services::payments::signature;
+use crate::services::payments::webhooks::{
+    self, Delivery, Reply, Verifier, WebhookError, WebhookEvent,
+};
 
 /// The payment routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -167,15 +168,81 @@ struct CreateIntent {
     gateway: Option<String>,
 }
 
-fn provider_error(e: ProviderError) -> ApiError {
-    match e {
-        ProviderError::Refused(m) => ApiError::Unprocessable {
-            code: "provider_refused",
-            field: None,
-            message: format!("the payment provider refused: {m}"),
-        },
-        ProviderError::Store(e) => e.into(),
+impl From<IntentError> for ApiError {
+    fn from(e: IntentError) -> Self {
+        let message = e.to_string();
+        let unprocessable = |code, field| ApiError::Unprocessable {
+            code,
+            field,
+            message: message.clone(),
+        };
+        match e {
+            IntentError::DonationNotFound(_) => ApiError::NotFound(message),
+            IntentError::DonationNotPending { .. } => {
+                unprocessable("donation_not_pending", Some("donation_id"))
+            }
+            IntentError::CurrencyMismatch { .. } => {
+                unprocessable("currency_mismatch", Some("currency"))
+            }
+            IntentError::InvalidAmount(m) => ApiError::field("amount", m),
+            IntentError::AmountMismatch { .. } => unprocessable("amount_mismatch", Some("amount")),
+            IntentError::PaymentExists { .. } => {
+                unprocessable("payment_exists", Some("donation_id"))
+            }
+            IntentError::ProviderRefused(_) => unprocessable("provider_refused", None),
+            IntentError::Store(e) => e.into(),
+        }
     }
+}
+
+impl From<RefundError> for ApiError {
+    fn from(e: RefundError) -> Self {
+        let message = e.to_string();
+        match e {
+            RefundError::NotFound(_) => ApiError::NotFound(message),
+            RefundError::InvalidAmount(m) => ApiError::field("amount", m),
+            RefundError::NotCaptured(_)
+            | RefundError::ExceedsRefundable(_)
+            | RefundError::ProviderRefused(_) => ApiError::InvalidRefund(message),
+            RefundError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<WebhookError> for ApiError {
+    fn from(e: WebhookError) -> Self {
+        match e {
+            WebhookError::InvalidSignature(m) => ApiError::InvalidSignature(m),
+            WebhookError::InFlight => ApiError::Conflict(e.to_string()),
+            WebhookError::UnknownDelivery(_) | WebhookError::NotReplayable(_) => {
+                ApiError::NotFound(e.to_string())
+            }
+            WebhookError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// How this server authenticates webhooks.
+fn verifier(state: &AppState) -> Verifier {
+    let settings = &state.settings.payments;
+    Verifier {
+        secrets: state.webhook_secrets.clone(),
+        allow_unsigned: settings.allow_unsigned_webhooks,
+        tolerance_seconds: i64::try_from(settings.signature_tolerance_seconds).unwrap_or(300),
+    }
+}
+
+/// A webhook's answer: stored once, sent the same to every redelivery.
+pub(super) fn webhook_reply(reply: Reply) -> Response {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+    let mut response = json_bytes(status, reply.body);
+    if reply.replayed {
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    response
 }
 
 /// Creates a payment intent for a pending donation.
@@ -244,16 +311,14 @@ async fn create_intent(
         Begin::Replay(saved) => return Ok(replayed(saved)),
         Begin::Proceed(owned) => owned,
     };
-    let payment = match record_intent(
-        owned.tx.as_mut(),
-        req,
-        requested_currency,
-        provider.as_ref(),
-    )
-    .await
-    {
+    let command = NewIntent {
+        donation_id: req.donation_id,
+        amount: req.amount.get().to_string(),
+        currency: requested_currency,
+    };
+    let payment = match intents::create(owned.tx.as_mut(), command, provider.as_ref()).await {
         Ok(payment) => payment,
-        Err(e) => return Ok(super::refuse(owned, e).await),
+        Err(e) => return Ok(super::refuse(owned, e.into()).await),
     };
     let body = IntentBody {
         id: payment.id,
@@ -271,96 +336,6 @@ async fn create_intent(
     let response = commit_response(owned, StatusCode::CREATED, &body).await?;
     state.outbox_written();
     Ok(response)
-}
-
-/// The part of an intent's creation decided under its idempotency key.
-async fn record_intent(
-    tx: &mut dyn Tx,
-    req: &CreateIntent,
-    requested_currency: Option<Currency>,
-    provider: &dyn PaymentProvider,
-) -> Result<Payment, ApiError> {
-    let donation = tx
-        .donation_for_update(req.donation_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("donation {} not found", req.donation_id)))?;
-    if donation.status != DonationStatus::Pending {
-        return Err(ApiError::Unprocessable {
-            code: "donation_not_pending",
-            field: Some("donation_id"),
-            message: format!(
-                "donation {} is {}, not PENDING",
-                donation.id,
-                donation.status.as_str()
-            ),
-        });
-    }
-    if let Some(currency) = requested_currency
-        && currency != donation.currency
-    {
-        return Err(ApiError::Unprocessable {
-            code: "currency_mismatch",
-            field: Some("currency"),
-            message: format!("the donation is in {}, not {currency}", donation.currency),
-        });
-    }
-    let amount_minor = donation
-        .currency
-        .parse_amount(req.amount.get(), MAX_DONATION_MAJOR)
-        .map_err(|m| ApiError::field("amount", m))?;
-    if amount_minor != donation.amount_minor {
-        return Err(ApiError::Unprocessable {
-            code: "amount_mismatch",
-            field: Some("amount"),
-            message: format!(
-                "the donation is for {} {}, the intent must be too",
-                donation.currency.format_minor(donation.amount_minor),
-                donation.currency
-            ),
-        });
-    }
-    if let Some(existing) = tx.live_payment_for_donation(donation.id).await? {
-        return Err(ApiError::Unprocessable {
-            code: "payment_exists",
-            field: Some("donation_id"),
-            message: format!(
-                "donation {} already has payment {} ({}); use it",
-                donation.id,
-                existing.id,
-                existing.status.as_str()
-            ),
-        });
-    }
-    let now = crate::domain::now();
-    let intent_id = format!("pi_{}", Uuid::new_v4().simple());
-    let payment = Payment {
-        id: Uuid::new_v4(),
-        client_secret: format!("{intent_id}_secret_{}", Uuid::new_v4().simple()),
-        payment_intent_id: intent_id,
-        donation_id: donation.id,
-        amount_minor,
-        currency: donation.currency,
-        status: PaymentStatus::Initiated,
-        gateway: provider.name().to_string(),
-        version: 1,
-        refunded_minor: 0,
-        last_event_at: None,
-        created_at: now,
-        updated_at: now,
-    };
-    provider
-        .create_intent(
-            tx,
-            &payment.payment_intent_id,
-            amount_minor,
-            payment.currency,
-        )
-        .await
-        .map_err(provider_error)?;
-    tx.insert_payment(&payment).await?;
-    tx.insert_outbox(&payment_event(PaymentStatus::Initiated, &payment, None))
-        .await?;
-    Ok(payment)
 }
 
 /// Finds a payment by its id or its intent id.
@@ -503,18 +478,15 @@ async fn refund(
         Begin::Replay(saved) => return Ok(replayed(saved)),
         Begin::Proceed(owned) => owned,
     };
-    let (payment, refund) = match record_refund(
-        owned.tx.as_mut(),
-        &target,
-        &id,
-        parsed.value.amount.as_deref(),
-        provider.as_ref(),
-    )
-    .await
-    {
-        Ok(done) => done,
-        Err(e) => return Ok(super::refuse(owned, e).await),
+    let command = refunds::RefundRequest {
+        payment_id: target.id,
+        amount: parsed.value.amount.as_deref().map(|a| a.get().to_string()),
     };
+    let (payment, refund) =
+        match refunds::request(owned.tx.as_mut(), command, provider.as_ref()).await {
+            Ok(done) => done,
+            Err(e) => return Ok(super::refuse(owned, e.into()).await),
+        };
     let amount = refund.amount_minor;
     let body = RefundBody {
         refund_id: &refund.refund_id,
@@ -528,120 +500,6 @@ async fn refund(
     let response = commit_response(owned, StatusCode::ACCEPTED, &body).await?;
     state.sandbox_wake();
     Ok(response)
-}
-
-/// The part of a refund decided under its idempotency key: the amount is checked against what
-/// is captured, refunded and already requested, reserved, and asked of the provider.
-async fn record_refund(
-    tx: &mut dyn Tx,
-    target: &Payment,
-    id: &str,
-    amount: Option<&RawValue>,
-    provider: &dyn PaymentProvider,
-) -> Result<(Payment, Refund), ApiError> {
-    let payment = tx
-        .payment_for_update(target.id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("payment {id} not found")))?;
-    if payment.status != PaymentStatus::Captured {
-        return Err(ApiError::InvalidRefund(format!(
-            "only CAPTURED payments can be refunded; this one is {}",
-            payment.status.as_str()
-        )));
-    }
-    let reserved = tx.requested_refunds_minor(payment.id).await?;
-    let available = payment.refundable_minor() - reserved;
-    let amount = match amount {
-        Some(raw) => payment
-            .currency
-            .parse_amount(raw.get(), MAX_DONATION_MAJOR)
-            .map_err(|m| ApiError::field("amount", m))?,
-        None => available,
-    };
-    if available <= 0 || amount > available {
-        return Err(ApiError::InvalidRefund(format!(
-            "refund of {} exceeds what is left: {} captured, {} refunded, {} awaiting the provider",
-            payment.currency.format_minor(amount.max(0)),
-            payment.currency.format_minor(payment.amount_minor),
-            payment.currency.format_minor(payment.refunded_minor),
-            payment.currency.format_minor(reserved)
-        )));
-    }
-    let refund = Refund {
-        refund_id: format!("re_{}", Uuid::new_v4().simple()),
-        payment_id: payment.id,
-        amount_minor: amount,
-        status: "REQUESTED".into(),
-        requested_at: crate::domain::now(),
-        completed_at: None,
-    };
-    tx.insert_refund(&refund).await?;
-    provider
-        .refund(tx, &payment.payment_intent_id, &refund.refund_id, amount)
-        .await
-        .map_err(|e| match e {
-            ProviderError::Refused(m) => {
-                ApiError::InvalidRefund(format!("the provider refused the refund: {m}"))
-            }
-            ProviderError::Store(e) => e.into(),
-        })?;
-    Ok((payment, refund))
-}
-
-/// A webhook event from the payment provider.
-#[derive(Deserialize, ToSchema)]
-#[schema(as = WebhookEvent)]
-struct WebhookEvent {
-    /// Informational; `status` names the target state.
-    #[allow(dead_code)] // informational (SPEC §2); the status names the target state
-    #[schema(example = "payment.captured")]
-    event_type: Option<String>,
-    #[schema(example = "pi_3b0c6c0e4f2a4b8e9d1f2a3b4c5d6e7f")]
-    payment_intent_id: String,
-    /// The target state: `AUTHORIZED`, `CAPTURED`, `FAILED` or `REFUNDED`.
-    #[schema(example = "CAPTURED")]
-    status: String,
-    /// When the provider made the event: RFC 3339 (`2026-11-26T10:00:00Z`, an offset, or naive
-    /// and read as UTC), or Unix seconds.
-    #[schema(value_type = String, example = "2026-11-26T10:00:00Z")]
-    timestamp: Value,
-    /// The event id; deduplicates deliveries when there is no `X-Idempotency-Key`.
-    id: Option<String>,
-    /// For `REFUNDED`: `{refund_id, amount}` (or `amount_minor`).
-    #[schema(value_type = Option<Object>)]
-    data: Option<Value>,
-}
-
-/// An outcome to store and send.
-struct Outcome {
-    status: StatusCode,
-    label: &'static str,
-    body: Value,
-    /// The status a processed event moved its payment to, and the payment's gateway.
-    moved: Option<(PaymentStatus, String)>,
-}
-
-fn rejected(
-    status: StatusCode,
-    reason: &'static str,
-    code: &'static str,
-    detail: String,
-    extra: Value,
-) -> Outcome {
-    let mut body = json!({"status": "rejected", "reason": reason, "code": code, "detail": detail});
-    if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
-        body.extend(extra);
-    }
-    Outcome {
-        status,
-        label: if status == StatusCode::NOT_FOUND {
-            "not_found"
-        } else {
-            "rejected"
-        },
-        body,
-        moved: None,
-    }
 }
 
 /// Receives a provider webhook.
@@ -673,298 +531,15 @@ async fn webhook(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|_| ApiError::PayloadTooLarge)?;
-    let settings = &state.settings.payments;
-    let header = headers.get(signature::HEADER).and_then(|v| v.to_str().ok());
-    if !(settings.allow_unsigned_webhooks && header.is_none()) {
-        let tolerance = i64::try_from(settings.signature_tolerance_seconds).unwrap_or(300);
-        if let Err(e) = signature::verify(
-            header,
-            &body,
-            &state.webhook_secrets,
-            Utc::now().timestamp(),
-            tolerance,
-        ) {
-            tracing::warn!(reason = %e, "webhook refused: bad signature");
-            crate::metrics::webhook("invalid_signature", false);
-            return Err(ApiError::InvalidSignature(e.to_string()));
-        }
-    }
-    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
-    let dedup_key = match headers
-        .get("x-idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-    {
-        Some(key) if !key.is_empty() && key.len() <= 255 => format!("key:{key}"),
-        _ => match parsed.as_ref().and_then(|v| v["id"].as_str()) {
-            Some(id) if !id.is_empty() && id.len() <= 255 => format!("event:{id}"),
-            _ => format!("sha256:{}", hex::encode(Sha256::digest(&body))),
-        },
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let delivery = Delivery {
+        signature: header(signature::HEADER),
+        idempotency_key: header("x-idempotency-key"),
+        body: &body,
     };
-    if let Some(saved) = state.store.webhook_record(&dedup_key).await? {
-        crate::metrics::webhook(&saved.outcome, true);
-        return Ok(replay_webhook(saved));
-    }
-    apply_webhook(&state, dedup_key, &body, None).await
-}
-
-/// Claims `dedup_key`, applies the event in `body` and stores the outcome with the request, all
-/// in one transaction; answers with the outcome. Deliveries and operator replays both come here.
-pub(crate) async fn apply_webhook(
-    state: &AppState,
-    dedup_key: String,
-    body: &[u8],
-    replay_of: Option<String>,
-) -> Result<Response, ApiError> {
-    let started = std::time::Instant::now();
-    let mut tx = state.store.begin().await?;
-    let now = crate::domain::now();
-    if !tx.claim_webhook(&dedup_key, now).await? {
-        drop(tx);
-        return match state.store.webhook_record(&dedup_key).await? {
-            Some(saved) => {
-                crate::metrics::webhook(&saved.outcome, true);
-                Ok(replay_webhook(saved))
-            }
-            None => Err(ApiError::Conflict(
-                "the same webhook is being processed; retry".into(),
-            )),
-        };
-    }
-    let (intent, event_id, outcome) = process_webhook(tx.as_mut(), body).await?;
-    let response_body =
-        serde_json::to_vec(&outcome.body).map_err(|e| ApiError::Internal(e.to_string()))?;
-    tx.complete_webhook(&WebhookRecord {
-        dedup_key,
-        payment_intent_id: intent,
-        event_id,
-        outcome: outcome.label.to_string(),
-        status_code: outcome.status.as_u16(),
-        body: response_body.clone(),
-        received_at: now,
-        request: body.to_vec(),
-        replay_of,
-    })
-    .await?;
-    tx.commit().await?;
-    crate::metrics::webhook(outcome.label, false);
-    crate::metrics::payment_processing(started.elapsed().as_secs_f64());
-    if let Some((status, gateway)) = &outcome.moved {
-        crate::metrics::payment(*status, gateway);
-    }
-    if outcome.label == "processed" {
+    let reply = webhooks::receive(state.store.as_ref(), &verifier(&state), delivery).await?;
+    if reply.processed {
         state.outbox_written();
     }
-    Ok(json_bytes(outcome.status, response_body))
-}
-
-fn replay_webhook(saved: WebhookRecord) -> Response {
-    let status = StatusCode::from_u16(saved.status_code).unwrap_or(StatusCode::OK);
-    let mut response = json_bytes(status, saved.body);
-    response.headers_mut().insert(
-        "idempotent-replayed",
-        axum::http::HeaderValue::from_static("true"),
-    );
-    response
-}
-
-/// Reads and applies one webhook inside its transaction.
-async fn process_webhook(
-    tx: &mut dyn Tx,
-    body: &[u8],
-) -> Result<(Option<String>, Option<String>, Outcome), StoreError> {
-    let event: WebhookEvent = match parse_json::<WebhookEvent>(body) {
-        Ok(parsed) => parsed.value,
-        Err(e) => {
-            let (field, detail) = match e {
-                ApiError::Validation { field, message } => (Some(field), message),
-                other => (None, other.to_string()),
-            };
-            let extra = json!({"field": field});
-            return Ok((
-                None,
-                None,
-                rejected(
-                    StatusCode::BAD_REQUEST,
-                    "malformed",
-                    "malformed_webhook",
-                    detail,
-                    extra,
-                ),
-            ));
-        }
-    };
-    let intent = Some(event.payment_intent_id.clone());
-    let event_id = event.id.clone();
-    let status = match PaymentStatus::parse(&event.status) {
-        Ok(s) => s,
-        Err(m) => {
-            return Ok((
-                intent,
-                event_id,
-                rejected(
-                    StatusCode::BAD_REQUEST,
-                    "malformed",
-                    "malformed_webhook",
-                    format!("status: {m}"),
-                    json!({"field": "status"}),
-                ),
-            ));
-        }
-    };
-    let at = match parse_timestamp(&event.timestamp) {
-        Ok(at) => at,
-        Err(m) => {
-            return Ok((
-                intent,
-                event_id,
-                rejected(
-                    StatusCode::BAD_REQUEST,
-                    "malformed",
-                    "malformed_webhook",
-                    format!("timestamp: {m}"),
-                    json!({"field": "timestamp"}),
-                ),
-            ));
-        }
-    };
-    let Some(payment) = tx
-        .payment_for_update_by_intent(&event.payment_intent_id)
-        .await?
-    else {
-        return Ok((
-            intent,
-            event_id,
-            rejected(
-                StatusCode::NOT_FOUND,
-                "unknown_payment_intent",
-                "not_found",
-                format!("no payment has intent {}", event.payment_intent_id),
-                json!({"payment_intent_id": event.payment_intent_id}),
-            ),
-        ));
-    };
-    let refund = if status == PaymentStatus::Refunded {
-        let data = event.data.clone().unwrap_or(Value::Null);
-        let refund_id = match data["refund_id"].as_str().map(str::trim) {
-            Some(id) if !id.is_empty() && id.len() <= 255 => id.to_string(),
-            _ => {
-                return Ok((
-                    intent,
-                    event_id,
-                    rejected(
-                        StatusCode::BAD_REQUEST,
-                        "malformed",
-                        "malformed_webhook",
-                        "data.refund_id: a REFUNDED event must name its refund".into(),
-                        json!({"field": "data.refund_id"}),
-                    ),
-                ));
-            }
-        };
-        let amount = match (&data["amount_minor"], &data["amount"]) {
-            (Value::Number(n), _) => n
-                .as_i64()
-                .filter(|a| *a > 0)
-                .ok_or_else(|| "must be a positive integer".to_string()),
-            (Value::Null, Value::Number(n)) => payment
-                .currency
-                .parse_amount(&n.to_string(), MAX_DONATION_MAJOR),
-            _ => Err("data.amount is required (a decimal number)".to_string()),
-        };
-        match amount {
-            Ok(amount) => Some((refund_id, Some(amount))),
-            Err(m) => {
-                return Ok((
-                    intent,
-                    event_id,
-                    rejected(
-                        StatusCode::BAD_REQUEST,
-                        "malformed",
-                        "malformed_webhook",
-                        format!("data.amount: {m}"),
-                        json!({"field": "data.amount"}),
-                    ),
-                ));
-            }
-        }
-    } else {
-        None
-    };
-    let provider_event = ProviderEvent {
-        event_id: event
-            .id
-            .clone()
-            .unwrap_or_else(|| format!("sha256:{}", hex::encode(Sha256::digest(body)))),
-        status,
-        at,
-        refund,
-    };
-    let outcome = match apply_event(tx, payment, &provider_event).await? {
-        Applied::Processed { old, payment } => Outcome {
-            status: StatusCode::OK,
-            label: "processed",
-            body: json!({
-                "status": "processed",
-                "payment_id": payment.id,
-                "payment_intent_id": payment.payment_intent_id,
-                "old_status": old.as_str(),
-                "new_status": payment.status.as_str(),
-                "version": payment.version,
-            }),
-            moved: Some((payment.status, payment.gateway.clone())),
-        },
-        Applied::OutOfOrder(payment) => Outcome {
-            status: StatusCode::OK,
-            label: "ignored",
-            body: json!({
-                "status": "ignored",
-                "reason": "out_of_order",
-                "payment_id": payment.id,
-                "payment_intent_id": payment.payment_intent_id,
-                "current_status": payment.status.as_str(),
-                "version": payment.version,
-            }),
-            moved: None,
-        },
-        Applied::RefundAlreadyApplied(payment) => Outcome {
-            status: StatusCode::OK,
-            label: "ignored",
-            body: json!({
-                "status": "ignored",
-                "reason": "refund_already_applied",
-                "payment_id": payment.id,
-                "payment_intent_id": payment.payment_intent_id,
-                "current_status": payment.status.as_str(),
-                "version": payment.version,
-            }),
-            moved: None,
-        },
-        Applied::RefundMismatch { reason, payment } => rejected(
-            StatusCode::BAD_REQUEST,
-            "refund_mismatch",
-            "invalid_refund",
-            reason,
-            json!({
-                "payment_id": payment.id,
-                "payment_intent_id": payment.payment_intent_id,
-                "current_status": payment.status.as_str(),
-                "version": payment.version,
-            }),
-        ),
-        Applied::Invalid { reason, payment } => rejected(
-            StatusCode::BAD_REQUEST,
-            "invalid_transition",
-            "invalid_transition",
-            reason,
-            json!({
-                "payment_id": payment.id,
-                "payment_intent_id": payment.payment_intent_id,
-                "current_status": payment.status.as_str(),
-                "requested_status": status.as_str(),
-                "version": payment.version,
-            }),
-        ),
-    };
-    Ok((intent, event_id, outcome))
+    Ok(webhook_reply(reply))
 }

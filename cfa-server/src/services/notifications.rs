@@ -27,9 +27,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use crate::config::{NotificationSettings, Secret, SmtpTls};
-use crate::domain::event::EventEnvelope;
-use crate::domain::money::Currency;
+use super::ConsumerSpec;
+use crate::config::{NotificationSettings, Role, Secret, SmtpTls};
+use crate::domain::donation::Donation;
+use crate::domain::event::{DomainEvent, DonationChange, EventEnvelope};
+use crate::domain::payment::PaymentStatus;
 use crate::messaging::consumer::Handler;
 use crate::storage::{Notification, SendOutcome, Store, StoreError};
 
@@ -198,6 +200,109 @@ fn html(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// The notifications consumer in the consumer table.
+pub const CONSUMER: ConsumerSpec = ConsumerSpec {
+    role: Role::Notification,
+    name: "notifications",
+    topics: &["donation", "payment"],
+    build: |deps| {
+        Arc::new(NotificationConsumer::new(
+            deps.store.clone(),
+            deps.history_links.clone(),
+            deps.mail_wake.clone(),
+        ))
+    },
+};
+
+/// The notice an event calls for: its kind, the donation, and for a refund the amount refunded
+/// so far.
+fn notice_of(envelope: &EventEnvelope) -> Option<(&'static str, Uuid, i64)> {
+    match envelope.decode().ok()? {
+        DomainEvent::Donation(e) => {
+            let d = e.snapshot;
+            match e.kind {
+                DonationChange::Completed => Some(("receipt", d.donation_id, 0)),
+                DonationChange::Refunded | DonationChange::PartiallyRefunded => {
+                    Some(("refund", d.donation_id, d.refunded_minor))
+                }
+                _ => None,
+            }
+        }
+        DomainEvent::Payment(e) if e.kind == PaymentStatus::Failed => {
+            Some(("failure", e.snapshot.donation_id, 0))
+        }
+        _ => None,
+    }
+}
+
+/// A notice's subject and bodies.
+struct Notice {
+    subject: String,
+    text: String,
+    html: String,
+}
+
+impl Notice {
+    /// The `kind` notice about `donation` to `title`; `link` opens the donor's history.
+    fn render(
+        kind: &str,
+        donation: &Donation,
+        title: &str,
+        refunded_minor: i64,
+        link: &str,
+    ) -> Notice {
+        let currency = donation.currency;
+        let amount = currency.display(donation.amount_minor);
+        let donation_id = donation.id;
+        let name = donation.donor_name.as_deref().unwrap_or("friend");
+        let (subject, lead) = match kind {
+            "receipt" => (
+                format!("Thank you for your gift of {amount} to {title}"),
+                format!(
+                    "We received your donation of {amount} to {title}. This e-mail is your receipt."
+                ),
+            ),
+            "failure" => (
+                format!("Your donation of {amount} to {title} did not go through"),
+                format!(
+                    "Your payment of {amount} to {title} was declined. No money was taken; you can try again at any time."
+                ),
+            ),
+            _ => {
+                let refunded = currency.display(refunded_minor);
+                (
+                    format!("Refund of {refunded} for your donation to {title}"),
+                    format!(
+                        "We refunded {refunded} of your donation of {amount} to {title}. It may take a few days to reach your account."
+                    ),
+                )
+            }
+        };
+        let text = format!(
+            "Dear {name},\n\n{lead}\n\nDonation: {donation_id}\nAmount: {amount}\nCampaign: {title}\n\n\
+             Everything you have given, at any time, without an account:\n{link}\n\nCareForAll\n"
+        );
+        let html = format!(
+            "<!doctype html><html><body><p>Dear {},</p><p>{}</p><table>\
+             <tr><th align=\"left\">Donation</th><td>{donation_id}</td></tr>\
+             <tr><th align=\"left\">Amount</th><td>{}</td></tr>\
+             <tr><th align=\"left\">Campaign</th><td>{}</td></tr></table>\
+             <p><a href=\"{}\">See everything you have given</a> (no account needed).</p>\
+             <p>CareForAll</p></body></html>",
+            html(name),
+            html(&lead),
+            html(&amount),
+            html(title),
+            html(link)
+        );
+        Notice {
+            subject,
+            text,
+            html,
+        }
+    }
+}
+
 /// Turns events into notifications.
 pub struct NotificationConsumer {
     store: Arc<dyn Store>,
@@ -215,17 +320,8 @@ impl NotificationConsumer {
         NotificationConsumer { store, links, wake }
     }
 
-    async fn apply(&self, event: &EventEnvelope) -> Result<(), StoreError> {
-        let kind = match event.event_type.as_str() {
-            "donation.completed" => "receipt",
-            "payment.failed" => "failure",
-            "donation.refunded" | "donation.partially_refunded" => "refund",
-            _ => return Ok(()),
-        };
-        let Some(donation_id) = event.payload["donation_id"]
-            .as_str()
-            .and_then(|s| Uuid::parse_str(s).ok())
-        else {
+    async fn apply(&self, envelope: &EventEnvelope) -> Result<(), StoreError> {
+        let Some((kind, donation_id, refunded)) = notice_of(envelope) else {
             return Ok(());
         };
         let Some(donation) = self.store.donation(donation_id).await? else {
@@ -237,57 +333,9 @@ impl NotificationConsumer {
             .campaign(donation.campaign_id)
             .await?
             .map_or_else(|| "a CareForAll campaign".to_string(), |c| c.title);
-        let currency: Currency = donation.currency;
-        let amount = currency.display(donation.amount_minor);
-        let name = donation
-            .donor_name
-            .clone()
-            .unwrap_or_else(|| "friend".into());
         let link = self.links.link(donation.donor_email.as_str());
-        let (subject, lead) = match kind {
-            "receipt" => (
-                format!("Thank you for your gift of {amount} to {title}"),
-                format!(
-                    "We received your donation of {amount} to {title}. This e-mail is your receipt."
-                ),
-            ),
-            "failure" => (
-                format!("Your donation of {amount} to {title} did not go through"),
-                format!(
-                    "Your payment of {amount} to {title} was declined. No money was taken; you can try again at any time."
-                ),
-            ),
-            _ => {
-                let refunded = currency.display(
-                    event.payload["refunded_minor"]
-                        .as_i64()
-                        .unwrap_or(donation.amount_minor),
-                );
-                (
-                    format!("Refund of {refunded} for your donation to {title}"),
-                    format!(
-                        "We refunded {refunded} of your donation of {amount} to {title}. It may take a few days to reach your account."
-                    ),
-                )
-            }
-        };
-        let body_text = format!(
-            "Dear {name},\n\n{lead}\n\nDonation: {donation_id}\nAmount: {amount}\nCampaign: {title}\n\n\
-             Everything you have given, at any time, without an account:\n{link}\n\nCareForAll\n"
-        );
-        let body_html = format!(
-            "<!doctype html><html><body><p>Dear {},</p><p>{}</p><table>\
-             <tr><th align=\"left\">Donation</th><td>{donation_id}</td></tr>\
-             <tr><th align=\"left\">Amount</th><td>{}</td></tr>\
-             <tr><th align=\"left\">Campaign</th><td>{}</td></tr></table>\
-             <p><a href=\"{}\">See everything you have given</a> (no account needed).</p>\
-             <p>CareForAll</p></body></html>",
-            html(&name),
-            html(&lead),
-            html(&amount),
-            html(&title),
-            html(&link)
-        );
+        let message = Notice::render(kind, &donation, &title, refunded, &link);
+        let event = envelope;
         let now = crate::domain::now();
         let mut tx = self.store.begin().await?;
         if !tx.insert_inbox(self.name(), event.event_id, now).await? {
@@ -299,9 +347,9 @@ impl NotificationConsumer {
             kind: kind.to_string(),
             donation_id,
             recipient: donation.donor_email.as_str().to_string(),
-            subject,
-            body_text,
-            body_html,
+            subject: message.subject,
+            body_text: message.text,
+            body_html: message.html,
             status: "PENDING".into(),
             attempts: 0,
             last_error: None,
@@ -320,11 +368,11 @@ impl NotificationConsumer {
 #[async_trait]
 impl Handler for NotificationConsumer {
     fn name(&self) -> &'static str {
-        "notifications"
+        CONSUMER.name
     }
 
     fn topics(&self) -> &'static [&'static str] {
-        &["donation", "payment"]
+        CONSUMER.topics
     }
 
     async fn handle(&self, event: &EventEnvelope) -> Result<(), String> {

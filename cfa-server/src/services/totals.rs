@@ -15,8 +15,10 @@ use async_trait::async_trait;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::ConsumerSpec;
+use crate::config::Role;
 use crate::domain::donation::DonationStatus;
-use crate::domain::event::EventEnvelope;
+use crate::domain::event::{CampaignEvent, DomainEvent, DonationEvent, EventEnvelope};
 use crate::messaging::consumer::Handler;
 use crate::storage::{CampaignTotals, Contribution, Store, StoreError, Tx};
 
@@ -275,66 +277,31 @@ impl TotalsConsumer {
         TotalsConsumer { store, cache }
     }
 
-    async fn apply(&self, event: &EventEnvelope) -> Result<(), StoreError> {
-        let p = &event.payload;
-        let campaign_id = p["campaign_id"]
-            .as_str()
-            .and_then(|s| Uuid::parse_str(s).ok());
-        let Some(campaign_id) = campaign_id else {
-            return Ok(());
+    async fn apply(&self, envelope: &EventEnvelope) -> Result<(), StoreError> {
+        let event = match envelope.decode() {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::warn!(event_id = %envelope.event_id, error = %e, "an event totals cannot read; ignored");
+                return Ok(());
+            }
+        };
+        let campaign_id = match &event {
+            DomainEvent::Donation(e) => e.snapshot.campaign_id,
+            DomainEvent::Campaign(e) => e.snapshot.campaign_id,
+            DomainEvent::Payment(_) => return Ok(()),
         };
         let mut tx = self.store.begin().await?;
+        let now = crate::domain::now();
         if !tx
-            .insert_inbox(self.name(), event.event_id, crate::domain::now())
+            .insert_inbox(CONSUMER.name, envelope.event_id, now)
             .await?
         {
             return Ok(());
         }
-        let changed = if event.aggregate_type == "campaign" {
-            let mut totals = locked_totals(tx.as_mut(), campaign_id).await?;
-            // An older campaign event (a late redelivery) must not bring back an old goal.
-            let newer = event.version > totals.campaign_version;
-            if newer {
-                totals.campaign_version = event.version;
-            }
-            if let Some(goal) = p["goal_minor"].as_i64().filter(|_| newer) {
-                totals.goal_minor = goal;
-            }
-            if let Some(currency) = p["currency"].as_str().filter(|_| newer) {
-                totals.currency = currency.to_string();
-            }
-            totals.last_updated = crate::domain::now();
-            tx.upsert_totals(&totals).await?;
-            true
-        } else {
-            let (Some(donation_id), Some(status), Some(amount), Some(version), Some(email)) = (
-                p["donation_id"]
-                    .as_str()
-                    .and_then(|s| Uuid::parse_str(s).ok()),
-                p["status"]
-                    .as_str()
-                    .and_then(|s| DonationStatus::parse(s).ok()),
-                p["amount_minor"].as_i64(),
-                p["version"].as_i64(),
-                p["donor_email"].as_str(),
-            ) else {
-                tracing::warn!(event_id = %event.event_id, "donation event without the fields totals need; ignored");
-                return tx.commit().await;
-            };
-            let (counted_minor, counted) =
-                contribution_of(status, amount, p["refunded_minor"].as_i64().unwrap_or(0));
-            apply_contribution(
-                tx.as_mut(),
-                Contribution {
-                    donation_id,
-                    campaign_id,
-                    donor_email: email.to_string(),
-                    version,
-                    counted_minor,
-                    counted,
-                },
-            )
-            .await?
+        let changed = match &event {
+            DomainEvent::Campaign(e) => apply_campaign(tx.as_mut(), e).await?,
+            DomainEvent::Donation(e) => apply_donation(tx.as_mut(), e).await?,
+            DomainEvent::Payment(_) => false,
         };
         tx.commit().await?;
         if changed {
@@ -344,14 +311,56 @@ impl TotalsConsumer {
     }
 }
 
+/// A campaign's goal and currency, unless an older event (a late redelivery) would bring back an
+/// old goal.
+async fn apply_campaign(tx: &mut dyn Tx, event: &CampaignEvent) -> Result<bool, StoreError> {
+    let mut totals = locked_totals(tx, event.snapshot.campaign_id).await?;
+    if event.version > totals.campaign_version {
+        totals.campaign_version = event.version;
+        totals.goal_minor = event.snapshot.goal_minor;
+        totals.currency = event.snapshot.currency.code().to_string();
+    }
+    totals.last_updated = crate::domain::now();
+    tx.upsert_totals(&totals).await?;
+    Ok(true)
+}
+
+/// A donation's contribution as its event says it is now.
+async fn apply_donation(tx: &mut dyn Tx, event: &DonationEvent) -> Result<bool, StoreError> {
+    let d = &event.snapshot;
+    let (counted_minor, counted) = contribution_of(d.status, d.amount_minor, d.refunded_minor);
+    let contribution = Contribution {
+        donation_id: d.donation_id,
+        campaign_id: d.campaign_id,
+        donor_email: d.donor_email.clone(),
+        version: d.version,
+        counted_minor,
+        counted,
+    };
+    apply_contribution(tx, contribution).await
+}
+
+/// The totals consumer in the consumer table.
+pub const CONSUMER: ConsumerSpec = ConsumerSpec {
+    role: Role::Totals,
+    name: "totals",
+    topics: &["donation", "campaign"],
+    build: |deps| {
+        Arc::new(TotalsConsumer::new(
+            deps.store.clone(),
+            deps.totals_cache.clone(),
+        ))
+    },
+};
+
 #[async_trait]
 impl Handler for TotalsConsumer {
     fn name(&self) -> &'static str {
-        "totals"
+        CONSUMER.name
     }
 
     fn topics(&self) -> &'static [&'static str] {
-        &["donation", "campaign"]
+        CONSUMER.topics
     }
 
     async fn handle(&self, event: &EventEnvelope) -> Result<(), String> {

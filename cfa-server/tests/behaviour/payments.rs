@@ -1156,7 +1156,8 @@ async fn reconciliation_applies_what_the_provider_knows(ctx: TestContext) {
 }
 
 async fn a_redelivered_payment_event_changes_the_donation_once(ctx: TestContext) {
-    use cfa_server::messaging::consumer::{DonationStatusConsumer, Handler};
+    use cfa_server::messaging::consumer::Handler;
+    use cfa_server::services::donations::DonationStatusConsumer;
     let app = ctx.spawn_app().await;
     let (donation_id, intent) = app.pending_payment("8").await;
     let pi = intent_id(&intent);

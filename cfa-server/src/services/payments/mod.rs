@@ -1,28 +1,32 @@
-//! The payment service: applying provider events to payments, and reconciling payments that
-//! stopped moving. HTTP lives in [`crate::http::payments`]; this module knows nothing of it.
+//! The payment service: intents, provider webhooks, refunds, and reconciling payments that
+//! stopped moving. Every way a provider event reaches a payment (a webhook, an operator's
+//! replay, reconciliation) goes through [`apply_event`].
 //!
 //! # Layout
+//! - [`intents`]: creating a payment intent for a pending donation.
+//! - [`webhooks`]: the intake of provider webhooks.
+//! - [`refunds`]: refunds an operator asks for.
+//! - [`reconciliation`]: re-checking stuck payments against the provider.
+//! - [`provider`]: the [`provider::PaymentProvider`] trait.
+//! - [`sandbox`]: the built-in sandbox provider.
 //! - [`signature`]: `CFA-Signature` signing and verification.
-//! - [`provider`]: the [`provider::PaymentProvider`] trait and the built-in sandbox.
 
+pub mod intents;
 pub mod provider;
+pub mod reconciliation;
+pub mod refunds;
 pub mod sandbox;
 pub mod signature;
+pub mod webhooks;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+pub use reconciliation::{ReconcileReport, ReconcileStats, Reconciler};
 
-use chrono::TimeDelta;
-use serde_json::json;
-use tokio_util::sync::CancellationToken;
-
-use crate::domain::event::EventEnvelope;
+use crate::domain::event::{DomainEvent, PaymentEvent};
 use crate::domain::payment::{
     Decision, Payment, PaymentStatus, PaymentTransition, ProviderEvent, decide,
 };
-use crate::storage::{Refund, Store, StoreError, Tx};
-use provider::PaymentProvider;
+use crate::services::outbox_event;
+use crate::storage::{Refund, StoreError, Tx};
 
 /// What applying one provider event did.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,39 +56,6 @@ pub enum Applied {
         /// The payment as it is.
         payment: Payment,
     },
-}
-
-/// The outbox event announcing a payment's change.
-pub fn payment_event(
-    old: PaymentStatus,
-    p: &Payment,
-    refund: Option<(&str, i64)>,
-) -> EventEnvelope {
-    let event_type = if refund.is_some() {
-        PaymentStatus::Refunded.event_type()
-    } else {
-        p.status.event_type()
-    };
-    EventEnvelope::new(
-        event_type,
-        "payment",
-        p.id,
-        p.version,
-        p.updated_at,
-        json!({
-            "payment_id": p.id,
-            "payment_intent_id": p.payment_intent_id,
-            "donation_id": p.donation_id,
-            "old_status": old.as_str(),
-            "status": p.status.as_str(),
-            "amount_minor": p.amount_minor,
-            "refunded_minor": p.refunded_minor,
-            "currency": p.currency.code(),
-            "refund_id": refund.map(|r| r.0),
-            "refund_amount_minor": refund.map(|r| r.1),
-            "version": p.version,
-        }),
-    )
 }
 
 /// Applies one provider event to a payment locked in `tx`: decides, then writes the payment,
@@ -165,189 +136,12 @@ pub async fn apply_event(
         recorded_at: now,
     })
     .await?;
-    tx.insert_outbox(&payment_event(
-        old,
-        &updated,
-        refund.as_ref().map(|(id, amount)| (id.as_str(), *amount)),
-    ))
-    .await?;
+    let refund = refund.as_ref().map(|(id, amount)| (id.as_str(), *amount));
+    let event = PaymentEvent::moved(old, &updated, refund);
+    tx.insert_outbox(&outbox_event(DomainEvent::Payment(event), now))
+        .await?;
     Ok(Applied::Processed {
         old,
         payment: updated,
     })
-}
-
-/// Counters of what reconciliation did since start.
-#[derive(Debug, Default)]
-pub struct ReconcileStats {
-    /// Payments looked at.
-    pub checked: AtomicU64,
-    /// Transitions applied from the provider's record.
-    pub repaired: AtomicU64,
-    /// Payments the provider does not know.
-    pub missing: AtomicU64,
-    /// Provider or database failures.
-    pub errors: AtomicU64,
-}
-
-/// One pass's result.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReconcileReport {
-    /// Payments looked at.
-    pub checked: u64,
-    /// Transitions applied.
-    pub repaired: u64,
-    /// Payments the provider does not know.
-    pub missing: u64,
-    /// Failures.
-    pub errors: u64,
-}
-
-/// Re-checks payments stuck in `INITIATED`/`AUTHORIZED` against the provider.
-pub struct Reconciler {
-    store: Arc<dyn Store>,
-    provider: Arc<dyn PaymentProvider>,
-    stats: Arc<ReconcileStats>,
-    after: TimeDelta,
-}
-
-impl Reconciler {
-    /// A reconciler for payments unchanged for `after`.
-    pub fn new(
-        store: Arc<dyn Store>,
-        provider: Arc<dyn PaymentProvider>,
-        stats: Arc<ReconcileStats>,
-        after: Duration,
-    ) -> Reconciler {
-        Reconciler {
-            store,
-            provider,
-            stats,
-            after: TimeDelta::from_std(after).unwrap_or(TimeDelta::minutes(15)),
-        }
-    }
-
-    /// One pass: for each stuck payment, asks the provider and applies the steps between our
-    /// status and its status, as events named `reconcile:<intent>:<status>`.
-    pub async fn run_once(&self) -> Result<ReconcileReport, StoreError> {
-        let stuck = self
-            .store
-            .stuck_payments(crate::domain::now() - self.after, 100)
-            .await?;
-        let mut report = ReconcileReport::default();
-        for payment in stuck {
-            report.checked += 1;
-            self.store
-                .mark_reconciled(payment.id, crate::domain::now())
-                .await?;
-            let remote = match self.provider.fetch(&payment.payment_intent_id).await {
-                Ok(Some(remote)) => remote,
-                Ok(None) => {
-                    report.missing += 1;
-                    tracing::warn!(payment_id = %payment.id, intent = %payment.payment_intent_id, "reconciliation: the provider does not know this intent");
-                    continue;
-                }
-                Err(e) => {
-                    report.errors += 1;
-                    tracing::warn!(payment_id = %payment.id, error = %e, "reconciliation: provider look-up failed");
-                    continue;
-                }
-            };
-            let steps: &[PaymentStatus] = match (payment.status, remote.status) {
-                (PaymentStatus::Initiated, PaymentStatus::Authorized) => {
-                    &[PaymentStatus::Authorized]
-                }
-                (PaymentStatus::Initiated, PaymentStatus::Captured) => {
-                    &[PaymentStatus::Authorized, PaymentStatus::Captured]
-                }
-                (PaymentStatus::Initiated, PaymentStatus::Refunded) => &[
-                    PaymentStatus::Authorized,
-                    PaymentStatus::Captured,
-                    PaymentStatus::Refunded,
-                ],
-                (PaymentStatus::Authorized, PaymentStatus::Captured) => &[PaymentStatus::Captured],
-                (PaymentStatus::Authorized, PaymentStatus::Refunded) => {
-                    &[PaymentStatus::Captured, PaymentStatus::Refunded]
-                }
-                (_, PaymentStatus::Failed) => &[PaymentStatus::Failed],
-                _ => &[],
-            };
-            if steps.is_empty() {
-                continue;
-            }
-            let mut tx = self.store.begin().await?;
-            let Some(mut current) = tx.payment_for_update(payment.id).await? else {
-                continue;
-            };
-            let mut applied = 0;
-            for status in steps {
-                let event = ProviderEvent {
-                    event_id: format!(
-                        "reconcile:{}:{}",
-                        current.payment_intent_id,
-                        status.as_str()
-                    ),
-                    status: *status,
-                    at: remote.status_at,
-                    refund: None,
-                };
-                match apply_event(tx.as_mut(), current.clone(), &event).await? {
-                    Applied::Processed { old, payment } => {
-                        tracing::info!(payment_id = %payment.id, from = old.as_str(), to = payment.status.as_str(), "reconciliation applied the provider's status");
-                        current = payment;
-                        applied += 1;
-                    }
-                    _ => break,
-                }
-            }
-            tx.commit().await?;
-            report.repaired += applied;
-        }
-        self.stats
-            .checked
-            .fetch_add(report.checked, Ordering::Relaxed);
-        self.stats
-            .repaired
-            .fetch_add(report.repaired, Ordering::Relaxed);
-        self.stats
-            .missing
-            .fetch_add(report.missing, Ordering::Relaxed);
-        self.stats
-            .errors
-            .fetch_add(report.errors, Ordering::Relaxed);
-        if report.checked > 0 {
-            tracing::info!(
-                checked = report.checked,
-                repaired = report.repaired,
-                missing = report.missing,
-                errors = report.errors,
-                "reconciliation pass"
-            );
-        }
-        Ok(report)
-    }
-
-    /// Runs a pass every `every` until cancelled; `wake` is notified after passes that changed
-    /// something (so the relay publishes at once).
-    pub async fn run(
-        self,
-        every: Duration,
-        wake: Arc<tokio::sync::Notify>,
-        cancel: CancellationToken,
-    ) {
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
-            }
-            match self.run_once().await {
-                Ok(report) if report.repaired > 0 => wake.notify_one(),
-                Ok(_) => {}
-                Err(e) => {
-                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "reconciliation cannot reach the database");
-                }
-            }
-        }
-    }
 }

@@ -1,0 +1,322 @@
+//! Donations: taking one, the operator's status override, and the donation-status consumer that
+//! keeps each donation in step with its payment.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{ConsumerSpec, outbox_event};
+use crate::config::Role;
+use crate::domain::campaign::CampaignStatus;
+use crate::domain::donation::{Donation, DonationStatus, Follow, follow};
+use crate::domain::email::DonorEmail;
+use crate::domain::event::{DomainEvent, DonationEvent, EventEnvelope, PaymentEvent};
+use crate::domain::money::{Currency, MAX_DONATION_MAJOR};
+use crate::domain::payment::PaymentStatus;
+use crate::messaging::consumer::Handler;
+use crate::storage::{StatusAudit, Store, StoreError, Tx};
+
+/// A donation to take, parsed from the wire.
+#[derive(Clone, Debug)]
+pub struct NewDonation {
+    /// The campaign it goes to.
+    pub campaign_id: Uuid,
+    /// Who gives it.
+    pub donor_email: DonorEmail,
+    /// How the donor wants to be addressed (see [`parse_donor_name`]).
+    pub donor_name: Option<String>,
+    /// The amount as the donor wrote it (a decimal number); read in the campaign's currency.
+    pub amount: String,
+    /// The currency the donor named, if any; it must be the campaign's.
+    pub currency: Option<Currency>,
+    /// The client's JSON object.
+    pub metadata: Value,
+}
+
+/// An operator's change of a donation's status.
+#[derive(Clone, Debug)]
+pub struct StatusOverride {
+    /// The donation.
+    pub donation_id: Uuid,
+    /// The status it should have.
+    pub to: DonationStatus,
+    /// Why, for the audit trail.
+    pub reason: String,
+    /// Who (an operator key's name, never the key).
+    pub actor: String,
+    /// Refuse unless the donation is at this version.
+    pub expected_version: Option<i64>,
+}
+
+/// Why a donation command was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DonationError {
+    /// No campaign has this id.
+    #[error("campaign {0} does not exist")]
+    CampaignNotFound(Uuid),
+    /// The campaign takes no more donations.
+    #[error("campaign {0} is closed and accepts no donations")]
+    CampaignClosed(Uuid),
+    /// The donor named a currency the campaign does not take.
+    #[error("campaign {campaign} takes donations in {expected}, not {given}")]
+    CurrencyMismatch {
+        /// The campaign.
+        campaign: Uuid,
+        /// Its currency.
+        expected: Currency,
+        /// The one named.
+        given: Currency,
+    },
+    /// The amount is not a valid amount of the campaign's currency.
+    #[error("{0}")]
+    InvalidAmount(String),
+    /// No donation has this id.
+    #[error("donation {0} not found")]
+    NotFound(Uuid),
+    /// The donation is not at the version the operator expected.
+    #[error("donation {id} is at version {actual}, not {expected}")]
+    VersionMismatch {
+        /// The donation.
+        id: Uuid,
+        /// Its version.
+        actual: i64,
+        /// The one expected.
+        expected: i64,
+    },
+    /// The life cycle does not allow the change.
+    #[error("a {} donation cannot become {}", from.as_str(), to.as_str())]
+    InvalidTransition {
+        /// Its status.
+        from: DonationStatus,
+        /// The one asked for.
+        to: DonationStatus,
+    },
+    /// Another change won the race.
+    #[error("donation {0} changed concurrently; retry")]
+    ChangedConcurrently(Uuid),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Validates a donor's display name: trimmed, at most 200 characters, no control characters;
+/// blank means none.
+pub fn parse_donor_name(raw: Option<&str>) -> Result<Option<String>, String> {
+    match raw.map(str::trim) {
+        Some(name) if name.chars().count() > 200 => Err("must be at most 200 characters".into()),
+        Some(name) if name.chars().any(char::is_control) => {
+            Err("must not contain control characters".into())
+        }
+        Some("") | None => Ok(None),
+        Some(name) => Ok(Some(name.to_string())),
+    }
+}
+
+/// Takes a `PENDING` donation to an active campaign, in `tx`, with its `donation.created` event.
+/// The campaign is share-locked, so it cannot close before the donation commits.
+pub async fn create(tx: &mut dyn Tx, cmd: NewDonation) -> Result<Donation, DonationError> {
+    let campaign = tx
+        .campaign_for_share(cmd.campaign_id)
+        .await?
+        .ok_or(DonationError::CampaignNotFound(cmd.campaign_id))?;
+    if campaign.status == CampaignStatus::Closed {
+        return Err(DonationError::CampaignClosed(campaign.id));
+    }
+    if let Some(given) = cmd.currency
+        && given != campaign.currency
+    {
+        return Err(DonationError::CurrencyMismatch {
+            campaign: campaign.id,
+            expected: campaign.currency,
+            given,
+        });
+    }
+    let amount_minor = campaign
+        .currency
+        .parse_amount(&cmd.amount, MAX_DONATION_MAJOR)
+        .map_err(DonationError::InvalidAmount)?;
+    let now = crate::domain::now();
+    let donation = Donation {
+        id: Uuid::new_v4(),
+        campaign_id: campaign.id,
+        donor_email: cmd.donor_email,
+        donor_name: cmd.donor_name,
+        amount_minor,
+        currency: campaign.currency,
+        status: DonationStatus::Pending,
+        payment_intent_id: None,
+        refunded_minor: 0,
+        version: 1,
+        metadata: cmd.metadata,
+        created_at: now,
+        updated_at: now,
+    };
+    tx.insert_donation(&donation).await?;
+    let event = DomainEvent::Donation(DonationEvent::reached(&donation));
+    tx.insert_outbox(&outbox_event(event, now)).await?;
+    Ok(donation)
+}
+
+/// Moves a donation along its life cycle by hand: audited with the reason and the operator,
+/// announced with the same event an automatic change would publish. Commits.
+pub async fn override_status(
+    store: &dyn Store,
+    cmd: StatusOverride,
+) -> Result<Donation, DonationError> {
+    let id = cmd.donation_id;
+    let mut tx = store.begin().await?;
+    let current = tx
+        .donation_for_update(id)
+        .await?
+        .ok_or(DonationError::NotFound(id))?;
+    if let Some(expected) = cmd.expected_version
+        && expected != current.version
+    {
+        return Err(DonationError::VersionMismatch {
+            id,
+            actual: current.version,
+            expected,
+        });
+    }
+    if !current.status.can_become(cmd.to) {
+        return Err(DonationError::InvalidTransition {
+            from: current.status,
+            to: cmd.to,
+        });
+    }
+    let now = crate::domain::now();
+    if !tx
+        .update_donation_status(id, cmd.to, current.version, now)
+        .await?
+    {
+        return Err(DonationError::ChangedConcurrently(id));
+    }
+    let updated = Donation {
+        status: cmd.to,
+        version: current.version + 1,
+        updated_at: now,
+        ..current.clone()
+    };
+    tx.insert_status_audit(&StatusAudit {
+        donation_id: id,
+        from: current.status,
+        to: cmd.to,
+        reason: cmd.reason,
+        actor: cmd.actor.clone(),
+        at: now,
+    })
+    .await?;
+    let event = DomainEvent::Donation(DonationEvent::reached(&updated));
+    tx.insert_outbox(&outbox_event(event, now)).await?;
+    tx.commit().await?;
+    tracing::info!(donation_id = %id, from = current.status.as_str(), to = cmd.to.as_str(), actor = %cmd.actor, "donation status changed by an operator");
+    Ok(updated)
+}
+
+/// The donation-status consumer in the consumer table.
+pub const STATUS_CONSUMER: ConsumerSpec = ConsumerSpec {
+    role: Role::Donation,
+    name: "donation-status",
+    topics: &["payment"],
+    build: |deps| Arc::new(DonationStatusConsumer::new(deps.store.clone())),
+};
+
+/// Keeps donations in step with their payments: records the intent, completes, fails and
+/// refunds them, by [`follow`].
+pub struct DonationStatusConsumer {
+    store: Arc<dyn Store>,
+}
+
+impl DonationStatusConsumer {
+    /// The consumer over a store.
+    pub fn new(store: Arc<dyn Store>) -> DonationStatusConsumer {
+        DonationStatusConsumer { store }
+    }
+
+    async fn apply(&self, envelope: &EventEnvelope) -> Result<(), StoreError> {
+        let event = match envelope.decode() {
+            Ok(DomainEvent::Payment(event)) => event,
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(event_id = %envelope.event_id, error = %e, "an event the donation-status consumer cannot read; ignored");
+                return Ok(());
+            }
+        };
+        let mut tx = self.store.begin().await?;
+        let now = crate::domain::now();
+        if !tx
+            .insert_inbox(STATUS_CONSUMER.name, envelope.event_id, now)
+            .await?
+        {
+            return Ok(()); // already processed: a redelivery
+        }
+        let reached = follow_payment(tx.as_mut(), &event).await?;
+        tx.commit().await?;
+        if let Some(status) = reached {
+            crate::metrics::donation(status);
+        }
+        Ok(())
+    }
+}
+
+/// Applies one payment event to its donation in `tx`; returns the status the donation reached,
+/// if it changed.
+async fn follow_payment(
+    tx: &mut dyn Tx,
+    event: &PaymentEvent,
+) -> Result<Option<DonationStatus>, StoreError> {
+    let p = &event.snapshot;
+    let donation_id = p.donation_id;
+    let now = crate::domain::now();
+    if event.kind == PaymentStatus::Initiated {
+        tx.set_donation_payment_intent(donation_id, &p.payment_intent_id, now)
+            .await?;
+        return Ok(None);
+    }
+    let Some(donation) = tx.donation_for_update(donation_id).await? else {
+        tracing::warn!(%donation_id, "payment event for an unknown donation; ignored");
+        return Ok(None);
+    };
+    let another_live_payment = event.kind == PaymentStatus::Failed
+        && tx
+            .live_payment_for_donation(donation_id)
+            .await?
+            .is_some_and(|live| live.id != p.payment_id);
+    match follow(&donation, event, another_live_payment, now) {
+        Follow::Stay => Ok(None),
+        Follow::Ignore(why) => {
+            tracing::warn!(%donation_id, amount_minor = p.amount_minor, expected = donation.amount_minor, "{why}");
+            Ok(None)
+        }
+        // The capture has not reached the donation yet: fail, to be delivered again after it.
+        Follow::NotYet => Err(StoreError::Other(
+            "refund before completion; retrying".into(),
+        )),
+        Follow::Change(change, updated) => {
+            if !tx.update_donation(&updated, donation.version).await? {
+                return Err(StoreError::Conflict("donation changed concurrently".into()));
+            }
+            let event = DomainEvent::Donation(DonationEvent::of(change, &updated));
+            tx.insert_outbox(&outbox_event(event, now)).await?;
+            tracing::info!(%donation_id, status = updated.status.as_str(), "donation follows its payment");
+            Ok((updated.status != donation.status).then_some(updated.status))
+        }
+    }
+}
+
+#[async_trait]
+impl Handler for DonationStatusConsumer {
+    fn name(&self) -> &'static str {
+        STATUS_CONSUMER.name
+    }
+
+    fn topics(&self) -> &'static [&'static str] {
+        STATUS_CONSUMER.topics
+    }
+
+    async fn handle(&self, event: &EventEnvelope) -> Result<(), String> {
+        self.apply(event).await.map_err(|e| e.to_string())
+    }
+}
