@@ -180,7 +180,7 @@ impl Application {
             MailSender::Smtp => Arc::new(SmtpMailer::new(&settings.notifications)?),
         };
         let mail_wake = Arc::new(Notify::new());
-        let redis = if settings.redis.url.0.trim().is_empty() {
+        let redis = if !settings.redis.enabled() {
             None
         } else {
             Some(FastPath::new(&settings.redis)?)
@@ -196,7 +196,7 @@ impl Application {
                 settings.idempotency.retention_hours.saturating_mul(3600),
             ),
         };
-        let relay_bus: Arc<dyn EventBus> = if settings.amqp.url.0.trim().is_empty() {
+        let relay_bus: Arc<dyn EventBus> = if !settings.amqp.enabled() {
             bus.clone()
         } else {
             Arc::new(RabbitBus::new(&settings.amqp))
@@ -219,7 +219,7 @@ impl Application {
         let consumers = handlers
             .into_iter()
             .map(|h| {
-                let receiver = if settings.amqp.url.0.trim().is_empty() {
+                let receiver = if !settings.amqp.enabled() {
                     Some(bus.subscribe(h.name(), h.topics()))
                 } else {
                     None

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 
-/// The services a gateway can route to, as `[gateway.upstreams]` names them.
-const SERVICES: [&str; 4] = ["donations", "payments", "totals", "notifications"];
+/// The services a gateway can route to, as `[gateway.upstreams]` names them and as their
+/// `/api/v1/<service>/health` aliases spell them.
+pub const SERVICES: [&str; 4] = ["donations", "payments", "totals", "notifications"];
 
 /// `[gateway]`
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize, Serializer};
 pub use self::amqp::AmqpSettings;
 pub use self::auth::AuthSettings;
 pub use self::database::{DatabaseSettings, SqliteSync};
-pub use self::gateway::{GatewaySettings, RateLimitSettings};
+pub use self::gateway::{GatewaySettings, RateLimitSettings, SERVICES};
 pub use self::idempotency::IdempotencySettings;
 pub use self::log::{LogFormat, LogSettings};
 pub use self::notifications::{MailSender, NotificationSettings, SmtpTls};

@@ -17,7 +17,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     let mut router = OpenApiRouter::new()
         .routes(routes!(health))
         .routes(routes!(ready));
-    for service in ["donations", "payments", "totals", "notifications"] {
+    for service in crate::config::SERVICES {
         router = router.route(&format!("/api/v1/{service}/health"), get(health));
     }
     router
