@@ -100,6 +100,94 @@ fn kept_secret(
     Ok(Secret::from(secret.as_str()))
 }
 
+/// This server's own base URL (`http://127.0.0.1:8000`), for the sandbox's webhooks and the
+/// links in receipts when nothing else is configured.
+fn own_url(listener: &TcpListener, settings: &Settings) -> String {
+    let mut addr = listener.local_addr().unwrap_or(settings.server.listen);
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}")
+}
+
+/// The sandbox provider, when it is on in a process of the payment role; its webhooks go to the
+/// configured URL, or to this server's own endpoint.
+fn sandbox(
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+    secrets: &[Secret],
+    own_url: &str,
+) -> Option<Arc<Sandbox>> {
+    if !(settings.payments.sandbox && settings.server.runs(Role::Payment)) {
+        return None;
+    }
+    let url = match settings.payments.sandbox_webhook_url.trim() {
+        "" => format!("{own_url}/api/v1/payments/webhook"),
+        url => url.to_string(),
+    };
+    let payments = settings.payments.clone();
+    Some(Arc::new(Sandbox::new(
+        store.clone(),
+        payments,
+        secrets.to_vec(),
+        url,
+    )))
+}
+
+/// Signs donor history links with the configured secret, or the one kept in the data directory.
+fn history_links(settings: &Settings, own_url: String) -> anyhow::Result<HistoryLinks> {
+    let notifications = &settings.notifications;
+    let secret = match &notifications.history_link_secret {
+        Some(secret) if !secret.expose().trim().is_empty() => secret.clone(),
+        _ => kept_secret(
+            settings,
+            "history_link_secret",
+            "hl_",
+            "generated the secret that signs donor history links in {}",
+        )?,
+    };
+    let base_url = match notifications.public_base_url.trim() {
+        "" => own_url,
+        url => url.to_string(),
+    };
+    let ttl_hours = i64::try_from(notifications.history_link_ttl_hours).unwrap_or(2160);
+    Ok(HistoryLinks::new(
+        secret,
+        chrono::TimeDelta::hours(ttl_hours),
+        base_url,
+    ))
+}
+
+/// Redis, if configured, and the totals cache.
+type Caches = (Option<Arc<FastPath>>, Arc<dyn TotalsCache>);
+
+/// Redis, if configured, and the totals cache in front of the read model (two levels with
+/// Redis, in-process only without).
+fn caches(settings: &Settings) -> anyhow::Result<Caches> {
+    let ttl = Duration::from_secs(settings.totals.cache_ttl_seconds);
+    if !settings.redis.enabled() {
+        return Ok((None, Arc::new(LocalCache::new(ttl))));
+    }
+    let redis = FastPath::new(&settings.redis)?;
+    let cache = Arc::new(TwoLevelCache::new(redis.clone(), ttl));
+    Ok((Some(redis), cache))
+}
+
+/// The consumers of this process's roles, from the consumer table; on the in-process bus each
+/// is subscribed now (a RabbitMQ consumer reads its queue once running).
+fn consumers(settings: &Settings, bus: &InProcessBus, deps: &ConsumerDeps) -> Vec<ConsumerSlot> {
+    CONSUMERS
+        .iter()
+        .filter(|spec| settings.server.runs(spec.role))
+        .map(|spec| {
+            let handler = (spec.build)(deps);
+            let deliveries =
+                (!settings.amqp.enabled()).then(|| bus.subscribe(spec.name, spec.topics));
+            (handler, deliveries)
+        })
+        .collect()
+}
+
 impl Application {
     /// Connects to the database (applying migrations if configured) and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
@@ -130,66 +218,15 @@ impl Application {
             })?;
         let bus = Arc::new(InProcessBus::default());
         let secrets = webhook_secrets(&settings)?;
-        let sandbox =
-            (settings.payments.sandbox && settings.server.runs(Role::Payment)).then(|| {
-                let url = match settings.payments.sandbox_webhook_url.trim() {
-                    "" => {
-                        let mut addr = listener.local_addr().unwrap_or(settings.server.listen);
-                        if addr.ip().is_unspecified() {
-                            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-                        }
-                        format!("http://{addr}/api/v1/payments/webhook")
-                    }
-                    url => url.to_string(),
-                };
-                Arc::new(Sandbox::new(
-                    store.clone(),
-                    settings.payments.clone(),
-                    secrets.clone(),
-                    url,
-                ))
-            });
-        let link_secret = match &settings.notifications.history_link_secret {
-            Some(secret) if !secret.expose().trim().is_empty() => secret.clone(),
-            _ => kept_secret(
-                &settings,
-                "history_link_secret",
-                "hl_",
-                "generated the secret that signs donor history links in {}",
-            )?,
-        };
-        let base_url = match settings.notifications.public_base_url.trim() {
-            "" => {
-                let mut addr = listener.local_addr().unwrap_or(settings.server.listen);
-                if addr.ip().is_unspecified() {
-                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-                }
-                format!("http://{addr}")
-            }
-            url => url.to_string(),
-        };
-        let history_links = HistoryLinks::new(
-            link_secret,
-            chrono::TimeDelta::hours(
-                i64::try_from(settings.notifications.history_link_ttl_hours).unwrap_or(2160),
-            ),
-            base_url,
-        );
+        let own_url = own_url(&listener, &settings);
+        let sandbox = sandbox(&settings, &store, &secrets, &own_url);
+        let history_links = history_links(&settings, own_url)?;
         let mailer: Arc<dyn Mailer> = match settings.notifications.sender {
             MailSender::File => Arc::new(FileMailer::new(settings.data_dir().join("mail"))),
             MailSender::Smtp => Arc::new(SmtpMailer::new(&settings.notifications)?),
         };
         let mail_wake = Arc::new(Notify::new());
-        let redis = if !settings.redis.enabled() {
-            None
-        } else {
-            Some(FastPath::new(&settings.redis)?)
-        };
-        let cache_ttl = Duration::from_secs(settings.totals.cache_ttl_seconds);
-        let totals_cache: Arc<dyn TotalsCache> = match &redis {
-            Some(redis) => Arc::new(TwoLevelCache::new(redis.clone(), cache_ttl)),
-            None => Arc::new(LocalCache::new(cache_ttl)),
-        };
+        let (redis, totals_cache) = caches(&settings)?;
         let replays = Replays {
             fast: redis.clone(),
             retention: Duration::from_secs(
@@ -207,26 +244,11 @@ impl Application {
             history_links: history_links.clone(),
             mail_wake: mail_wake.clone(),
         };
-        let handlers: Vec<Arc<dyn Handler>> = CONSUMERS
-            .iter()
-            .filter(|spec| settings.server.runs(spec.role))
-            .map(|spec| (spec.build)(&deps))
-            .collect();
+        let consumers = consumers(&settings, &bus, &deps);
         let limits = crate::gateway::limits::RateLimits::new(&settings.gateway.rate_limit);
         let gateway = (settings.server.runs(Role::Gateway) && !settings.server.all_in_one())
             .then(|| crate::gateway::Gateway::new(&settings.gateway));
         let consumer_names: Vec<&'static str> = CONSUMERS.iter().map(|c| c.name).collect();
-        let consumers = handlers
-            .into_iter()
-            .map(|h| {
-                let receiver = if !settings.amqp.enabled() {
-                    Some(bus.subscribe(h.name(), h.topics()))
-                } else {
-                    None
-                };
-                (h, receiver)
-            })
-            .collect();
         let state = AppState {
             store,
             settings: Arc::new(settings),
@@ -294,27 +316,17 @@ impl Application {
         )
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting, drains in-flight requests (up to
-    /// `server.shutdown_grace_seconds`), stops the relay and the sweeper, and closes the store.
-    pub async fn run_until_stopped(
-        mut self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    /// Starts the background work of this process's roles: relay, sweeper, consumers, sandbox
+    /// deliveries, notification sender, reconciliation, gateway health checks, rate-limit upkeep.
+    fn spawn_background(&mut self, tasks: &TaskTracker, cancel: &CancellationToken) {
         let settings = self.state.settings.clone();
-        let cancel = CancellationToken::new();
-        let tasks = TaskTracker::new();
         let runs = |role| settings.server.runs(role);
         if settings.outbox.relay_enabled && runs(Role::Relay) {
-            tasks.spawn(
-                self.relay()
-                    .run(self.state.outbox_wake.clone(), cancel.clone()),
-            );
+            let wake = self.state.outbox_wake.clone();
+            tasks.spawn(self.relay().run(wake, cancel.clone()));
         }
-        tasks.spawn(sweep(
-            self.state.store.clone(),
-            settings.clone(),
-            cancel.clone(),
-        ));
+        let store = self.state.store.clone();
+        tasks.spawn(sweep(store, settings.clone(), cancel.clone()));
         for (handler, deliveries) in std::mem::take(&mut self.consumers) {
             match deliveries {
                 Some(deliveries) => tasks.spawn(consumer::run(handler, deliveries, cancel.clone())),
@@ -358,6 +370,18 @@ impl Application {
                 }
             });
         }
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, drains in-flight requests (up to
+    /// `server.shutdown_grace_seconds`), stops the relay and the sweeper, and closes the store.
+    pub async fn run_until_stopped(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let settings = self.state.settings.clone();
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        self.spawn_background(&tasks, &cancel);
         tasks.close();
 
         let addr = self.local_addr();
