@@ -2,18 +2,20 @@
 //! `cfa-server` binary.
 //!
 //! # Layout
-//! - [`config`]: layered configuration (file, `CFA_*` environment, flags).
-//! - [`startup`]: [`startup::Application`], built then run until stopped.
-//! - [`domain`]: money, e-mails, campaigns, donations, events; no HTTP, no SQL.
-//! - [`storage`]: the [`storage::Store`] and [`storage::Tx`] traits, SQLite and PostgreSQL.
+//! - [`config`]: layered configuration (file, `CFA_*` environment, flags), a file per section.
+//! - [`startup`]: [`startup::Application`], built then run until stopped; wiring only.
+//! - [`domain`]: money, e-mails, campaigns, donations, payments, typed events; no HTTP, no SQL.
+//! - [`services`]: the business rules, each with the transaction it runs in, and the consumers.
+//! - [`storage`]: one trait per aggregate behind [`storage::Store`] and [`storage::Tx`], on
+//!   SQLite and PostgreSQL.
 //! - [`idempotency`]: `Idempotency-Key` handling.
-//! - [`http`]: handlers, errors, middleware.
-//! - [`messaging`]: the event bus, the outbox relay and the consumers.
-//! - [`notifications`]: receipts and notices, their senders, donor history links.
+//! - [`http`]: handlers that translate between HTTP and the services; errors, middleware.
+//! - [`gateway`]: the gateway role's proxy and the rate limits every process applies.
+//! - [`messaging`]: the event bus, the outbox relay, RabbitMQ and the consumer runtime.
 //! - [`redis_cache`]: Redis as a fast path (second-level cache, idempotent replays).
-//! - [`payments`]: applying provider events, reconciliation, signatures, the sandbox provider.
-//! - [`telemetry`]: logging setup.
-//! - [`totals`]: the live totals read model, its cache and its refresh.
+//! - [`wire`]: reading JSON objects with errors that name the field.
+//! - [`telemetry`]: logging and tracing setup.
+//! - [`metrics`]: the Prometheus recorder and every metric.
 
 pub mod config;
 pub mod domain;
