@@ -16,7 +16,8 @@ use super::error::json_response;
 pub fn router() -> OpenApiRouter<AppState> {
     let mut router = OpenApiRouter::new()
         .routes(routes!(health))
-        .routes(routes!(ready));
+        .routes(routes!(ready))
+        .routes(routes!(version));
     for service in crate::config::SERVICES {
         router = router.route(&format!("/api/v1/{service}/health"), get(health));
     }
@@ -36,6 +37,26 @@ pub fn router() -> OpenApiRouter<AppState> {
 )]
 async fn health() -> Response {
     json_response(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+/// The build: its version and the git revision it was built from.
+///
+/// Open, like `/health`; load reports and the operator CLI record which build they ran against.
+#[utoipa::path(
+    get,
+    path = "/version",
+    tag = "health",
+    operation_id = "version",
+    responses((status = 200, description = "`{\"version\": \"0.1.0\", \"git_revision\": \"<40 hex digits, -dirty when built from a modified checkout, or unknown>\"}`", body = serde_json::Value))
+)]
+async fn version() -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "git_revision": env!("CFA_GIT_REVISION"),
+        }),
+    )
 }
 
 /// Readiness: every backend answers; the body says which one does not.

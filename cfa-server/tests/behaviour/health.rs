@@ -12,7 +12,23 @@ tests![
     clients_over_their_rate_get_429_with_retry_after_per_ip_and_per_key,
     the_openapi_document_lists_every_endpoint_and_marks_the_operator_ones,
     metrics_count_requests_by_route_template_and_the_outbox,
+    the_version_names_the_build_without_a_key,
 ];
+
+async fn the_version_names_the_build_without_a_key(ctx: TestContext) {
+    let app = ctx
+        .spawn_app_with(|s| s.auth.api_keys = vec!["k".into()])
+        .await;
+    let reply = app.get("/version").await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    assert_eq!(reply.json["version"], env!("CARGO_PKG_VERSION"));
+    let revision = reply.json["git_revision"].as_str().unwrap_or("");
+    let hex = revision.trim_end_matches("-dirty");
+    assert!(
+        revision == "unknown" || (hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit())),
+        "a git revision or unknown: {revision:?}"
+    );
+}
 
 async fn metrics_count_requests_by_route_template_and_the_outbox(ctx: TestContext) {
     let app = ctx.spawn_app().await;
@@ -157,6 +173,7 @@ async fn the_openapi_document_lists_every_endpoint_and_marks_the_operator_ones(c
         ("get", "/api/v1/totals/campaigns/{id}"),
         ("get", "/health"),
         ("get", "/ready"),
+        ("get", "/version"),
         ("get", "/api/v1/openapi.json"),
         ("get", "/metrics"),
         ("post", "/sandbox/v1/intents/{id}/confirm"),
