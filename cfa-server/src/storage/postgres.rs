@@ -4,16 +4,66 @@
 //! advisory lock, taken without waiting, so a second request with the same key learns at once
 //! that the first is in flight; outbox rows are claimed with `FOR UPDATE SKIP LOCKED` so relays
 //! running side by side never claim the same row.
+//!
+//! The statements themselves are shared with the other backend: every file in `sql/`, and the
+//! sandbox provider's `sql.rs`, is declared below as a child module of this one with `#[path]`,
+//! so it is compiled here against this backend's types (`Db`, `DbId`, the store and the
+//! transaction) and locking fragments (`FOR_UPDATE`, `FOR_SHARE`, `SKIP_LOCKED`).
+
+#![allow(
+    clippy::duplicate_mod,
+    reason = "each file in sql/ is compiled once per backend, on purpose"
+)]
 
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Pool, Postgres};
 
 use crate::config::DatabaseSettings;
+use crate::storage::{Backend, StoreResult};
 
+#[path = "sql/admin.rs"]
+mod admin;
+#[path = "sql/campaigns.rs"]
+mod campaigns;
+#[path = "sql/donations.rs"]
+mod donations;
+#[path = "sql/idempotency.rs"]
+mod idempotency;
+#[path = "sql/inbox.rs"]
+mod inbox;
+#[path = "sql/notifications.rs"]
+mod notifications;
+#[path = "sql/outbox.rs"]
+mod outbox;
+#[path = "sql/payments.rs"]
+mod payments;
+#[path = "../services/payments/sandbox/sql.rs"]
+mod sandbox;
+#[path = "sql/totals.rs"]
+mod totals;
+#[path = "sql/umbrella.rs"]
+mod umbrella;
+
+/// The sqlx database.
 type Db = Postgres;
+/// A row of this database.
+type DbRow = <Db as sqlx::Database>::Row;
+/// How a UUID is stored: as `uuid`.
 type DbId = uuid::Uuid;
+/// The store the shared SQL implements the read traits for.
+type BackendStore = PgStore;
+/// The transaction the shared SQL implements the transaction traits for.
+type BackendTx = PgTx;
 
-const BACKEND: crate::storage::Backend = crate::storage::Backend::Postgres;
+/// What [`crate::storage::Store::backend`] answers.
+const BACKEND: Backend = Backend::Postgres;
+
+/// Appended to a `SELECT` that locks a row for change.
+const FOR_UPDATE: &str = " FOR UPDATE";
+/// Appended to a `SELECT` that locks a row against change (a campaign against closing).
+const FOR_SHARE: &str = " FOR SHARE";
+/// Appended to the inner `SELECT` of a claim, so concurrent claimers pass each other's rows.
+const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
 
 fn db_id(id: uuid::Uuid) -> DbId {
     id
@@ -29,7 +79,7 @@ async fn lock_key(
     tx: &mut sqlx::Transaction<'static, Db>,
     scope: &str,
     key: &str,
-) -> crate::storage::StoreResult<bool> {
+) -> StoreResult<bool> {
     let locked: bool =
         sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(format!("idempotency\u{1f}{scope}\u{1f}{key}"))
@@ -44,13 +94,10 @@ pub struct PgStore {
     write: Pool<Postgres>,
 }
 
-sql_store!(
-    PgStore,
-    PgTx,
-    for_update = " FOR UPDATE",
-    for_share = " FOR SHARE",
-    skip_locked = " FOR UPDATE SKIP LOCKED"
-);
+/// One write transaction on PostgreSQL.
+pub struct PgTx {
+    tx: sqlx::Transaction<'static, Db>,
+}
 
 impl PgStore {
     /// Connects a pool to the server a `postgres://` URL names.

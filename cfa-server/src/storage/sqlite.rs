@@ -4,6 +4,16 @@
 //! `SQLITE_BUSY`; reads use a pool of WAL readers that never block the writer. Because there is
 //! one writer, an idempotency key needs no database lock: the in-process gate in
 //! [`crate::idempotency`] is enough, and this backend is for one process only.
+//!
+//! The statements themselves are shared with the other backend: every file in `sql/`, and the
+//! sandbox provider's `sql.rs`, is declared below as a child module of this one with `#[path]`,
+//! so it is compiled here against this backend's types (`Db`, `DbId`, the store and the
+//! transaction) and locking fragments (`FOR_UPDATE`, `FOR_SHARE`, `SKIP_LOCKED`).
+
+#![allow(
+    clippy::duplicate_mod,
+    reason = "each file in sql/ is compiled once per backend, on purpose"
+)]
 
 use std::str::FromStr;
 
@@ -11,11 +21,53 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Pool, Sqlite};
 
 use crate::config::{DatabaseSettings, SqliteSync};
+use crate::storage::{Backend, StoreResult};
 
+#[path = "sql/admin.rs"]
+mod admin;
+#[path = "sql/campaigns.rs"]
+mod campaigns;
+#[path = "sql/donations.rs"]
+mod donations;
+#[path = "sql/idempotency.rs"]
+mod idempotency;
+#[path = "sql/inbox.rs"]
+mod inbox;
+#[path = "sql/notifications.rs"]
+mod notifications;
+#[path = "sql/outbox.rs"]
+mod outbox;
+#[path = "sql/payments.rs"]
+mod payments;
+#[path = "../services/payments/sandbox/sql.rs"]
+mod sandbox;
+#[path = "sql/totals.rs"]
+mod totals;
+#[path = "sql/umbrella.rs"]
+mod umbrella;
+
+/// The sqlx database.
 type Db = Sqlite;
+/// A row of this database.
+type DbRow = <Db as sqlx::Database>::Row;
+/// How a UUID is stored: as text.
 type DbId = uuid::fmt::Hyphenated;
+/// The store the shared SQL implements the read traits for.
+type BackendStore = SqliteStore;
+/// The transaction the shared SQL implements the transaction traits for.
+type BackendTx = SqliteTx;
 
-const BACKEND: crate::storage::Backend = crate::storage::Backend::Sqlite;
+/// What [`crate::storage::Store::backend`] answers.
+const BACKEND: Backend = Backend::Sqlite;
+
+// SQLite has no row locks and needs none: a write transaction holds the single writer
+// connection, which already keeps every other writer out until it ends.
+/// Appended to a `SELECT` that locks a row for change.
+const FOR_UPDATE: &str = "";
+/// Appended to a `SELECT` that locks a row against change.
+const FOR_SHARE: &str = "";
+/// Appended to the inner `SELECT` of a claim.
+const SKIP_LOCKED: &str = "";
 
 fn db_id(id: uuid::Uuid) -> DbId {
     id.hyphenated()
@@ -30,7 +82,7 @@ async fn lock_key(
     _tx: &mut sqlx::Transaction<'static, Db>,
     _scope: &str,
     _key: &str,
-) -> crate::storage::StoreResult<bool> {
+) -> StoreResult<bool> {
     Ok(true)
 }
 
@@ -40,13 +92,10 @@ pub struct SqliteStore {
     write: Pool<Sqlite>,
 }
 
-sql_store!(
-    SqliteStore,
-    SqliteTx,
-    for_update = "",
-    for_share = "",
-    skip_locked = ""
-);
+/// One write transaction on SQLite, on the writer connection.
+pub struct SqliteTx {
+    tx: sqlx::Transaction<'static, Db>,
+}
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file a `sqlite://PATH` URL names, and its

@@ -11,6 +11,8 @@
 //! platform would reject as an invalid transition. Duplicate, delayed and reordered delivery can be switched on
 //! for testing.
 
+pub mod store;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,12 +25,13 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use self::store::{DeliveryOutcome, SandboxDelivery, SandboxIntent};
 use crate::config::{PaymentSettings, Secret};
 use crate::domain::money::Currency;
 use crate::domain::payment::PaymentStatus;
 use crate::services::payments::provider::{PaymentProvider, ProviderError, ProviderIntent};
 use crate::services::payments::signature;
-use crate::storage::{DeliveryOutcome, SandboxDelivery, SandboxIntent, Store, StoreError, Tx};
+use crate::storage::{Store, StoreError, Tx};
 
 /// Webhooks the sandbox sends at once (to different intents). One at a time, a stress run left
 /// it 8,000 deliveries behind the load (docs/LOAD.md).

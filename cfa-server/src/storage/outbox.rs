@@ -1,0 +1,80 @@
+//! The transactional outbox: events written in the transaction that caused them, then claimed,
+//! delivered and pruned by relays.
+//!
+//! [`OutboxTx`] writes an event; [`OutboxStore`] is the relays' side (leases, delivery marks,
+//! dead letters) and the operators' (counts, revival, pruning).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::StoreResult;
+use crate::domain::event::EventEnvelope;
+
+/// One outbox row claimed by a relay.
+#[derive(Clone, Debug)]
+pub struct OutboxRow {
+    /// Sequence number; delivery follows it.
+    pub id: i64,
+    /// The event.
+    pub event: EventEnvelope,
+    /// Delivery attempts so far, this one included.
+    pub attempts: i32,
+}
+
+/// What the outbox holds right now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboxStats {
+    /// Rows not yet delivered.
+    pub pending: i64,
+    /// Creation time of the oldest undelivered event.
+    pub oldest_pending: Option<DateTime<Utc>>,
+    /// Delivered rows still kept.
+    pub sent: i64,
+    /// Rows set aside after too many failed deliveries.
+    pub dead: i64,
+}
+
+/// The outbox as relays and operators see it.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// Claims up to `limit` undelivered outbox rows whose lease is free, leasing them to
+    /// `relay` until `lease_until`. Concurrent relays never claim the same row.
+    async fn claim_outbox(
+        &self,
+        relay: &str,
+        limit: i64,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<Vec<OutboxRow>>;
+    /// Marks rows delivered, if `relay` still holds them.
+    async fn mark_outbox_sent(
+        &self,
+        relay: &str,
+        ids: &[i64],
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Gives a row back after a failed delivery, recording why, if `relay` still holds it; with
+    /// `dead_at`, sets it aside for good (a dead letter) so it no longer blocks the rows after it.
+    async fn release_outbox(
+        &self,
+        relay: &str,
+        id: i64,
+        error: &str,
+        dead_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<()>;
+    /// Outbox rows set aside as dead letters, oldest first, with their last error.
+    async fn dead_outbox(&self, limit: i64) -> StoreResult<Vec<(OutboxRow, Option<String>)>>;
+    /// Puts a dead outbox row back in line with a fresh attempt count; false if it is not dead.
+    async fn revive_outbox(&self, id: i64) -> StoreResult<bool>;
+    /// Deletes delivered rows sent before `before`; returns how many.
+    async fn prune_outbox(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+    /// Counts of the outbox.
+    async fn outbox_stats(&self) -> StoreResult<OutboxStats>;
+}
+
+/// The outbox inside a write transaction.
+#[async_trait]
+pub trait OutboxTx: Send {
+    /// Writes an event to the outbox.
+    async fn insert_outbox(&mut self, event: &EventEnvelope) -> StoreResult<()>;
+}

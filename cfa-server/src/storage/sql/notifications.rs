@@ -1,0 +1,139 @@
+//! The statements of [`crate::storage::notifications`], compiled once per backend.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use const_format::concatcp;
+use sqlx::Row as _;
+use uuid::Uuid;
+
+use super::{BackendStore, BackendTx, Db, DbRow, SKIP_LOCKED, db_id, from_db_id};
+use crate::storage::{Notification, NotificationStore, NotificationTx, SendOutcome, StoreResult};
+
+/// Every column of `notifications` but the lease.
+const COLUMNS: &str = "id, event_id, kind, donation_id, recipient, subject, body_text, \
+                       body_html, status, attempts, last_error, next_attempt_at, created_at, \
+                       sent_at, traceparent";
+/// Leases the notifications due soonest; on PostgreSQL the inner `SELECT` skips rows another
+/// sender is claiming at the same moment.
+const CLAIM: &str = concatcp!(
+    "UPDATE notifications SET claimed_until = $1 WHERE id IN (SELECT id FROM notifications \
+     WHERE status = 'PENDING' AND next_attempt_at <= $2 \
+     AND (claimed_until IS NULL OR claimed_until < $2) \
+     ORDER BY next_attempt_at LIMIT $3",
+    SKIP_LOCKED,
+    ") RETURNING ",
+    COLUMNS
+);
+const SENT: &str = "UPDATE notifications SET status = 'SENT', attempts = attempts + 1, \
+                    sent_at = $1, claimed_until = NULL, last_error = NULL WHERE id = $2";
+const RETRY: &str = "UPDATE notifications SET attempts = attempts + 1, next_attempt_at = $1, \
+                     last_error = $2, claimed_until = NULL WHERE id = $3";
+const DEAD: &str = "UPDATE notifications SET status = 'DEAD', attempts = attempts + 1, \
+                    last_error = $1, claimed_until = NULL WHERE id = $2";
+const INSERT: &str = "INSERT INTO notifications (id, event_id, kind, donation_id, recipient, \
+                      subject, body_text, body_html, status, attempts, next_attempt_at, \
+                      created_at, traceparent) \
+                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $12) \
+                      ON CONFLICT (event_id, kind) DO NOTHING";
+
+fn notification_from_row(row: &DbRow) -> StoreResult<Notification> {
+    Ok(Notification {
+        id: from_db_id(row.try_get("id")?),
+        event_id: from_db_id(row.try_get("event_id")?),
+        kind: row.try_get("kind")?,
+        donation_id: from_db_id(row.try_get("donation_id")?),
+        recipient: row.try_get("recipient")?,
+        subject: row.try_get("subject")?,
+        body_text: row.try_get("body_text")?,
+        body_html: row.try_get("body_html")?,
+        status: row.try_get("status")?,
+        attempts: row.try_get("attempts")?,
+        last_error: row.try_get("last_error")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        created_at: row.try_get("created_at")?,
+        sent_at: row.try_get("sent_at")?,
+        traceparent: row.try_get("traceparent")?,
+    })
+}
+
+#[async_trait]
+impl NotificationStore for BackendStore {
+    async fn claim_notifications(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<Notification>> {
+        let rows = sqlx::query(CLAIM)
+            .bind(lease_until)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.write)
+            .await?;
+        rows.iter().map(notification_from_row).collect()
+    }
+
+    async fn notification_attempted(
+        &self,
+        id: Uuid,
+        outcome: &SendOutcome,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let query = match outcome {
+            SendOutcome::Sent => sqlx::query(SENT).bind(at),
+            SendOutcome::RetryAt(next, error) => sqlx::query(RETRY).bind(*next).bind(error.clone()),
+            SendOutcome::Dead(error) => sqlx::query(DEAD).bind(error.clone()),
+        };
+        query.bind(db_id(id)).execute(&self.write).await?;
+        Ok(())
+    }
+
+    async fn notifications(
+        &self,
+        donation_id: Option<Uuid>,
+        status: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<Vec<Notification>> {
+        let mut q = sqlx::QueryBuilder::<Db>::new("SELECT ");
+        q.push(COLUMNS).push(" FROM notifications WHERE 1 = 1");
+        if let Some(d) = donation_id {
+            q.push(" AND donation_id = ").push_bind(db_id(d));
+        }
+        if let Some(st) = status {
+            q.push(" AND status = ").push_bind(st.to_string());
+        }
+        q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(limit)
+            .push(" OFFSET ")
+            .push_bind(offset);
+        q.build()
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(notification_from_row)
+            .collect()
+    }
+}
+
+#[async_trait]
+impl NotificationTx for BackendTx {
+    async fn insert_notification(&mut self, n: &Notification) -> StoreResult<bool> {
+        let done = sqlx::query(INSERT)
+            .bind(db_id(n.id))
+            .bind(db_id(n.event_id))
+            .bind(&n.kind)
+            .bind(db_id(n.donation_id))
+            .bind(&n.recipient)
+            .bind(&n.subject)
+            .bind(&n.body_text)
+            .bind(&n.body_html)
+            .bind(&n.status)
+            .bind(n.next_attempt_at)
+            .bind(n.created_at)
+            .bind(&n.traceparent)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
