@@ -224,7 +224,7 @@ impl Application {
         let gateway = (settings.server.runs(Role::Gateway) && !settings.server.all_in_one())
             .then(|| crate::gateway::Gateway::new(&settings.gateway));
         let consumer_names: Vec<&'static str> =
-            ["donation-status", "totals", "notifications"].to_vec();
+            crate::services::CONSUMERS.iter().map(|c| c.name).collect();
         let consumers = handlers
             .into_iter()
             .map(|h| {

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use crate::config::Role;
+use crate::services::CONSUMERS;
 
 /// `GET /metrics`: Prometheus text format; the outbox gauges are read from the database now.
 #[utoipa::path(
@@ -63,7 +64,12 @@ async fn scrape_gauges(state: &AppState) {
         let (hits, misses) = state.totals_cache.counts();
         crate::metrics::cache_ratio("totals", hits, misses);
     }
-    let own = crate::metrics::consumers_of(&state.settings.server);
+    // Only this process's consumers, so a sum over a split deployment counts each queue once.
+    let own: Vec<&str> = CONSUMERS
+        .iter()
+        .filter(|c| state.settings.server.runs(c.role))
+        .map(|c| c.name)
+        .collect();
     if !state.settings.amqp.url.0.is_empty()
         && bus_up
         && !own.is_empty()

@@ -35,16 +35,10 @@ use crate::config::AmqpSettings;
 use crate::domain::event::{EventEnvelope, TraceContext};
 use crate::messaging::bus::{BusError, EventBus};
 use crate::messaging::consumer::{self, Handler};
+use crate::services::CONSUMERS;
 
 const ATTEMPTS: &str = "x-cfa-attempts";
 
-/// The platform's consumers and the topics they read. The publisher declares their queues too,
-/// so an event published before a consumer ever started still has a queue to wait in.
-pub const CONSUMERS: &[(&str, &[&str])] = &[
-    ("donation-status", &["payment"]),
-    ("totals", &["donation", "campaign"]),
-    ("notifications", &["donation", "payment"]),
-];
 const LAST_ERROR: &str = "x-cfa-last-error";
 /// The W3C trace context of a message (the relay span that published it).
 const TRACEPARENT: &str = "traceparent";
@@ -253,11 +247,14 @@ impl RabbitBus {
             .declare_exchanges(&channel)
             .await
             .map_err(|e| BusError(format!("cannot declare the exchanges: {e}")))?;
-        for (consumer, topics) in CONSUMERS {
+        // Every consumer's queue, not only this process's: an event published before its
+        // consumer ever started still has a queue to wait in.
+        for consumer in CONSUMERS {
+            let name = consumer.name;
             self.topology
-                .declare_consumer(&channel, consumer, topics, self.retry_delay_ms)
+                .declare_consumer(&channel, name, consumer.topics, self.retry_delay_ms)
                 .await
-                .map_err(|e| BusError(format!("cannot declare the queue of {consumer}: {e}")))?;
+                .map_err(|e| BusError(format!("cannot declare the queue of {name}: {e}")))?;
         }
         *link = Some((connection, channel.clone()));
         Ok(channel)
