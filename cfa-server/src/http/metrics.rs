@@ -70,14 +70,10 @@ async fn scrape_gauges(state: &AppState) {
         .filter(|c| state.settings.server.runs(c.role))
         .map(|c| c.name)
         .collect();
-    if !state.settings.amqp.url.0.is_empty()
-        && bus_up
+    if bus_up
         && !own.is_empty()
-        && let Ok(Ok(counts)) = tokio::time::timeout(
-            bound,
-            crate::messaging::rabbit::dead_letter_counts(&state.settings.amqp, &own),
-        )
-        .await
+        && let Some(dead_letters) = state.bus.dead_letters()
+        && let Ok(Ok(counts)) = tokio::time::timeout(bound, dead_letters.counts(&own)).await
     {
         for (consumer, count) in counts {
             crate::metrics::dead_letters(&consumer, count);

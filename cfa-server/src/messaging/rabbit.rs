@@ -27,7 +27,6 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
-use serde::Serialize;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +34,8 @@ use crate::config::AmqpSettings;
 use crate::domain::event::{EventEnvelope, TraceContext};
 use crate::messaging::bus::{BusError, EventBus};
 use crate::messaging::consumer::{self, Handler};
+pub use crate::messaging::dead_letters::DeadLetter;
+use crate::messaging::dead_letters::DeadLetters;
 use crate::services::CONSUMERS;
 
 const ATTEMPTS: &str = "x-cfa-attempts";
@@ -356,6 +357,38 @@ impl EventBus for RabbitBus {
     async fn check(&self) -> Result<(), BusError> {
         self.channel().await.map(|_| ())
     }
+
+    fn dead_letters(&self) -> Option<&dyn DeadLetters> {
+        Some(self)
+    }
+}
+
+/// Each call opens a connection of its own rather than borrowing the publisher's: asking about a
+/// queue that does not exist closes the channel that asked.
+#[async_trait]
+impl DeadLetters for RabbitBus {
+    async fn list(&self, consumers: &[&str], limit: usize) -> Result<Vec<DeadLetter>, BusError> {
+        list_dead(&self.url, &self.topology, consumers, limit)
+            .await
+            .map_err(broker_error)
+    }
+
+    async fn replay(&self, consumer: &str, event_id: &str) -> Result<bool, BusError> {
+        replay_dead(&self.url, &self.topology, consumer, event_id)
+            .await
+            .map_err(broker_error)
+    }
+
+    async fn counts(&self, consumers: &[&str]) -> Result<Vec<(String, u32)>, BusError> {
+        count_dead(&self.url, &self.topology, consumers)
+            .await
+            .map_err(broker_error)
+    }
+}
+
+/// Names the broker, since the message reaches operators as it is.
+fn broker_error(message: String) -> BusError {
+    BusError(format!("RabbitMQ: {message}"))
 }
 
 /// A message for `event`: the envelope as JSON, with its trace context moved to the
@@ -546,23 +579,6 @@ async fn consume(
     }
 }
 
-/// A message in a dead-letter queue.
-#[derive(Clone, Debug, Serialize)]
-pub struct DeadLetter {
-    /// `<consumer>:<event id>`, the id to replay it by.
-    pub id: String,
-    /// The consumer that gave up on it.
-    pub consumer: String,
-    /// The event id.
-    pub event_id: String,
-    /// The event type, if readable.
-    pub event_type: Option<String>,
-    /// Attempts made.
-    pub attempts: u32,
-    /// The last error.
-    pub last_error: Option<String>,
-}
-
 /// Lists (up to `limit` per consumer) the dead letters of `consumers`, leaving them in place.
 pub async fn dead_letters(
     settings: &AmqpSettings,
@@ -570,7 +586,16 @@ pub async fn dead_letters(
     limit: usize,
 ) -> Result<Vec<DeadLetter>, String> {
     let topology = Topology::new(&settings.namespace);
-    let (connection, _) = connect(&settings.url.0).await.map_err(|e| e.to_string())?;
+    list_dead(&settings.url.0, &topology, consumers, limit).await
+}
+
+async fn list_dead(
+    url: &str,
+    topology: &Topology,
+    consumers: &[&str],
+    limit: usize,
+) -> Result<Vec<DeadLetter>, String> {
+    let (connection, _) = connect(url).await.map_err(|e| e.to_string())?;
     let mut found = Vec::new();
     for consumer in consumers {
         // A channel per queue: a queue that does not exist closes its channel, not the listing.
@@ -624,12 +649,12 @@ pub async fn dead_letters(
 
 /// How many messages wait in each consumer's dead-letter queue (a queue not declared yet holds
 /// none). Asks the broker passively: nothing is moved. Unbounded: the caller bounds it.
-pub async fn dead_letter_counts(
-    settings: &AmqpSettings,
+async fn count_dead(
+    url: &str,
+    topology: &Topology,
     consumers: &[&str],
 ) -> Result<Vec<(String, u32)>, String> {
-    let topology = Topology::new(&settings.namespace);
-    let (connection, _) = connect(&settings.url.0).await.map_err(|e| e.to_string())?;
+    let (connection, _) = connect(url).await.map_err(|e| e.to_string())?;
     let mut counts = Vec::with_capacity(consumers.len());
     for consumer in consumers {
         // A channel per queue: a passive declare of a missing queue closes its channel.
@@ -663,7 +688,16 @@ pub async fn replay(
     event_id: &str,
 ) -> Result<bool, String> {
     let topology = Topology::new(&settings.namespace);
-    let (_connection, channel) = connect(&settings.url.0).await.map_err(|e| e.to_string())?;
+    replay_dead(&settings.url.0, &topology, consumer, event_id).await
+}
+
+async fn replay_dead(
+    url: &str,
+    topology: &Topology,
+    consumer: &str,
+    event_id: &str,
+) -> Result<bool, String> {
+    let (_connection, channel) = connect(url).await.map_err(|e| e.to_string())?;
     let queue = topology.dead_queue(consumer);
     let mut held = Vec::new();
     let mut replayed = false;
