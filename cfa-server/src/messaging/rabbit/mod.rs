@@ -6,7 +6,7 @@
 //! - `topology`: [`Topology`], the names of the exchanges and queues, and their declarations.
 //! - `consumer`: [`run_consumer`], the consume loop with its retries.
 //! - `dead_letters`: listing and replaying dead letters ([`dead_letters()`], [`replay`]), and
-//!   [`RabbitBus`]'s [`DeadLetters`](crate::messaging::dead_letters::DeadLetters).
+//!   [`RabbitBus`]'s [`DeadLetters`].
 //!
 //! Messages are persistent and carry the event id as message id and the trace context in the
 //! `traceparent` header. A consumer acknowledges only after the handler's transaction committed;
