@@ -225,6 +225,13 @@ impl Owned {
         self.tx.rollback_to_savepoint().await?;
         self.save(status, body).await
     }
+
+    /// Gives the key up without saving anything, so a retry with it can succeed: rolls the work
+    /// back now rather than on drop, which would keep the key's lock until the connection is
+    /// next used.
+    pub async fn abandon(self) -> Result<(), StoreError> {
+        self.tx.rollback().await
+    }
 }
 
 /// Decides whether a request goes ahead, replays, or is refused; for a request without a key,

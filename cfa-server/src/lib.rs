@@ -17,6 +17,8 @@
 //! - [`telemetry`]: logging and tracing setup.
 //! - [`metrics`]: the Prometheus recorder and every metric.
 
+#![warn(clippy::too_many_lines)]
+
 pub mod config;
 pub mod domain;
 pub mod gateway;

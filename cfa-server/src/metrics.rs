@@ -19,6 +19,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::config::{Role, ServerSettings};
 use crate::domain::donation::DonationStatus;
 use crate::domain::payment::PaymentStatus;
+use crate::services::CONSUMERS;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -32,23 +33,6 @@ const DURATION_BUCKETS: [f64; 13] = [
 const LAG_BUCKETS: [f64; 12] = [
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
-
-/// The consumers, each with the role that runs it.
-const CONSUMERS: [(Role, &str); 3] = [
-    (Role::Donation, "donation-status"),
-    (Role::Totals, "totals"),
-    (Role::Notification, "notifications"),
-];
-
-/// The consumers this process runs: only they report their lag and dead letters, so a sum over
-/// a split deployment's processes counts each queue once.
-pub fn consumers_of(server: &ServerSettings) -> Vec<&'static str> {
-    CONSUMERS
-        .iter()
-        .filter(|(role, _)| server.runs(*role))
-        .map(|(_, name)| *name)
-        .collect()
-}
 
 /// The process's recorder, once [`register`] installed it; `None` before, or if another
 /// recorder was installed first (an embedding program's own).
@@ -126,9 +110,11 @@ pub fn register(server: &ServerSettings, gateway: &'static str) {
     // A histogram registered before its first sample is rendered with a zero count.
     let _ = histogram!("donation_creation_duration_seconds");
     let _ = histogram!("payment_processing_duration_seconds");
-    for consumer in consumers_of(server) {
-        let _ = histogram!("consumer_lag", "consumer" => consumer);
-        gauge!("dead_letters", "consumer" => consumer).set(0.0);
+    // Only the consumers this process runs report their lag and dead letters, so a sum over a
+    // split deployment's processes counts each queue once.
+    for consumer in CONSUMERS.iter().filter(|c| server.runs(c.role)) {
+        let _ = histogram!("consumer_lag", "consumer" => consumer.name);
+        gauge!("dead_letters", "consumer" => consumer.name).set(0.0);
     }
     if server.runs(Role::Totals) {
         // No lookups yet: not a number, rather than a ratio of 0 that would drag averages down.

@@ -171,11 +171,6 @@ pub async fn proxy(State(gateway): State<Arc<Gateway>>, request: Request) -> Res
 }
 
 async fn forward(gateway: &Gateway, request: Request) -> Response {
-    let path_and_query = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
     let Some(service) = Gateway::service_of(request.uri().path()) else {
         return ApiError::NotFound("no such endpoint".into()).into_response();
     };
@@ -183,57 +178,20 @@ async fn forward(gateway: &Gateway, request: Request) -> Response {
         return ApiError::Unavailable(format!("no upstream is configured for {service}"))
             .into_response();
     };
-    let client_ip = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
-    let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(b) => b,
-        Err(_) => return ApiError::PayloadTooLarge.into_response(),
+    let outgoing = match Outgoing::read(request).await {
+        Ok(outgoing) => outgoing,
+        Err(refused) => return refused,
     };
-    let repeatable = safe_to_repeat(&parts.method, &parts.headers);
-    // The upstream's request span becomes a child of this one.
-    let traceparent = crate::telemetry::current_traceparent();
+    let repeatable = safe_to_repeat(&outgoing.parts.method, &outgoing.parts.headers);
     let threshold = gateway.settings.failure_threshold;
     let open_for = Duration::from_secs(gateway.settings.open_seconds);
-    let start = next.fetch_add(1, Ordering::Relaxed);
     let mut tries = 0;
     let mut last_error = String::from("every upstream is down or its circuit breaker is open");
-    // Upstreams that look available first, in round-robin order, then the rest: a health verdict
-    // can be up to one check old, and a gateway that believes everything is down still tries
-    // rather than refusing outright (as nginx does).
-    let n = upstreams.len();
-    let rotated = (0..n).map(|i| &upstreams[(start + i) % n]);
-    let order: Vec<&Arc<Upstream>> = rotated
-        .clone()
-        .filter(|u| u.available())
-        .chain(rotated.filter(|u| !u.available()))
-        .collect();
-    for upstream in order {
+    for upstream in rotation(upstreams, next) {
         if tries > gateway.settings.retries {
             break;
         }
-        let mut outgoing = gateway
-            .client
-            .request(
-                parts.method.clone(),
-                format!("{}{path_and_query}", upstream.base),
-            )
-            .body(body.clone());
-        for (name, value) in &parts.headers {
-            let replaced = traceparent.is_some() && name == "traceparent";
-            if !(HOP_BY_HOP.contains(name) || replaced) {
-                outgoing = outgoing.header(name, value);
-            }
-        }
-        if let Some(traceparent) = &traceparent {
-            outgoing = outgoing.header("traceparent", traceparent);
-        }
-        if let Some(ip) = &client_ip {
-            outgoing = outgoing.header("x-forwarded-for", ip);
-        }
-        match outgoing.send().await {
+        match outgoing.to(&gateway.client, upstream).send().await {
             Ok(response) if response.status().is_server_error() && repeatable => {
                 tries += 1;
                 upstream.failed(threshold, open_for);
@@ -270,6 +228,81 @@ async fn forward(gateway: &Gateway, request: Request) -> Response {
         }
     }
     ApiError::Unavailable(format!("{service}: {last_error}")).into_response()
+}
+
+/// The order to try a service's upstreams in: those that look available first, in round-robin
+/// order, then the rest. A health verdict can be up to one check old, and a gateway that believes
+/// everything is down still tries rather than refusing outright (as nginx does).
+fn rotation<'a>(upstreams: &'a [Arc<Upstream>], next: &AtomicUsize) -> Vec<&'a Arc<Upstream>> {
+    let start = next.fetch_add(1, Ordering::Relaxed);
+    let n = upstreams.len();
+    let rotated = (0..n).map(|i| &upstreams[(start + i) % n]);
+    rotated
+        .clone()
+        .filter(|u| u.available())
+        .chain(rotated.filter(|u| !u.available()))
+        .collect()
+}
+
+/// A request read once, to be sent to as many upstreams as it takes.
+struct Outgoing {
+    parts: axum::http::request::Parts,
+    path_and_query: String,
+    body: axum::body::Bytes,
+    client_ip: Option<String>,
+    /// This process's request span, so the upstream's span becomes its child.
+    traceparent: Option<String>,
+}
+
+impl Outgoing {
+    /// Reads the whole body, since a retry must send it again; one over the body limit is
+    /// refused here.
+    async fn read(request: Request) -> Result<Outgoing, Response> {
+        let path_and_query = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let client_ip = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        let (parts, body) = request.into_parts();
+        let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
+            return Err(ApiError::PayloadTooLarge.into_response());
+        };
+        Ok(Outgoing {
+            parts,
+            path_and_query,
+            body,
+            client_ip,
+            traceparent: crate::telemetry::current_traceparent(),
+        })
+    }
+
+    /// The request for `upstream`: the caller's headers but the hop-by-hop ones, this process's
+    /// trace context in place of the caller's, and the caller's address in `X-Forwarded-For`.
+    fn to(&self, client: &reqwest::Client, upstream: &Upstream) -> reqwest::RequestBuilder {
+        let mut outgoing = client
+            .request(
+                self.parts.method.clone(),
+                format!("{}{}", upstream.base, self.path_and_query),
+            )
+            .body(self.body.clone());
+        for (name, value) in &self.parts.headers {
+            let replaced = self.traceparent.is_some() && name == "traceparent";
+            if !(HOP_BY_HOP.contains(name) || replaced) {
+                outgoing = outgoing.header(name, value);
+            }
+        }
+        if let Some(traceparent) = &self.traceparent {
+            outgoing = outgoing.header("traceparent", traceparent);
+        }
+        if let Some(ip) = &self.client_ip {
+            outgoing = outgoing.header("x-forwarded-for", ip);
+        }
+        outgoing
+    }
 }
 
 async fn relay_response(response: reqwest::Response) -> Response {

@@ -2,8 +2,8 @@
 //! webhook deliveries (and replaying one), and counts for dashboards. All need the operator key.
 //!
 //! Dead letters live in two places: outbox rows the relay set aside after too many failed
-//! deliveries (`outbox:<row id>`), and, with RabbitMQ, messages a consumer gave up on
-//! (`<consumer>:<event id>`, in that consumer's dead-letter queue).
+//! deliveries (`outbox:<row id>`), and, when the bus keeps dead letters (RabbitMQ does), messages
+//! a consumer gave up on (`<consumer>:<event id>`, in that consumer's dead-letter queue).
 
 use std::collections::HashMap;
 
@@ -17,7 +17,6 @@ use utoipa_axum::routes;
 use super::auth::Operator;
 use super::error::{ApiError, ErrorBody, json_response};
 use super::{AppState, PageParams};
-use crate::messaging::rabbit;
 use crate::services::payments::webhooks;
 
 /// The admin routes.
@@ -200,11 +199,11 @@ async fn list(State(state): State<AppState>, _operator: Operator) -> Result<Resp
         })
         .collect();
     let mut broker = Vec::new();
-    if !state.settings.amqp.url.0.is_empty() {
-        let names: Vec<&str> = state.consumers.to_vec();
-        broker = rabbit::dead_letters(&state.settings.amqp, &names, 100)
+    if let Some(dead_letters) = state.bus.dead_letters() {
+        broker = dead_letters
+            .list(&state.consumers, 100)
             .await
-            .map_err(|e| ApiError::Unavailable(format!("RabbitMQ: {e}")))?
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?
             .into_iter()
             .map(|d| serde_json::to_value(d).unwrap_or_default())
             .collect();
@@ -249,12 +248,14 @@ async fn replay(
         state.outbox_written();
         revived
     } else {
-        if state.settings.amqp.url.0.is_empty() || !state.consumers.contains(&source) {
+        let known = state.consumers.contains(&source);
+        let Some(dead_letters) = state.bus.dead_letters().filter(|_| known) else {
             return Err(ApiError::NotFound(format!("no dead letter {id}")));
-        }
-        rabbit::replay(&state.settings.amqp, source, rest)
+        };
+        dead_letters
+            .replay(source, rest)
             .await
-            .map_err(|e| ApiError::Unavailable(format!("RabbitMQ: {e}")))?
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?
     };
     if !replayed {
         return Err(ApiError::NotFound(format!("no dead letter {id}")));

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::event::EventEnvelope;
+use crate::messaging::dead_letters::DeadLetters;
 
 /// A failed publish; the relay retries it later.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,9 @@ pub trait EventBus: Send + Sync + 'static {
     async fn check(&self) -> Result<(), BusError> {
         Ok(())
     }
+
+    /// The dead letters this bus keeps, if it keeps any.
+    fn dead_letters(&self) -> Option<&dyn DeadLetters>;
 }
 
 /// One event handed to an in-process subscriber, to be acknowledged after processing.
@@ -104,6 +108,12 @@ impl InProcessBus {
 impl EventBus for InProcessBus {
     fn name(&self) -> &'static str {
         "in-process"
+    }
+
+    /// None: an event a subscriber keeps failing is never acknowledged, so it stays in the
+    /// outbox, where the relay sets it aside after `outbox.max_attempts`.
+    fn dead_letters(&self) -> Option<&dyn DeadLetters> {
+        None
     }
 
     async fn publish(&self, event: &EventEnvelope) -> Result<(), BusError> {
