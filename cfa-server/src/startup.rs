@@ -245,9 +245,15 @@ impl Application {
             mail_wake: mail_wake.clone(),
         };
         let consumers = consumers(&settings, &bus, &deps);
-        let limits = crate::gateway::limits::RateLimits::new(&settings.gateway.rate_limit);
-        let gateway = (settings.server.runs(Role::Gateway) && !settings.server.all_in_one())
-            .then(|| crate::gateway::Gateway::new(&settings.gateway));
+        let limits = crate::gateway::limits::RateLimits::new(
+            &settings.gateway.rate_limit,
+            &settings.auth.api_keys,
+            settings.gateway.trusted_networks()?,
+        );
+        let gateway =
+            (settings.server.runs(Role::Gateway) && !settings.server.all_in_one()).then(|| {
+                crate::gateway::Gateway::new(&settings.gateway, settings.server.body_limit_bytes)
+            });
         let consumer_names: Vec<&'static str> = CONSUMERS.iter().map(|c| c.name).collect();
         let state = AppState {
             store,

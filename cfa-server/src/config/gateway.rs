@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::ConfigError;
 
@@ -30,6 +33,11 @@ pub struct GatewaySettings {
     pub open_seconds: u64,
     /// Further upstreams tried when one fails (only for requests that are safe to repeat).
     pub retries: u32,
+    /// Proxies (CIDRs, e.g. `10.0.0.0/8` or `127.0.0.1/32`) whose `X-Forwarded-For` is
+    /// believed: behind them, the client is the nearest address they forwarded for. Any other
+    /// peer is the client itself, whatever it claims. Empty by default.
+    #[serde(deserialize_with = "strings_from_list_or_csv")]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for GatewaySettings {
@@ -42,11 +50,28 @@ impl Default for GatewaySettings {
             failure_threshold: 3,
             open_seconds: 10,
             retries: 1,
+            trusted_proxies: Vec::new(),
         }
     }
 }
 
 impl GatewaySettings {
+    /// The trusted proxies, parsed; an entry that is not a CIDR or an address is named.
+    pub fn trusted_networks(&self) -> Result<Vec<IpNet>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .map(|raw| {
+                raw.parse::<IpNet>()
+                    .or_else(|_| raw.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        ConfigError(format!(
+                            "gateway.trusted_proxies: {raw:?} is not a CIDR such as 10.0.0.0/8"
+                        ))
+                    })
+            })
+            .collect()
+    }
+
     /// Checks the upstreams: at least one service, each a known one with one or more http(s)
     /// base URLs. Only a gateway in its own process routes over the network, so
     /// [`super::Settings::validate`] calls this for that case alone.
@@ -76,6 +101,14 @@ impl GatewaySettings {
         }
         Ok(())
     }
+}
+
+/// Accepts a list of strings, or one comma-separated string (as environment variables give it).
+fn strings_from_list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(super::secret::secrets_from_list_or_csv(d)?
+        .iter()
+        .map(|s| s.expose().to_string())
+        .collect())
 }
 
 /// `[gateway.rate_limit]`: token buckets per client IP and per API key.
@@ -108,6 +141,26 @@ mod tests {
     use super::super::tests::load;
     use super::super::{Overrides, Role};
     use super::*;
+
+    #[test]
+    fn trusted_proxies_are_cidrs_or_addresses_and_a_bad_one_is_named() {
+        let s = load(
+            "",
+            &[("CFA_GATEWAY__TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")],
+            Overrides::default(),
+        )
+        .expect("loads");
+        let nets = s.gateway.trusted_networks().expect("parses");
+        assert_eq!(nets.len(), 2);
+        assert!(nets[1].contains(&"127.0.0.1".parse::<IpAddr>().expect("ip")));
+        let err = load(
+            "[gateway]\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
+            &[],
+            Overrides::default(),
+        )
+        .expect_err("refused");
+        assert!(err.to_string().contains("gateway.trusted_proxies"), "{err}");
+    }
 
     #[test]
     fn gateway_upstreams_come_from_the_environment_and_are_checked() {

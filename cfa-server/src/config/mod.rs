@@ -169,6 +169,7 @@ impl Settings {
         self.idempotency.validate()?;
         self.payments.validate()?;
         self.log.validate()?;
+        self.gateway.trusted_networks()?;
 
         if self.auth.api_keys.is_empty()
             && !self.auth.allow_open

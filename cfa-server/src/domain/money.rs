@@ -156,10 +156,9 @@ fn parse_exact(text: &str) -> Option<Decimal> {
         let scale = value.scale().checked_add(exponent.unsigned_abs())?;
         value.set_scale(scale).ok()?;
     } else if exponent > 0 {
-        value = value.checked_mul(Decimal::from_i128_with_scale(
-            10_i128.checked_pow(exponent as u32)?,
-            0,
-        ))?;
+        // 10^29 and beyond do not fit a Decimal: `from_i128_with_scale` would panic.
+        let power = Decimal::try_from_i128_with_scale(10_i128.checked_pow(exponent as u32)?, 0);
+        value = value.checked_mul(power.ok()?)?;
     }
     Some(value)
 }
@@ -188,6 +187,18 @@ serde_as_str!(Currency, |c: &Currency| c.code());
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_exponents_are_refused_not_panicked_on() {
+        for text in ["1e29", "1e30", "5e48", "1e49", "1e38", "9.9e45", "1e-40"] {
+            assert!(
+                Currency::USD
+                    .parse_amount(text, MAX_DONATION_MAJOR)
+                    .is_err(),
+                "{text}"
+            );
+        }
+    }
 
     fn usd(text: &str) -> Result<i64, String> {
         Currency::USD.parse_amount(text, MAX_DONATION_MAJOR)

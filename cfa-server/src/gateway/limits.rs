@@ -1,9 +1,10 @@
 //! Rate limits per client IP and per API key (token buckets, GCRA via the governor crate),
 //! applied by the all-in-one process itself, without a gateway hop (SPEC §5).
 //!
-//! A request carrying `Authorization: Bearer <key>` is counted against its key (operators and
-//! integrations behind one address get their own budget); any other request against its client
-//! IP. Health and readiness are never limited. A refused request gets `429` with `Retry-After`.
+//! A request carrying a configured operator key (`Authorization: Bearer <key>`, verified) is
+//! counted against its key (operators and integrations behind one address get their own
+//! budget); any other request, an unknown token included, against its client IP, read through
+//! the trusted proxies ([`super::client`]). Health and readiness are never limited. A refused request gets `429` with `Retry-After`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -15,21 +16,29 @@ use axum::middleware::Next;
 use axum::response::Response;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use sha2::{Digest, Sha256};
+use ipnet::IpNet;
 
-use crate::config::RateLimitSettings;
+use super::client::{KnownKeys, client_ip};
+use crate::config::{RateLimitSettings, Secret};
 use crate::http::error::json_response;
 
-/// The two sets of buckets.
+/// The two sets of buckets, and how a request is told to belong to one.
 pub struct RateLimits {
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
     per_key: DefaultKeyedRateLimiter<String>,
     clock: DefaultClock,
+    keys: KnownKeys,
+    trusted: Vec<IpNet>,
 }
 
 impl RateLimits {
-    /// Limits from the settings, or `None` when they are off.
-    pub fn new(settings: &RateLimitSettings) -> Option<Arc<RateLimits>> {
+    /// Limits from the settings, or `None` when they are off. Only `keys` get buckets of their
+    /// own; the client address is read through `trusted` proxies.
+    pub fn new(
+        settings: &RateLimitSettings,
+        keys: &[Secret],
+        trusted: Vec<IpNet>,
+    ) -> Option<Arc<RateLimits>> {
         if !settings.enabled {
             return None;
         }
@@ -41,6 +50,8 @@ impl RateLimits {
             per_ip: RateLimiter::keyed(quota(settings.per_ip_per_minute)),
             per_key: RateLimiter::keyed(quota(settings.per_key_per_minute)),
             clock: DefaultClock::default(),
+            keys: KnownKeys::new(keys),
+            trusted,
         }))
     }
 
@@ -61,17 +72,13 @@ pub async fn limit(
     if path == "/health" || path == "/ready" || path.ends_with("/health") {
         return next.run(request).await;
     }
-    let key = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, key)| hex::encode(&Sha256::digest(key.trim().as_bytes())[..8]));
-    let verdict = match key {
+    let verdict = match limits.keys.verified(request.headers()) {
         Some(key) => limits.per_key.check_key(&key),
         None => match request.extensions().get::<ConnectInfo<SocketAddr>>() {
-            Some(ConnectInfo(addr)) => limits.per_ip.check_key(&addr.ip()),
+            Some(ConnectInfo(addr)) => {
+                let client = client_ip(addr.ip(), request.headers(), &limits.trusted);
+                limits.per_ip.check_key(&client)
+            }
             None => Ok(()),
         },
     };

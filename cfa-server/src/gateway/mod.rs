@@ -17,20 +17,22 @@
 //! `Idempotency-Key`). The request id and the W3C trace context are forwarded; rate limits, body
 //! limit and timeouts are the ones every process applies.
 
+pub mod client;
 pub mod limits;
+mod outgoing;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewaySettings;
 use crate::http::error::ApiError;
+use outgoing::{Outgoing, relay_response};
 
 /// One upstream replica.
 pub struct Upstream {
@@ -66,11 +68,13 @@ pub struct Gateway {
     services: Vec<(String, Vec<Arc<Upstream>>, AtomicUsize)>,
     client: reqwest::Client,
     settings: GatewaySettings,
+    body_limit: usize,
 }
 
 impl Gateway {
-    /// A gateway over the configured upstreams (all assumed healthy until checked).
-    pub fn new(settings: &GatewaySettings) -> Arc<Gateway> {
+    /// A gateway over the configured upstreams (all assumed healthy until checked), refusing
+    /// bodies over `body_limit` bytes itself.
+    pub fn new(settings: &GatewaySettings, body_limit: usize) -> Arc<Gateway> {
         let services = settings
             .upstreams
             .iter()
@@ -97,6 +101,7 @@ impl Gateway {
                 .build()
                 .unwrap_or_default(),
             settings: settings.clone(),
+            body_limit,
         })
     }
 
@@ -141,13 +146,6 @@ impl Gateway {
     }
 }
 
-const HOP_BY_HOP: [HeaderName; 4] = [
-    header::CONNECTION,
-    header::HOST,
-    header::TRANSFER_ENCODING,
-    header::CONTENT_LENGTH,
-];
-
 fn safe_to_repeat(method: &Method, headers: &HeaderMap) -> bool {
     matches!(
         *method,
@@ -162,7 +160,9 @@ pub struct Forwarded(pub &'static str);
 
 /// Forwards one request to its service.
 pub async fn proxy(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
-    let service = Gateway::service_of(request.uri().path());
+    let service = outgoing::normalise(request.uri().path())
+        .as_deref()
+        .and_then(Gateway::service_of);
     let mut response = forward(&gateway, request).await;
     if let Some(service) = service {
         response.extensions_mut().insert(Forwarded(service));
@@ -171,14 +171,17 @@ pub async fn proxy(State(gateway): State<Arc<Gateway>>, request: Request) -> Res
 }
 
 async fn forward(gateway: &Gateway, request: Request) -> Response {
-    let Some(service) = Gateway::service_of(request.uri().path()) else {
+    let Some(path) = outgoing::normalise(request.uri().path()) else {
+        return ApiError::NotFound("no such endpoint".into()).into_response();
+    };
+    let Some(service) = Gateway::service_of(&path) else {
         return ApiError::NotFound("no such endpoint".into()).into_response();
     };
     let Some((_, upstreams, next)) = gateway.services.iter().find(|(s, _, _)| s == service) else {
         return ApiError::Unavailable(format!("no upstream is configured for {service}"))
             .into_response();
     };
-    let outgoing = match Outgoing::read(request).await {
+    let outgoing = match Outgoing::read(request, &path, gateway.body_limit).await {
         Ok(outgoing) => outgoing,
         Err(refused) => return refused,
     };
@@ -242,85 +245,4 @@ fn rotation<'a>(upstreams: &'a [Arc<Upstream>], next: &AtomicUsize) -> Vec<&'a A
         .filter(|u| u.available())
         .chain(rotated.filter(|u| !u.available()))
         .collect()
-}
-
-/// A request read once, to be sent to as many upstreams as it takes.
-struct Outgoing {
-    parts: axum::http::request::Parts,
-    path_and_query: String,
-    body: axum::body::Bytes,
-    client_ip: Option<String>,
-    /// This process's request span, so the upstream's span becomes its child.
-    traceparent: Option<String>,
-}
-
-impl Outgoing {
-    /// Reads the whole body, since a retry must send it again; one over the body limit is
-    /// refused here.
-    async fn read(request: Request) -> Result<Outgoing, Response> {
-        let path_and_query = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        let client_ip = request
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
-        let (parts, body) = request.into_parts();
-        let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
-            return Err(ApiError::PayloadTooLarge.into_response());
-        };
-        Ok(Outgoing {
-            parts,
-            path_and_query,
-            body,
-            client_ip,
-            traceparent: crate::telemetry::current_traceparent(),
-        })
-    }
-
-    /// The request for `upstream`: the caller's headers but the hop-by-hop ones, this process's
-    /// trace context in place of the caller's, and the caller's address in `X-Forwarded-For`.
-    fn to(&self, client: &reqwest::Client, upstream: &Upstream) -> reqwest::RequestBuilder {
-        let mut outgoing = client
-            .request(
-                self.parts.method.clone(),
-                format!("{}{}", upstream.base, self.path_and_query),
-            )
-            .body(self.body.clone());
-        for (name, value) in &self.parts.headers {
-            let replaced = self.traceparent.is_some() && name == "traceparent";
-            if !(HOP_BY_HOP.contains(name) || replaced) {
-                outgoing = outgoing.header(name, value);
-            }
-        }
-        if let Some(traceparent) = &self.traceparent {
-            outgoing = outgoing.header("traceparent", traceparent);
-        }
-        if let Some(ip) = &self.client_ip {
-            outgoing = outgoing.header("x-forwarded-for", ip);
-        }
-        outgoing
-    }
-}
-
-async fn relay_response(response: reqwest::Response) -> Response {
-    let status =
-        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let headers = response.headers().clone();
-    match response.bytes().await {
-        Ok(bytes) => {
-            let mut out = Response::new(Body::from(bytes));
-            *out.status_mut() = status;
-            for (name, value) in &headers {
-                if !HOP_BY_HOP.contains(name) {
-                    out.headers_mut().insert(name.clone(), value.clone());
-                }
-            }
-            out
-        }
-        Err(e) => ApiError::Unavailable(format!("reading the upstream's answer failed: {e}"))
-            .into_response(),
-    }
 }

@@ -12,6 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::auth::Operator;
 use super::error::{ApiError, ApiJson, ErrorBody, json_response};
 use super::{
     AppState, IdempotencyKeyHeader, PageParams, amount_json, begin_idempotent, commit_response,
@@ -128,7 +129,7 @@ impl From<CampaignError> for ApiError {
     }
 }
 
-/// Creates a campaign with a server-chosen id.
+/// Creates a campaign with a server-chosen id (operator).
 #[utoipa::path(
     post,
     path = "/api/v1/campaigns",
@@ -136,7 +137,9 @@ impl From<CampaignError> for ApiError {
     operation_id = "create_campaign",
     params(IdempotencyKeyHeader),
     request_body = CampaignRequest,
+    security(("operator_key" = [])),
     responses(
+        (status = 401, description = "No valid operator key", body = ErrorBody),
         (status = 201, description = "The new campaign", body = CampaignBody),
         (status = 400, description = "The body is not a JSON object", body = ErrorBody),
         (status = 409, description = "A request with this `Idempotency-Key` is still in flight", body = ErrorBody),
@@ -145,6 +148,7 @@ impl From<CampaignError> for ApiError {
 )]
 async fn create(
     State(state): State<AppState>,
+    _operator: Operator,
     headers: HeaderMap,
     body: ApiJson<CampaignRequest>,
 ) -> Result<Response, ApiError> {
@@ -164,7 +168,7 @@ async fn create(
     Ok(response)
 }
 
-/// Creates the campaign with this client-chosen id, or updates it.
+/// Creates the campaign with this client-chosen id, or updates it (operator).
 ///
 /// Idempotent: sending the same body again changes nothing and publishes no event. The
 /// currency cannot change once the campaign exists.
@@ -175,7 +179,9 @@ async fn create(
     operation_id = "put_campaign",
     params(("id" = Uuid, Path, description = "The campaign id, chosen by the client")),
     request_body = CampaignRequest,
+    security(("operator_key" = [])),
     responses(
+        (status = 401, description = "No valid operator key", body = ErrorBody),
         (status = 200, description = "The campaign was updated, or already so", body = CampaignBody),
         (status = 201, description = "The campaign was created", body = CampaignBody),
         (status = 400, description = "The body is not a JSON object", body = ErrorBody),
@@ -185,6 +191,7 @@ async fn create(
 )]
 async fn put(
     State(state): State<AppState>,
+    _operator: Operator,
     Path(id): Path<String>,
     body: ApiJson<CampaignRequest>,
 ) -> Result<Response, ApiError> {

@@ -7,6 +7,7 @@ use crate::tests;
 
 tests![
     the_gateway_routes_to_replicas_and_fails_over_when_one_stops,
+    the_gateway_limits_bodies_resolves_dot_segments_and_names_each_client,
     a_replica_the_last_health_check_missed_still_takes_requests_when_the_other_dies
 ];
 
@@ -130,4 +131,85 @@ async fn a_replica_the_last_health_check_missed_still_takes_requests_when_the_ot
         .get(&format!("/api/v1/donations/history?campaign_id={campaign}"))
         .await;
     assert_eq!(history.json.as_array().map(Vec::len), Some(4));
+}
+
+/// Sends `GET path` as written (no client-side normalisation) and returns the status code.
+async fn raw_get(address: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let host = address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("read");
+    let head = String::from_utf8_lossy(&answer);
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status line")
+}
+
+async fn the_gateway_limits_bodies_resolves_dot_segments_and_names_each_client(ctx: TestContext) {
+    use cfa_server::config::Role;
+    let upstream = ctx
+        .spawn_app_with(|s| {
+            s.server.roles = vec![Role::Donation];
+            s.gateway.rate_limit.enabled = true;
+            s.gateway.rate_limit.per_ip_per_minute = 6;
+            s.gateway.rate_limit.burst = 2;
+            s.gateway.trusted_proxies = vec!["127.0.0.1/32".into()];
+        })
+        .await;
+    let upstreams = vec![upstream.address.clone()];
+    let gateway = ctx
+        .spawn_app_with(|s| {
+            s.server.roles = vec![Role::Gateway];
+            s.gateway.upstreams.insert("donations".into(), upstreams);
+            s.gateway.rate_limit.enabled = false;
+            s.gateway.trusted_proxies = vec!["127.0.0.1/32".into()];
+        })
+        .await;
+    let campaign = gateway.create_campaign("Front door", 100.0).await;
+    // A body over the limit is refused by the gateway itself, not turned into a 503.
+    let big = json!({"campaign_id": campaign, "donor_email": "a@example.org", "amount": 5, "note": "x".repeat(1024 * 1024)});
+    let refused = gateway.post("/api/v1/donations", &big).await;
+    assert_eq!(refused.status, 413, "{:?}", refused.json);
+    assert_eq!(refused.code(), "payload_too_large");
+    // Dot segments are resolved before routing; climbing above the root is refused.
+    let dotted = format!("/api/v1/totals/../campaigns/{campaign}");
+    assert_eq!(raw_get(&gateway.address, &dotted).await, 200);
+    assert_eq!(
+        raw_get(&gateway.address, "/api/v1/%2e%2e/%2E%2E/etc").await,
+        404
+    );
+    // The upstream limits each client the gateway forwards for, not the gateway.
+    let path = format!("/api/v1/campaigns/{campaign}");
+    let mut first = Vec::new();
+    for _ in 0..4 {
+        let reply = gateway
+            .send(
+                reqwest::Method::GET,
+                &path,
+                None,
+                &[("x-forwarded-for", "198.51.100.1")],
+            )
+            .await;
+        first.push(reply.status);
+    }
+    assert!(
+        first.contains(&429),
+        "one client over its budget: {first:?}"
+    );
+    let other = gateway
+        .send(
+            reqwest::Method::GET,
+            &path,
+            None,
+            &[("x-forwarded-for", "198.51.100.2")],
+        )
+        .await;
+    assert_eq!(
+        other.status, 200,
+        "another client is not limited by the first"
+    );
 }

@@ -245,6 +245,13 @@ impl TestContext {
             .first()
             .map(|s| s.expose().to_string())
             .unwrap_or_default();
+        let operator_key = app
+            .state()
+            .settings
+            .auth
+            .api_keys
+            .first()
+            .map(|k| k.expose().to_string());
         let relay = app.relay();
         let bus = app.bus();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -260,6 +267,7 @@ impl TestContext {
             store,
             state,
             secret,
+            operator_key,
             relay,
             bus,
             stop: Some(stop),
@@ -280,6 +288,8 @@ pub struct TestApp {
     pub state: cfa_server::http::AppState,
     /// The first webhook secret the server accepts.
     pub secret: String,
+    /// The first operator key, when keys are configured (operator requests send it).
+    pub operator_key: Option<String>,
     /// A relay on the server's store and bus, driven by hand.
     pub relay: Relay,
     /// The server's in-process bus.
@@ -378,13 +388,31 @@ impl TestApp {
             .await
     }
 
-    /// Creates an active USD campaign and returns its id.
+    /// The `Authorization` header of an operator, when keys are configured.
+    pub fn operator(&self) -> Vec<(&'static str, String)> {
+        self.operator_key
+            .iter()
+            .map(|k| ("authorization", format!("Bearer {k}")))
+            .collect()
+    }
+
+    /// Sends a JSON request as an operator (with the first key, when keys are configured).
+    pub async fn send_as_operator(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Reply {
+        let auth = self.operator();
+        let headers: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.send(method, path, body, &headers).await
+    }
+
+    /// Creates an active USD campaign (as an operator) and returns its id.
     pub async fn create_campaign(&self, title: &str, goal: f64) -> String {
+        let body = json!({"title": title, "goal_amount": goal});
         let reply = self
-            .post(
-                "/api/v1/campaigns",
-                &json!({"title": title, "goal_amount": goal}),
-            )
+            .send_as_operator(reqwest::Method::POST, "/api/v1/campaigns", Some(&body))
             .await;
         assert_eq!(reply.status, 201, "campaign creation: {:?}", reply.json);
         reply.json["id"].as_str().expect("id").to_string()

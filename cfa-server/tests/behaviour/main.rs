@@ -20,6 +20,7 @@ mod outbox;
 mod payments;
 mod rabbit;
 mod redis;
+mod security;
 mod smtp;
 mod split;
 mod totals;
@@ -100,6 +101,7 @@ fn main() {
         ("notifications", notifications::all()),
         ("rabbit", rabbit::all()),
         ("redis", redis::all()),
+        ("security", security::all()),
         ("split", split::all()),
     ];
     let mut trials = Vec::new();

@@ -646,17 +646,28 @@ async fn every_webhook_outcome_is_replayed_byte_for_byte(ctx: TestContext) {
         app.webhook(&same_id, &[]).await.json["new_status"],
         "AUTHORIZED"
     );
-    // X-Idempotency-Key takes precedence over the event id.
+    // The signed event id decides, not X-Idempotency-Key (which the signature does not cover).
     let keyed = event(&pi, "CAPTURED", "2026-01-01T12:00:00Z", Some("evt-c"));
     let first = app
         .webhook(&keyed, &[("x-idempotency-key", "delivery-1")])
         .await;
     assert_eq!(first.json["new_status"], "CAPTURED");
-    let other = event(&pi, "REFUNDED", "2026-01-01T13:00:00Z", Some("evt-d"));
-    let replay = app
+    let again = app
+        .webhook(&keyed, &[("x-idempotency-key", "delivery-2")])
+        .await;
+    assert_eq!(
+        again.bytes, first.bytes,
+        "the same event id is the same event"
+    );
+    let other = event(&pi, "FAILED", "2026-01-01T13:00:00Z", Some("evt-d"));
+    let not_a_replay = app
         .webhook(&other, &[("x-idempotency-key", "delivery-1")])
         .await;
-    assert_eq!(replay.bytes, first.bytes);
+    assert_eq!(
+        not_a_replay.json["reason"], "invalid_transition",
+        "another event id is another event, whatever the header says: {:?}",
+        not_a_replay.json
+    );
     assert_eq!(payment(&app, &pi).await["version"], 3);
 }
 

@@ -2,12 +2,15 @@
 //! HMAC-SHA256(secret, "<t>.<raw body>").
 //!
 //! Several `v1` values may be sent and several secrets configured, so a provider and the
-//! platform can rotate secrets without a window of rejected webhooks. Comparison is constant
-//! time (the `hmac` crate's `verify_slice`), and a timestamp outside the tolerance is refused so a
-//! captured request cannot be replayed later.
+//! platform can rotate secrets without a window of rejected webhooks, but at most
+//! [`MAX_SIGNATURES`] in a header of at most [`MAX_HEADER_LEN`] bytes, and the body's MAC is
+//! computed once per configured secret: a forged header cannot cost more than a real one.
+//! Comparison is constant time, and a timestamp outside the tolerance is refused so a captured
+//! request cannot be replayed later.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 use crate::config::Secret;
 
@@ -25,6 +28,12 @@ pub enum SignatureError {
     /// The header is not `t=…,v1=…`.
     #[error("malformed CFA-Signature header (expected t=<unix>,v1=<hex>)")]
     Malformed,
+    /// The header is longer than [`MAX_HEADER_LEN`].
+    #[error("CFA-Signature header is longer than {MAX_HEADER_LEN} bytes")]
+    TooLong,
+    /// The header carries more than [`MAX_SIGNATURES`] signatures.
+    #[error("CFA-Signature header carries more than {MAX_SIGNATURES} v1 signatures")]
+    TooMany,
     /// The timestamp is too old or too far in the future.
     #[error("signature timestamp is outside the {0}-second tolerance")]
     Stale(i64),
@@ -57,7 +66,18 @@ pub fn header_value(secrets: &[&str], timestamp: i64, body: &[u8]) -> String {
     value
 }
 
+/// The longest `CFA-Signature` header read: a timestamp and [`MAX_SIGNATURES`] signatures fit
+/// with room to spare. A longer one is refused before any MAC is computed.
+pub const MAX_HEADER_LEN: usize = 1024;
+
+/// The most `v1` signatures one header may carry (a rotation needs two or three).
+pub const MAX_SIGNATURES: usize = 8;
+
 /// Checks a header against the configured secrets at time `now` (Unix seconds).
+///
+/// The MAC of the body is computed once per configured secret, whatever the header holds, and
+/// each candidate is compared with each MAC in constant time: a request cannot make the server
+/// hash its body more times than there are secrets.
 pub fn verify(
     header: Option<&str>,
     body: &[u8],
@@ -66,6 +86,35 @@ pub fn verify(
     tolerance_seconds: i64,
 ) -> Result<(), SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
+    if header.len() > MAX_HEADER_LEN {
+        return Err(SignatureError::TooLong);
+    }
+    let (timestamp, candidates) = parse(header)?;
+    if now.abs_diff(timestamp) > tolerance_seconds.unsigned_abs() {
+        return Err(SignatureError::Stale(tolerance_seconds));
+    }
+    let expected: Vec<_> = secrets
+        .iter()
+        .map(|secret| {
+            mac(secret.expose(), timestamp, body)
+                .finalize()
+                .into_bytes()
+        })
+        .collect();
+    let matched = expected.iter().fold(false, |found, mac| {
+        candidates.iter().fold(found, |found, candidate| {
+            found | bool::from(mac.as_slice().ct_eq(candidate.as_slice()))
+        })
+    });
+    if matched {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
+}
+
+/// The timestamp and the `v1` candidates of a header.
+fn parse(header: &str) -> Result<(i64, Vec<Vec<u8>>), SignatureError> {
     let mut timestamp = None;
     let mut candidates = Vec::new();
     for part in header.split(',') {
@@ -74,7 +123,14 @@ pub fn verify(
                 timestamp = Some(t.parse::<i64>().map_err(|_| SignatureError::Malformed)?)
             }
             Some(("v1", sig)) => {
-                candidates.push(hex::decode(sig).map_err(|_| SignatureError::Malformed)?)
+                if candidates.len() == MAX_SIGNATURES {
+                    return Err(SignatureError::TooMany);
+                }
+                let sig = hex::decode(sig).map_err(|_| SignatureError::Malformed)?;
+                if sig.len() != 32 {
+                    return Err(SignatureError::Malformed);
+                }
+                candidates.push(sig);
             }
             Some(_) => {} // other schemes are ignored, as providers add them over time
             None => return Err(SignatureError::Malformed),
@@ -84,21 +140,7 @@ pub fn verify(
     if candidates.is_empty() {
         return Err(SignatureError::Malformed);
     }
-    if now.abs_diff(timestamp) > tolerance_seconds.unsigned_abs() {
-        return Err(SignatureError::Stale(tolerance_seconds));
-    }
-    let matched = secrets.iter().any(|secret| {
-        candidates.iter().any(|candidate| {
-            mac(secret.expose(), timestamp, body)
-                .verify_slice(candidate)
-                .is_ok()
-        })
-    });
-    if matched {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
-    }
+    Ok((timestamp, candidates))
 }
 
 #[cfg(test)]
@@ -144,6 +186,32 @@ mod tests {
         assert_eq!(
             verify(Some(&header), b"x", &secrets(&["new", "old"]), NOW, 300),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn a_header_with_too_many_signatures_or_bytes_is_refused_before_hashing() {
+        let good = header_value(&["s"], NOW, b"x");
+        let mut many = good.clone();
+        for _ in 0..MAX_SIGNATURES {
+            many.push_str(&format!(",v1={}", "0".repeat(64)));
+        }
+        assert_eq!(
+            verify(Some(&many), b"x", &secrets(&["s"]), NOW, 300),
+            Err(SignatureError::TooMany),
+            "the valid first signature does not excuse the rest"
+        );
+        let empties = format!("t={NOW}{}", ",v1=".repeat(90_000));
+        assert_eq!(
+            verify(Some(&empties), b"x", &secrets(&["s"]), NOW, 300),
+            Err(SignatureError::TooLong)
+        );
+        let mut rotation = header_value(&["a", "b", "c"], NOW, b"x");
+        rotation.push_str(&format!(",v1={}", "0".repeat(64)));
+        assert_eq!(
+            verify(Some(&rotation), b"x", &secrets(&["c"]), NOW, 300),
+            Ok(()),
+            "a handful of signatures still verify"
         );
     }
 

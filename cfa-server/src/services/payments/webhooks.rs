@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -126,17 +126,21 @@ pub async fn receive(
     apply(store, dedup_key, delivery.body, None).await
 }
 
-/// `X-Idempotency-Key`, else the event id, else the SHA-256 of the body.
+/// The signed event id, else the SHA-256 of the (signed) body. `X-Idempotency-Key` is not
+/// covered by the signature, so it never decides: one that differs from the event id is ignored,
+/// and a forged header cannot make a new event look like a delivered one.
 fn dedup_key(idempotency_key: Option<&str>, body: &[u8]) -> String {
-    match idempotency_key.map(str::trim) {
-        Some(key) if !key.is_empty() && key.len() <= 255 => format!("key:{key}"),
-        _ => {
-            let parsed: Option<Value> = serde_json::from_slice(body).ok();
-            match parsed.as_ref().and_then(|v| v["id"].as_str()) {
-                Some(id) if !id.is_empty() && id.len() <= 255 => format!("event:{id}"),
-                _ => format!("sha256:{}", hex::encode(Sha256::digest(body))),
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    match parsed.as_ref().and_then(|v| v["id"].as_str()) {
+        Some(id) if !id.is_empty() && id.len() <= 255 => {
+            if let Some(key) = idempotency_key.map(str::trim)
+                && key != id
+            {
+                tracing::warn!(header = %key, event_id = %id, "X-Idempotency-Key differs from the signed event id; the event id decides");
             }
+            format!("event:{id}")
         }
+        _ => format!("sha256:{}", hex::encode(Sha256::digest(body))),
     }
 }
 
@@ -278,7 +282,9 @@ async fn process(tx: &mut dyn Tx, body: &[u8]) -> Result<Processed, StoreError> 
                 format!("no payment has intent {}", event.payment_intent_id),
                 json!({"payment_intent_id": event.payment_intent_id}),
             ),
-            Some(payment) => match with_refund(provider_event, &event, &payment) {
+            Some(payment) => match with_refund(provider_event, &event, &payment)
+                .and_then(|e| same_money(e, &event, &payment))
+            {
                 Err(outcome) => outcome,
                 Ok(provider_event) => {
                     let status = provider_event.status;
@@ -295,6 +301,7 @@ fn read(event: &WebhookEvent, body: &[u8]) -> Result<ProviderEvent, Outcome> {
     let status = PaymentStatus::parse(&event.status)
         .map_err(|m| malformed(format!("status: {m}"), Some("status")))?;
     let at = parse_timestamp(&event.timestamp)
+        .and_then(within_window)
         .map_err(|m| malformed(format!("timestamp: {m}"), Some("timestamp")))?;
     let event_id = event
         .id
@@ -306,6 +313,25 @@ fn read(event: &WebhookEvent, body: &[u8]) -> Result<ProviderEvent, Outcome> {
         at,
         refund: None,
     })
+}
+
+/// How far ahead of our clock an event may be: a provider's clock may run a little fast, but an
+/// event from the future would hold back every later event as out of order.
+const FUTURE_SKEW: TimeDelta = TimeDelta::minutes(5);
+
+/// Refuses event times no provider makes: before 2000, or more than [`FUTURE_SKEW`] ahead.
+fn within_window(at: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let earliest = DateTime::<Utc>::from_timestamp(946_684_800, 0).unwrap_or(DateTime::UNIX_EPOCH);
+    if at < earliest {
+        return Err("is before 2000-01-01".into());
+    }
+    if at > Utc::now() + FUTURE_SKEW {
+        return Err(format!(
+            "is more than {} minutes in the future",
+            FUTURE_SKEW.num_minutes()
+        ));
+    }
+    Ok(at)
 }
 
 /// A `REFUNDED` event's refund id and amount, read in the payment's currency.
@@ -338,6 +364,55 @@ fn with_refund(
     .map_err(|m| malformed(format!("data.amount: {m}"), Some("data.amount")))?;
     provider_event.refund = Some((refund_id, Some(amount)));
     Ok(provider_event)
+}
+
+/// An `AUTHORIZED` or `CAPTURED` event that names an amount or a currency must name the
+/// payment's: a capture of 0.01 JPY does not pay a 10.00 USD intent.
+fn same_money(
+    provider_event: ProviderEvent,
+    event: &WebhookEvent,
+    payment: &Payment,
+) -> Result<ProviderEvent, Outcome> {
+    if !matches!(
+        provider_event.status,
+        PaymentStatus::Authorized | PaymentStatus::Captured
+    ) {
+        return Ok(provider_event);
+    }
+    let data = event.data.clone().unwrap_or(Value::Null);
+    let mismatch = |detail: String, field: &str| {
+        let mut extra = current(payment);
+        extra["field"] = json!(field);
+        rejected(400, "amount_mismatch", "amount_mismatch", detail, extra)
+    };
+    if let Some(currency) = data["currency"].as_str()
+        && !currency.eq_ignore_ascii_case(payment.currency.code())
+    {
+        let detail = format!("the payment is in {}, not {currency}", payment.currency);
+        return Err(mismatch(detail, "data.currency"));
+    }
+    let amount = match (&data["amount_minor"], &data["amount"]) {
+        (Value::Number(n), _) => Some(n.as_i64().ok_or("must be an integer".to_string())),
+        (Value::Null, Value::Number(n)) => Some(
+            payment
+                .currency
+                .parse_amount(&n.to_string(), MAX_DONATION_MAJOR),
+        ),
+        _ => None,
+    };
+    match amount {
+        Some(Ok(minor)) if minor != payment.amount_minor => {
+            let c = payment.currency;
+            let detail = format!(
+                "the payment is for {} {c}, not {} {c}",
+                c.format_minor(payment.amount_minor),
+                c.format_minor(minor.max(0))
+            );
+            Err(mismatch(detail, "data.amount"))
+        }
+        Some(Err(m)) => Err(malformed(format!("data.amount: {m}"), Some("data.amount"))),
+        Some(Ok(_)) | None => Ok(provider_event),
+    }
 }
 
 /// The payment as the outcomes other than `processed` describe it.

@@ -154,13 +154,16 @@ impl Sandbox {
             )));
         }
         let now = crate::domain::now();
+        // Like a real provider's, every event says what amount it concerns.
+        let money = json!({"amount_minor": record.amount_minor, "currency": record.currency});
         let bodies: Vec<(String, DateTime<Utc>)> = events
             .iter()
             .enumerate()
             .map(|(i, status)| {
                 // Each event a millisecond after the previous one, so their order is known.
                 let at = now + TimeDelta::milliseconds(i as i64);
-                (webhook_body(intent, *status, at, None), at)
+                let data = (*status != PaymentStatus::Failed).then(|| money.clone());
+                (webhook_body(intent, *status, at, data), at)
             })
             .collect();
         if let Some(last) = events.last() {
