@@ -8,6 +8,7 @@
 //! - [`services`]: the business rules, each with the transaction it runs in, and the consumers.
 //! - [`storage`]: one trait per aggregate behind [`storage::Store`] and [`storage::Tx`], on
 //!   SQLite and PostgreSQL.
+//! - [`files`]: the files the server keeps, private to its user.
 //! - [`idempotency`]: `Idempotency-Key` handling.
 //! - [`http`]: handlers that translate between HTTP and the services; errors, middleware.
 //! - [`gateway`]: the gateway role's proxy and the rate limits every process applies.
@@ -21,6 +22,7 @@
 
 pub mod config;
 pub mod domain;
+pub mod files;
 pub mod gateway;
 pub mod http;
 pub mod idempotency;

@@ -177,6 +177,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             "operator endpoints are open: set auth.api_keys (CFA_AUTH__API_KEYS) to require a key"
         );
     }
+    if state.sandbox.is_some() && !state.settings.server.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %state.settings.server.listen,
+            "the sandbox payment provider is on and public: anyone who reaches it can confirm a payment; set payments.sandbox = false in production"
+        );
+    }
     let stopped = app.run_until_stopped(shutdown_signal()).await;
     // Blocking (bounded) work: off the async workers.
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;

@@ -75,27 +75,15 @@ fn kept_secret(
             return Ok(Secret::from(existing));
         }
     }
-    std::fs::create_dir_all(settings.data_dir()).with_context(|| {
+    crate::files::private_dir(settings.data_dir()).with_context(|| {
         format!(
             "cannot create the data directory {}",
             settings.data_dir().display()
         )
     })?;
     let secret = format!("{prefix}{}", hex::encode(rand::random::<[u8; 32]>()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    use std::io::Write as _;
-    options
-        .open(&path)
-        .and_then(|mut f| f.write_all(secret.as_bytes()))
-        .with_context(|| {
-            format!(
-                "cannot write the generated webhook secret to {}",
-                path.display()
-            )
-        })?;
+    crate::files::write_new_private(&path, secret.as_bytes())
+        .with_context(|| format!("cannot write the generated secret to {}", path.display()))?;
     tracing::warn!(path = %path.display(), "{}", message.replace("{}", &path.display().to_string()));
     Ok(Secret::from(secret.as_str()))
 }
@@ -118,7 +106,7 @@ fn sandbox(
     secrets: &[Secret],
     own_url: &str,
 ) -> Option<Arc<Sandbox>> {
-    if !(settings.payments.sandbox && settings.server.runs(Role::Payment)) {
+    if !(settings.payments.sandbox_on() && settings.server.runs(Role::Payment)) {
         return None;
     }
     let url = match settings.payments.sandbox_webhook_url.trim() {

@@ -181,6 +181,17 @@ impl Settings {
                 self.server.listen
             )));
         }
+        if self.payments.sandbox.is_none()
+            && !self.server.listen.ip().is_loopback()
+            && self.server.runs(Role::Payment)
+        {
+            return Err(ConfigError(format!(
+                "payments.sandbox: the sandbox provider would be public on {}, where anyone can \
+                 confirm a payment; set payments.sandbox = false (CFA_PAYMENTS__SANDBOX=false) in \
+                 production, or true if a public sandbox is really meant",
+                self.server.listen
+            )));
+        }
         let split = !self.server.all_in_one();
         // An all-in-one process calls its services in-process, so stray upstreams do no harm there.
         if split && self.server.runs(Role::Gateway) {
@@ -291,16 +302,32 @@ fn env_key(name: &str) -> Option<String> {
         .map(|(_, key)| (*key).to_string())
 }
 
-/// Turns figment's error into one line that names the key and where it came from.
+/// The keys whose values are secrets: an error about one never shows the value.
+const SECRET_KEYS: [&str; 4] = [
+    "auth.api_keys",
+    "payments.webhook_secret",
+    "notifications.smtp_password",
+    "notifications.history_link_secret",
+];
+
+/// Turns figment's error into one line that names the key and where it came from; the value of
+/// a secret is never part of it.
 fn describe(error: figment::Error) -> String {
     error
         .into_iter()
         .map(|e| {
+            let path = e.path.join(".");
             let key = if e.path.is_empty() {
                 String::new()
             } else {
-                format!("{}: ", e.path.join("."))
+                format!("{path}: ")
             };
+            if SECRET_KEYS.iter().any(|k| path.starts_with(k)) {
+                return format!(
+                    "{key}not a valid secret (its value is not shown); a secret is a string: \
+                     quote it in TOML, and in the environment write an all-digit one as '\"123\"'"
+                );
+            }
             let source = e
                 .metadata
                 .as_ref()
@@ -318,6 +345,28 @@ fn describe(error: figment::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_that_does_not_parse_is_named_but_never_shown() {
+        for (env, key) in [
+            ("CFA_AUTH__API_KEYS", "auth.api_keys"),
+            ("CFA_PAYMENTS__WEBHOOK_SECRET", "payments.webhook_secret"),
+            (
+                "CFA_NOTIFICATIONS__SMTP_PASSWORD",
+                "notifications.smtp_password",
+            ),
+            (
+                "CFA_NOTIFICATIONS__HISTORY_LINK_SECRET",
+                "notifications.history_link_secret",
+            ),
+        ] {
+            let err = load("", &[(env, "98765432123")], Overrides::default())
+                .expect_err("an all-digit value is a number, not a string");
+            let text = err.to_string();
+            assert!(text.contains(key), "{text}");
+            assert!(!text.contains("98765432123"), "the secret leaked: {text}");
+        }
+    }
 
     /// Loads `toml` and `env` as `cfa-server` would, in a jail so tests cannot see each other's
     /// variables; the section files' tests use it too.
@@ -483,17 +532,40 @@ mod tests {
         .expect_err("open on the network must be refused");
         assert!(err.to_string().contains("auth.api_keys"), "{err}");
         load(
-            "[server]\nlisten = \"0.0.0.0:8000\"\n[auth]\napi_keys = [\"k\"]\n",
+            "[server]\nlisten = \"0.0.0.0:8000\"\n[auth]\napi_keys = [\"k\"]\n[payments]\nsandbox = false\n",
             &[],
             Overrides::default(),
         )
         .expect("a key makes it fine");
         load(
-            "[server]\nlisten = \"0.0.0.0:8000\"\n[auth]\nallow_open = true\n",
+            "[server]\nlisten = \"0.0.0.0:8000\"\n[auth]\nallow_open = true\n[payments]\nsandbox = false\n",
             &[],
             Overrides::default(),
         )
         .expect("so does saying so");
+    }
+
+    #[test]
+    fn a_public_sandbox_must_be_asked_for() {
+        let keyed = "[server]\nlisten = \"0.0.0.0:8000\"\n[auth]\napi_keys = [\"k\"]\n";
+        let err = load(keyed, &[], Overrides::default()).expect_err("refused");
+        assert!(err.to_string().contains("payments.sandbox"), "{err}");
+        let on = load(
+            keyed,
+            &[("CFA_PAYMENTS__SANDBOX", "true")],
+            Overrides::default(),
+        )
+        .expect("asked for");
+        assert!(on.payments.sandbox_on());
+        let off = load(
+            keyed,
+            &[("CFA_PAYMENTS__SANDBOX", "false")],
+            Overrides::default(),
+        )
+        .expect("off");
+        assert!(!off.payments.sandbox_on());
+        let local = load("", &[], Overrides::default()).expect("loopback");
+        assert!(local.payments.sandbox_on(), "on by default on loopback");
     }
 
     #[test]

@@ -19,8 +19,10 @@ pub struct PaymentSettings {
     pub allow_unsigned_webhooks: bool,
     /// How far a signature's timestamp may be from now, in seconds.
     pub signature_tolerance_seconds: u64,
-    /// Run the built-in sandbox payment provider.
-    pub sandbox: bool,
+    /// Run the built-in sandbox payment provider. Unset means on, except that a server listening
+    /// on a non-loopback address refuses to start until it is set, since anyone who reaches the
+    /// sandbox's confirm endpoint can mark a payment paid.
+    pub sandbox: Option<bool>,
     /// Where the sandbox delivers webhooks; empty means this server's own webhook endpoint.
     pub sandbox_webhook_url: String,
     /// Delay before the sandbox delivers a webhook, in milliseconds.
@@ -46,7 +48,7 @@ impl Default for PaymentSettings {
             webhook_secret: Vec::new(),
             allow_unsigned_webhooks: false,
             signature_tolerance_seconds: 300,
-            sandbox: true,
+            sandbox: None,
             sandbox_webhook_url: String::new(),
             sandbox_delay_ms: 0,
             sandbox_duplicate_probability: 0.0,
@@ -60,6 +62,11 @@ impl Default for PaymentSettings {
 }
 
 impl PaymentSettings {
+    /// Whether the sandbox provider runs (on unless set to false).
+    pub fn sandbox_on(&self) -> bool {
+        self.sandbox.unwrap_or(true)
+    }
+
     /// Checks the timings, the sandbox's probabilities and its webhook URL.
     pub fn validate(&self) -> Result<(), ConfigError> {
         require_at_most(&[

@@ -69,7 +69,8 @@ async fn version() -> Response {
         (status = 200, description = "Ready or degraded: `{status: \"ready\" | \"degraded\", \
             checks: {database, bus, cache: {status, backend}}, warnings: [...]}`. A broker or \
             cache that is down is `degraded`: donations are still taken. `warnings` says when \
-            operator endpoints are open or unsigned webhooks are accepted.",
+            operator endpoints are open, unsigned webhooks are accepted or the sandbox provider \
+            is public.",
             body = serde_json::Value),
         (status = 503, description = "The database is down: the same body with `status: \
             \"unavailable\"` and the failing check's `error`.", body = serde_json::Value),
@@ -102,6 +103,12 @@ async fn ready(State(state): State<AppState>) -> Response {
     if state.settings.auth.api_keys.is_empty() {
         warnings
             .push("operator endpoints are open: no auth.api_keys configured (development default)");
+    }
+    if state.sandbox.is_some() && !state.settings.server.listen.ip().is_loopback() {
+        warnings.push(
+            "the sandbox payment provider is on and public: anyone can confirm a payment \
+             (payments.sandbox = true)",
+        );
     }
     if state.settings.payments.allow_unsigned_webhooks {
         warnings.push("unsigned webhooks are accepted (payments.allow_unsigned_webhooks = true)");

@@ -63,15 +63,17 @@ impl Mailer for FileMailer {
     }
 
     async fn send(&self, notification: &Notification, message: Message) -> Result<(), String> {
-        tokio::fs::create_dir_all(&self.dir)
-            .await
-            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
-        let path = self
-            .dir
-            .join(format!("{}-{}.eml", notification.kind, notification.id));
-        tokio::fs::write(&path, message.formatted())
-            .await
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        let dir = self.dir.clone();
+        let path = dir.join(format!("{}-{}.eml", notification.kind, notification.id));
+        let bytes = message.formatted();
+        tokio::task::spawn_blocking(move || {
+            crate::files::private_dir(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            crate::files::write_private(&path, &bytes)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        })
+        .await
+        .map_err(|e| format!("writing the message failed: {e}"))?
     }
 }
 

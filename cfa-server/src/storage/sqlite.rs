@@ -104,11 +104,16 @@ impl SqliteStore {
         use anyhow::Context as _;
         let options = SqliteConnectOptions::from_str(url)
             .with_context(|| format!("database.url: cannot parse {url:?}"))?;
-        if let Some(dir) = options.get_filename().parent()
+        let file = options.get_filename();
+        if let Some(dir) = file.parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir)
+            crate::files::private_dir(dir)
                 .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        }
+        if file.as_os_str() != ":memory:" {
+            crate::files::touch_private(file)
+                .with_context(|| format!("cannot create the database file {}", file.display()))?;
         }
         let options = options
             .create_if_missing(true)

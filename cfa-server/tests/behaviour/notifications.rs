@@ -107,6 +107,13 @@ async fn a_completed_donation_gets_exactly_one_receipt_in_the_file_sink(ctx: Tes
         .filter_map(Result::ok)
         .collect();
     assert!(!files.is_empty());
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode =
+            |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&mail_dir), 0o700, "the mail directory is private");
+        assert_eq!(mode(&files[0].path()), 0o600, "a receipt is private");
+    }
     let eml = std::fs::read_to_string(files[0].path()).expect("eml");
     assert!(eml.contains("To: ada@example.org"), "{eml}");
     assert!(

@@ -43,7 +43,9 @@ tests![
 async fn the_sandbox_sends_an_intents_webhooks_one_at_a_time_in_order(ctx: TestContext) {
     use cfa_server::storage::DeliveryOutcome;
     // The queue is driven by hand: no sandbox worker may deliver behind the test's back.
-    let app = ctx.spawn_app_with(|s| s.payments.sandbox = false).await;
+    let app = ctx
+        .spawn_app_with(|s| s.payments.sandbox = Some(false))
+        .await;
     let now = chrono::Utc::now();
     let mut tx = app.store.begin().await.expect("tx");
     tx.sandbox_enqueue(

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestContext};
+use crate::helpers::{Backend, TestApp, TestContext};
 use crate::tests;
 
 tests![
@@ -15,6 +15,7 @@ tests![
     event_times_no_provider_makes_are_rejected,
     made_up_tokens_share_the_ip_budget_and_only_real_keys_get_their_own,
     behind_a_trusted_proxy_each_client_has_its_own_budget,
+    the_files_the_server_keeps_are_private,
 ];
 
 fn event(intent: &str, status: &str, timestamp: &str, id: &str, data: Option<Value>) -> String {
@@ -342,4 +343,20 @@ async fn behind_a_trusted_proxy_each_client_has_its_own_budget(ctx: TestContext)
         claims.contains(&429),
         "forged addresses share one budget: {claims:?}"
     );
+}
+
+async fn the_files_the_server_keeps_are_private(ctx: TestContext) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    let data = ctx.data_dir().join("fresh").join("data");
+    let app = ctx
+        .spawn_app_with(|s| s.server.data_dir = data.clone())
+        .await;
+    assert_eq!(mode(&data), 0o700, "the data directory it created");
+    assert_eq!(mode(&data.join("history_link_secret")), 0o600);
+    if matches!(ctx.backend, Backend::Sqlite) {
+        assert_eq!(mode(&ctx.data_dir().join("cfa.db")), 0o600, "the database");
+    }
+    drop(app);
 }
