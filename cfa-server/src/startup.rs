@@ -40,6 +40,8 @@ type ConsumerSlot = (
 /// A built, bound, not yet running server.
 pub struct Application {
     listener: TcpListener,
+    /// `metrics.listen`, when `/metrics` has a listener of its own.
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     bus: Arc<InProcessBus>,
     consumers: Vec<ConsumerSlot>,
@@ -146,6 +148,23 @@ fn history_links(settings: &Settings, own_url: String) -> anyhow::Result<History
     ))
 }
 
+/// The API's listener and, with `metrics.listen`, the metrics listener.
+async fn bind(settings: &Settings) -> anyhow::Result<(TcpListener, Option<TcpListener>)> {
+    let listen = settings.server.listen;
+    let api = TcpListener::bind(listen).await.with_context(|| {
+        format!(
+            "cannot listen on {listen} (server.listen / CFA_LISTEN); is another server running there?"
+        )
+    })?;
+    let metrics = match settings.metrics.listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} (metrics.listen / CFA_METRICS__LISTEN)")
+        })?),
+        None => None,
+    };
+    Ok((api, metrics))
+}
+
 /// Redis, if configured, and the totals cache.
 type Caches = (Option<Arc<FastPath>>, Arc<dyn TotalsCache>);
 
@@ -196,14 +215,7 @@ impl Application {
         settings: Settings,
         store: Arc<dyn Store>,
     ) -> anyhow::Result<Application> {
-        let listener = TcpListener::bind(settings.server.listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on {} (server.listen / CFA_LISTEN); is another server running there?",
-                    settings.server.listen
-                )
-            })?;
+        let (listener, metrics_listener) = bind(&settings).await?;
         let bus = Arc::new(InProcessBus::default());
         let secrets = webhook_secrets(&settings)?;
         let own_url = own_url(&listener, &settings);
@@ -268,10 +280,18 @@ impl Application {
         );
         Ok(Application {
             listener,
+            metrics_listener,
             state,
             bus,
             consumers,
         })
+    }
+
+    /// The address `/metrics` is served on when it has a listener of its own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The address actually bound (useful with port 0).
@@ -352,6 +372,16 @@ impl Application {
         }
         if let Some(gateway) = self.state.gateway.clone() {
             tasks.spawn(gateway.check_health(cancel.clone()));
+        }
+        if let Some(listener) = self.metrics_listener.take() {
+            let metrics = http::metrics::router(self.state.clone());
+            let stopped = cancel.clone().cancelled_owned();
+            tasks.spawn(async move {
+                let served = axum::serve(listener, metrics).with_graceful_shutdown(stopped);
+                if let Err(e) = served.await {
+                    tracing::warn!(error = %e, "the metrics listener stopped");
+                }
+            });
         }
         if let Some(limits) = self.state.limits.clone() {
             let cancel = cancel.clone();

@@ -28,6 +28,7 @@ mod database;
 mod gateway;
 mod idempotency;
 mod log;
+mod metrics;
 mod notifications;
 mod outbox;
 mod payments;
@@ -48,6 +49,7 @@ pub use self::database::{DatabaseSettings, SqliteSync};
 pub use self::gateway::{GatewaySettings, RateLimitSettings, SERVICES};
 pub use self::idempotency::IdempotencySettings;
 pub use self::log::{LogFormat, LogSettings};
+pub use self::metrics::MetricsSettings;
 pub use self::notifications::{MailSender, NotificationSettings, SmtpTls};
 pub use self::outbox::OutboxSettings;
 pub use self::payments::PaymentSettings;
@@ -94,6 +96,8 @@ pub struct Settings {
     pub gateway: GatewaySettings,
     /// Log format and level.
     pub log: LogSettings,
+    /// Where `/metrics` is served.
+    pub metrics: MetricsSettings,
 }
 
 /// Values given on the command line; they override everything else.

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::AppState;
 use super::error::{self, ApiError};
+use crate::gateway::client::KnownKeys;
 use crate::idempotency::{self, Begin, IdempotencyKey, IdempotentRequest};
 use crate::storage::IdempotencyRecord;
 
@@ -28,6 +29,11 @@ pub struct IdempotencyKeyHeader {
 
 /// Starts a creating request: replays or refuses it if its `Idempotency-Key` says so, otherwise
 /// opens the transaction the effect goes into.
+///
+/// A key belongs to the endpoint and to whoever sent it: an operator's keys are scoped by their
+/// verified API key, so two integrations that both number their requests `1, 2, 3` never see
+/// each other's answers nor block each other; anonymous donors share the public scope, where
+/// keys are meant to be random.
 pub async fn begin_idempotent(
     state: &AppState,
     headers: &HeaderMap,
@@ -42,7 +48,11 @@ pub async fn begin_idempotent(
                 .map_err(|_| ApiError::field("Idempotency-Key", "must be visible ASCII"))?;
             let key =
                 IdempotencyKey::parse(raw).map_err(|m| ApiError::field("Idempotency-Key", m))?;
-            Some(IdempotentRequest::new(scope, key, document))
+            let scope = match KnownKeys::new(&state.settings.auth.api_keys).verified(headers) {
+                Some(who) => format!("{scope} key:{who}"),
+                None => scope.to_string(),
+            };
+            Some(IdempotentRequest::new(&scope, key, document))
         }
     };
     Ok(idempotency::begin(state.store.as_ref(), &state.gate, &state.replays, request).await?)

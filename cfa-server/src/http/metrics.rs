@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::error::ApiError;
 use crate::config::Role;
 use crate::services::CONSUMERS;
 
@@ -19,6 +20,20 @@ use crate::services::CONSUMERS;
     responses((status = 200, description = "Prometheus text format (version 0.0.4): request, donation, webhook and outbox metrics, each with a `service` label", content_type = "text/plain", body = String))
 )]
 pub(super) async fn metrics_text(State(state): State<AppState>) -> Response {
+    if state.settings.metrics.listen.is_some() {
+        return ApiError::NotFound("/metrics is served on metrics.listen".into()).into_response();
+    }
+    scrape(State(state)).await
+}
+
+/// The router of a separate metrics listener (`metrics.listen`): `/metrics` alone.
+pub fn router(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(scrape))
+        .with_state(state)
+}
+
+async fn scrape(State(state): State<AppState>) -> Response {
     scrape_gauges(&state).await;
     let body = crate::metrics::handle()
         .map(|h| h.render())

@@ -27,7 +27,7 @@ pub mod donations;
 pub mod error;
 pub mod health;
 pub mod idempotent;
-mod metrics;
+pub mod metrics;
 mod middleware;
 pub mod notifications;
 pub mod openapi;

@@ -75,7 +75,8 @@ fn body(t: &CampaignTotals, data_source: &'static str, cache_age_seconds: f64) -
 /// A campaign's totals: completed donations net of refunds.
 ///
 /// Served from the cache, else the read model; with `realtime=true`, computed from the
-/// donations themselves.
+/// donations themselves, which scans them all: an operator's tool (it needs the key whenever
+/// keys are configured), not something the public can make the database do in a loop.
 #[utoipa::path(
     get,
     path = "/api/v1/totals/campaigns/{id}",
@@ -83,16 +84,19 @@ fn body(t: &CampaignTotals, data_source: &'static str, cache_age_seconds: f64) -
     operation_id = "campaign_totals",
     params(
         ("id" = Uuid, Path, description = "The campaign id"),
-        ("realtime" = Option<bool>, Query, description = "Compute from the donations table"),
+        ("realtime" = Option<bool>, Query, description = "Operator: compute from the donations table"),
     ),
+    security((), ("operator_key" = [])),
     responses(
         (status = 200, description = "The campaign's totals", body = TotalsBody),
+        (status = 401, description = "`realtime=true` without a valid operator key", body = ErrorBody),
         (status = 404, description = "No such campaign", body = ErrorBody),
         (status = 422, description = "The id is not a UUID, or `realtime` is not a boolean", body = ErrorBody),
     )
 )]
 async fn show(
     State(state): State<AppState>,
+    operator: Result<Operator, ApiError>,
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -104,6 +108,7 @@ async fn show(
     };
     let not_found = || ApiError::NotFound(format!("campaign {id} not found"));
     if realtime {
+        operator?;
         let campaign = state.store.campaign(id).await?.ok_or_else(not_found)?;
         let (total_minor, completed_count, unique_donors) = state.store.realtime_totals(id).await?;
         let totals = CampaignTotals {

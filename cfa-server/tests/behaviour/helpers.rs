@@ -252,6 +252,7 @@ impl TestContext {
             .api_keys
             .first()
             .map(|k| k.expose().to_string());
+        let metrics_address = app.metrics_addr().map(|a| format!("http://{a}"));
         let relay = app.relay();
         let bus = app.bus();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -268,6 +269,7 @@ impl TestContext {
             state,
             secret,
             operator_key,
+            metrics_address,
             relay,
             bus,
             stop: Some(stop),
@@ -290,6 +292,8 @@ pub struct TestApp {
     pub secret: String,
     /// The first operator key, when keys are configured (operator requests send it).
     pub operator_key: Option<String>,
+    /// `http://ADDRESS` of the metrics listener, when `metrics.listen` is set.
+    pub metrics_address: Option<String>,
     /// A relay on the server's store and bus, driven by hand.
     pub relay: Relay,
     /// The server's in-process bus.

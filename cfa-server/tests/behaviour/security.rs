@@ -16,6 +16,9 @@ tests![
     made_up_tokens_share_the_ip_budget_and_only_real_keys_get_their_own,
     behind_a_trusted_proxy_each_client_has_its_own_budget,
     the_files_the_server_keeps_are_private,
+    idempotency_keys_belong_to_the_operator_key_that_sent_them,
+    realtime_totals_are_an_operator_tool,
+    metrics_can_live_on_their_own_address,
 ];
 
 fn event(intent: &str, status: &str, timestamp: &str, id: &str, data: Option<Value>) -> String {
@@ -359,4 +362,83 @@ async fn the_files_the_server_keeps_are_private(ctx: TestContext) {
         assert_eq!(mode(&ctx.data_dir().join("cfa.db")), 0o600, "the database");
     }
     drop(app);
+}
+
+async fn idempotency_keys_belong_to_the_operator_key_that_sent_them(ctx: TestContext) {
+    let app = ctx
+        .spawn_app_with(|s| s.auth.api_keys = vec!["alpha".into(), "beta".into()])
+        .await;
+    let body = json!({"title": "Numbered 1", "goal_amount": 100});
+    let as_key = |key: &'static str| {
+        let app = &app;
+        let body = &body;
+        async move {
+            let auth = format!("Bearer {key}");
+            app.send(
+                reqwest::Method::POST,
+                "/api/v1/campaigns",
+                Some(body),
+                &[("authorization", auth.as_str()), ("idempotency-key", "1")],
+            )
+            .await
+        }
+    };
+    let alpha = as_key("alpha").await;
+    let beta = as_key("beta").await;
+    assert_eq!((alpha.status, beta.status), (201, 201), "{:?}", beta.json);
+    assert_eq!(
+        beta.header("idempotent-replayed"),
+        None,
+        "not alpha's answer"
+    );
+    assert_ne!(alpha.json["id"], beta.json["id"], "two campaigns");
+    let again = as_key("alpha").await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.json["id"], alpha.json["id"]);
+}
+
+async fn realtime_totals_are_an_operator_tool(ctx: TestContext) {
+    let app = ctx
+        .spawn_app_with(|s| s.auth.api_keys = vec!["op".into()])
+        .await;
+    let campaign = app.create_campaign("Scans", 100.0).await;
+    let path = format!("/api/v1/totals/campaigns/{campaign}?realtime=true");
+    assert_eq!(
+        app.get(&path).await.status,
+        401,
+        "the public cannot make it scan"
+    );
+    let cached = app
+        .get(&format!("/api/v1/totals/campaigns/{campaign}"))
+        .await;
+    assert_eq!(cached.status, 200, "the cached totals stay public");
+    let scanned = app
+        .send_as_operator(reqwest::Method::GET, &path, None)
+        .await;
+    assert_eq!(scanned.status, 200, "{:?}", scanned.json);
+    assert_eq!(scanned.json["data_source"], "realtime");
+}
+
+async fn metrics_can_live_on_their_own_address(ctx: TestContext) {
+    let app = ctx
+        .spawn_app_with(|s| s.metrics.listen = Some("127.0.0.1:0".parse().expect("address")))
+        .await;
+    assert_eq!(app.get("/metrics").await.status, 404, "not beside the API");
+    let metrics = app.metrics_address.clone().expect("a metrics listener");
+    let scraped = app
+        .client
+        .get(format!("{metrics}/metrics"))
+        .send()
+        .await
+        .expect("scraped");
+    assert_eq!(scraped.status(), 200);
+    let text = scraped.text().await.expect("text");
+    assert!(text.contains("outbox_pending"), "the whole scrape: {text}");
+    let api = app
+        .client
+        .get(format!("{metrics}/api/v1/campaigns"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(api.status(), 404, "and nothing else there");
 }
