@@ -97,7 +97,7 @@ pub fn register(server: &ServerSettings, gateway: &'static str) {
         counter!("idempotency_cache_hits_total", "cache" => cache).absolute(0);
     }
     for kind in ["receipt", "failure", "refund"] {
-        for status in ["sent", "retry", "dead"] {
+        for status in ["sent", "retry", "dead", "suppressed"] {
             counter!("notifications_sent_total", "type" => kind, "status" => status).absolute(0);
         }
     }

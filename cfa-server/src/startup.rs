@@ -22,7 +22,9 @@ use crate::messaging::consumer::{self, Handler};
 use crate::messaging::rabbit::{self, RabbitBus};
 use crate::messaging::relay::Relay;
 use crate::redis_cache::FastPath;
-use crate::services::notifications::{FileMailer, HistoryLinks, Mailer, Sender, SmtpMailer};
+use crate::services::notifications::{
+    FileMailer, HistoryLinks, Mailer, NoticePolicy, Sender, SmtpMailer,
+};
 use crate::services::payments::provider::PaymentProvider;
 use crate::services::payments::sandbox::Sandbox;
 use crate::services::payments::{ReconcileStats, Reconciler};
@@ -243,6 +245,10 @@ impl Application {
             totals_cache: totals_cache.clone(),
             history_links: history_links.clone(),
             mail_wake: mail_wake.clone(),
+            notice_policy: NoticePolicy {
+                max_per_recipient_per_hour: settings.notifications.max_per_recipient_per_hour,
+                sandbox_failures: settings.notifications.sender == MailSender::File,
+            },
         };
         let consumers = consumers(&settings, &bus, &deps);
         let limits = crate::gateway::limits::RateLimits::new(

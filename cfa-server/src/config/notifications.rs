@@ -36,6 +36,10 @@ pub struct NotificationSettings {
     /// Secret signing the history links; empty means one generated into
     /// `<data_dir>/history_link_secret`.
     pub history_link_secret: Option<Secret>,
+    /// Most messages one address gets in an hour; the rest are counted
+    /// (`notifications_sent_total{status="suppressed"}`) and logged, not sent, so the platform
+    /// cannot be used to flood someone's inbox.
+    pub max_per_recipient_per_hour: u32,
 }
 
 impl Default for NotificationSettings {
@@ -54,6 +58,7 @@ impl Default for NotificationSettings {
             public_base_url: String::new(),
             history_link_ttl_hours: 24 * 90,
             history_link_secret: None,
+            max_per_recipient_per_hour: 20,
         }
     }
 }

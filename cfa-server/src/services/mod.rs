@@ -47,6 +47,8 @@ pub struct ConsumerDeps {
     pub history_links: HistoryLinks,
     /// Wakes the notification sender after a notice is queued.
     pub mail_wake: Arc<Notify>,
+    /// Who may be written to, and how often.
+    pub notice_policy: notifications::NoticePolicy,
 }
 
 /// One event consumer: the role whose processes run it, its name (its inbox key and, with

@@ -208,32 +208,71 @@ pub const CONSUMER: ConsumerSpec = ConsumerSpec {
     name: "notifications",
     topics: &["donation", "payment"],
     build: |deps| {
-        Arc::new(NotificationConsumer::new(
+        let consumer = NotificationConsumer::new(
             deps.store.clone(),
             deps.history_links.clone(),
             deps.mail_wake.clone(),
-        ))
+        );
+        Arc::new(consumer.with_policy(deps.notice_policy))
     },
 };
 
-/// The notice an event calls for: its kind, the donation, and for a refund the amount refunded
-/// so far.
-fn notice_of(envelope: &EventEnvelope) -> Option<(&'static str, Uuid, i64)> {
+/// A notice an event calls for.
+struct Wanted {
+    /// `receipt`, `failure` or `refund`.
+    kind: &'static str,
+    /// The donation it is about.
+    donation_id: Uuid,
+    /// For a refund, the amount refunded so far.
+    refunded_minor: i64,
+    /// For a failure, the payment that failed.
+    payment_id: Option<Uuid>,
+}
+
+/// The notice an event calls for, if any.
+fn notice_of(envelope: &EventEnvelope) -> Option<Wanted> {
+    let wanted = |kind, donation_id, refunded_minor, payment_id| Wanted {
+        kind,
+        donation_id,
+        refunded_minor,
+        payment_id,
+    };
     match envelope.decode().ok()? {
         DomainEvent::Donation(e) => {
             let d = e.snapshot;
             match e.kind {
-                DonationChange::Completed => Some(("receipt", d.donation_id, 0)),
+                DonationChange::Completed => Some(wanted("receipt", d.donation_id, 0, None)),
                 DonationChange::Refunded | DonationChange::PartiallyRefunded => {
-                    Some(("refund", d.donation_id, d.refunded_minor))
+                    Some(wanted("refund", d.donation_id, d.refunded_minor, None))
                 }
                 _ => None,
             }
         }
         DomainEvent::Payment(e) if e.kind == PaymentStatus::Failed => {
-            Some(("failure", e.snapshot.donation_id, 0))
+            let p = e.snapshot;
+            Some(wanted("failure", p.donation_id, 0, Some(p.payment_id)))
         }
         _ => None,
+    }
+}
+
+/// Who may be written to, and how often.
+#[derive(Clone, Copy, Debug)]
+pub struct NoticePolicy {
+    /// Most messages one address gets in an hour.
+    pub max_per_recipient_per_hour: u32,
+    /// Whether a payment declined in the sandbox gets a failure notice. Nobody was charged and
+    /// the sandbox cannot vouch that the address belongs to the donor, so only where mail stays
+    /// on this machine (the file sink of development).
+    pub sandbox_failures: bool,
+}
+
+impl Default for NoticePolicy {
+    fn default() -> Self {
+        NoticePolicy {
+            max_per_recipient_per_hour: 20,
+            sandbox_failures: true,
+        }
     }
 }
 
@@ -310,6 +349,7 @@ pub struct NotificationConsumer {
     store: Arc<dyn Store>,
     links: HistoryLinks,
     wake: Arc<Notify>,
+    policy: NoticePolicy,
 }
 
 impl NotificationConsumer {
@@ -319,13 +359,32 @@ impl NotificationConsumer {
         links: HistoryLinks,
         wake: Arc<Notify>,
     ) -> NotificationConsumer {
-        NotificationConsumer { store, links, wake }
+        NotificationConsumer {
+            store,
+            links,
+            wake,
+            policy: NoticePolicy::default(),
+        }
+    }
+
+    /// The consumer under `policy` instead of the default one.
+    pub fn with_policy(self, policy: NoticePolicy) -> NotificationConsumer {
+        NotificationConsumer { policy, ..self }
     }
 
     async fn apply(&self, envelope: &EventEnvelope) -> Result<(), StoreError> {
-        let Some((kind, donation_id, refunded)) = notice_of(envelope) else {
+        let Some(wanted) = notice_of(envelope) else {
             return Ok(());
         };
+        if let Some(payment_id) = wanted.payment_id
+            && !self.policy.sandbox_failures
+            && let Some(payment) = self.store.payment(payment_id).await?
+            && payment.gateway == "sandbox"
+        {
+            tracing::info!(%payment_id, "no failure notice for a payment declined in the sandbox");
+            return Ok(());
+        }
+        let donation_id = wanted.donation_id;
         let Some(donation) = self.store.donation(donation_id).await? else {
             tracing::warn!(%donation_id, "notification for an unknown donation; skipped");
             return Ok(());
@@ -336,17 +395,12 @@ impl NotificationConsumer {
             .await?
             .map_or_else(|| "a CareForAll campaign".to_string(), |c| c.title);
         let link = self.links.link(donation.donor_email.as_str());
-        let message = Notice::render(kind, &donation, &title, refunded, &link);
-        let event = envelope;
+        let message = Notice::render(wanted.kind, &donation, &title, wanted.refunded_minor, &link);
         let now = crate::domain::now();
-        let mut tx = self.store.begin().await?;
-        if !tx.insert_inbox(self.name(), event.event_id, now).await? {
-            return Ok(());
-        }
-        tx.insert_notification(&Notification {
+        let notification = Notification {
             id: Uuid::new_v4(),
-            event_id: event.event_id,
-            kind: kind.to_string(),
+            event_id: envelope.event_id,
+            kind: wanted.kind.to_string(),
             donation_id,
             recipient: donation.donor_email.as_str().to_string(),
             subject: message.subject,
@@ -359,8 +413,36 @@ impl NotificationConsumer {
             created_at: now,
             sent_at: None,
             traceparent: crate::telemetry::current_traceparent(),
-        })
-        .await?;
+        };
+        self.queue(envelope, notification).await
+    }
+
+    /// Queues `notification` with the event's inbox row, unless its recipient has had their
+    /// hour's worth already: then it is counted and logged instead.
+    async fn queue(
+        &self,
+        envelope: &EventEnvelope,
+        notification: Notification,
+    ) -> Result<(), StoreError> {
+        let now = notification.created_at;
+        let mut tx = self.store.begin().await?;
+        if !tx
+            .insert_inbox(CONSUMER.name, envelope.event_id, now)
+            .await?
+        {
+            return Ok(());
+        }
+        let hour_ago = now - TimeDelta::hours(1);
+        let recent = tx
+            .notifications_to_since(&notification.recipient, hour_ago)
+            .await?;
+        if recent >= i64::from(self.policy.max_per_recipient_per_hour) {
+            tx.commit().await?;
+            crate::metrics::notification(&notification.kind, "suppressed");
+            tracing::warn!(kind = %notification.kind, donation_id = %notification.donation_id, recent, "a notice over the recipient's hourly limit was not sent");
+            return Ok(());
+        }
+        tx.insert_notification(&notification).await?;
         tx.commit().await?;
         self.wake.notify_one();
         Ok(())

@@ -87,4 +87,10 @@ pub trait NotificationStore: Send + Sync {
 pub trait NotificationTx: Send {
     /// Inserts a notification unless one exists for its (event, kind); returns whether it did.
     async fn insert_notification(&mut self, notification: &Notification) -> StoreResult<bool>;
+    /// How many notifications to `recipient` were queued since `since`.
+    async fn notifications_to_since(
+        &mut self,
+        recipient: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<i64>;
 }

@@ -16,7 +16,93 @@ tests![
     declined_and_refunded_payments_get_their_notices,
     smtp_delivery_is_retried_after_a_refusal,
     a_notification_is_dead_after_its_last_attempt_and_kept,
+    one_address_gets_at_most_its_hourly_share_of_mail,
+    a_decline_in_the_sandbox_mails_nobody_outside_development,
+    what_donors_typed_is_escaped_in_the_mail,
 ];
+
+async fn one_address_gets_at_most_its_hourly_share_of_mail(ctx: TestContext) {
+    let app = ctx
+        .spawn_app_with(|s| s.notifications.max_per_recipient_per_hour = 2)
+        .await;
+    let mut queued = 0;
+    for _ in 0..4 {
+        let donation = completed_donation(&app, "victim@example.org", "1").await;
+        queued += notifications_of(&app, &donation).await.len();
+    }
+    assert_eq!(queued, 2, "two receipts this hour, the rest held back");
+    let other = completed_donation(&app, "someone@example.org", "1").await;
+    assert_eq!(notifications_of(&app, &other).await.len(), 1, "per address");
+}
+
+async fn a_decline_in_the_sandbox_mails_nobody_outside_development(ctx: TestContext) {
+    // Real mail (SMTP; nothing needs to listen: no notice may even be queued).
+    let app = ctx
+        .spawn_app_with(|s| {
+            s.notifications.sender = cfa_server::config::MailSender::Smtp;
+            s.notifications.smtp_host = "127.0.0.1".into();
+            s.notifications.smtp_port = 9;
+        })
+        .await;
+    let (donation, intent) = app.pending_payment("15").await;
+    let pi = intent["payment_intent_id"]
+        .as_str()
+        .expect("pi")
+        .to_string();
+    let confirm = app
+        .post(
+            &format!("/sandbox/v1/intents/{pi}/confirm"),
+            &json!({"outcome": "decline"}),
+        )
+        .await;
+    assert_eq!(confirm.status, 202, "{:?}", confirm.json);
+    eventually(Duration::from_secs(15), "the donation to fail", || async {
+        app.drain_outbox().await;
+        let d = app.get(&format!("/api/v1/donations/{donation}")).await;
+        (d.json["status"] == "FAILED").then_some(())
+    })
+    .await;
+    app.drain_outbox().await;
+    let notices = notifications_of(&app, &donation).await;
+    assert!(
+        notices.is_empty(),
+        "a sandbox decline writes to nobody's real inbox: {notices:?}"
+    );
+}
+
+async fn what_donors_typed_is_escaped_in_the_mail(ctx: TestContext) {
+    let app = ctx.spawn_app().await;
+    let campaign = app.create_campaign("Wells", 100.0).await;
+    let body = json!({"campaign_id": campaign, "donor_email": "eve@example.org", "donor_name": "<a href=\"http://evil.example\">Eve</a>", "amount": 5});
+    let id = app.post("/api/v1/donations", &body).await.json["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    app.send(
+        Method::PATCH,
+        &format!("/api/v1/donations/{id}/status"),
+        Some(&json!({"status": "COMPLETED", "reason": "paid"})),
+        &[],
+    )
+    .await;
+    app.drain_outbox().await;
+    wait_for_status(&app, &id, "SENT").await;
+    let uuid = uuid::Uuid::parse_str(&id).expect("uuid");
+    let stored = app
+        .store
+        .notifications(Some(uuid), None, 10, 0)
+        .await
+        .expect("read");
+    let html = &stored.first().expect("a receipt").body_html;
+    assert!(
+        !html.contains("<a href=\"http://evil"),
+        "no markup from the donor: {html}"
+    );
+    assert!(
+        html.contains("&lt;a href="),
+        "escaped, still readable: {html}"
+    );
+}
 
 async fn completed_donation(app: &TestApp, email: &str, amount: &str) -> String {
     let campaign = app.create_campaign("Clean <water> & wells", 5000.0).await;

@@ -118,6 +118,21 @@ impl NotificationStore for BackendStore {
 
 #[async_trait]
 impl NotificationTx for BackendTx {
+    async fn notifications_to_since(
+        &mut self,
+        recipient: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<i64> {
+        let count = sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM notifications WHERE recipient = $1 AND created_at >= $2",
+        )
+        .bind(recipient)
+        .bind(since)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(count)
+    }
+
     async fn insert_notification(&mut self, n: &Notification) -> StoreResult<bool> {
         let done = sqlx::query(INSERT)
             .bind(db_id(n.id))
