@@ -420,18 +420,18 @@ impl Application {
         let grace = Duration::from_secs(settings.server.shutdown_grace_seconds);
         let stopping = CancellationToken::new();
         let stop_signal = stopping.clone();
-        let server = axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let limits = http::serve::ConnectionLimits {
+            header_read_timeout: Duration::from_secs(settings.server.header_read_timeout_seconds),
+            max_connections: settings.server.max_connections,
+        };
+        let server = http::serve::serve(self.listener, app, limits, async move {
             shutdown.await;
             tracing::info!(%addr, "shutting down: no new connections, draining requests");
             stop_signal.cancel();
         });
-        let served = tokio::spawn(async move { server.await });
+        let served = tokio::spawn(server);
         let result = tokio::select! {
-            result = served => result.context("the HTTP server task failed")?.context("serving HTTP"),
+            result = served => result.context("the HTTP server task failed"),
             _ = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(grace_seconds = grace.as_secs(), "requests still running after the grace period; stopping anyway");
                 Ok(())

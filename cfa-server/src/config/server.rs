@@ -22,6 +22,12 @@ pub struct ServerSettings {
     pub request_timeout_seconds: u64,
     /// How long shutdown waits for in-flight requests, in seconds.
     pub shutdown_grace_seconds: u64,
+    /// How long a connection may take to send a request's headers, and stay idle between
+    /// requests, before it is closed, in seconds: a client that trickles bytes cannot hold a
+    /// connection open.
+    pub header_read_timeout_seconds: u64,
+    /// Most connections served at once; further clients wait in the listen queue.
+    pub max_connections: usize,
     /// The roles this process runs (`--role`); empty means all of them.
     pub roles: Vec<Role>,
 }
@@ -115,6 +121,11 @@ impl ServerSettings {
                 "server.request_timeout_seconds",
                 self.request_timeout_seconds,
             ),
+            (
+                "server.header_read_timeout_seconds",
+                self.header_read_timeout_seconds,
+            ),
+            ("server.max_connections", self.max_connections as u64),
         ])?;
         require_at_most(&[
             (
@@ -125,6 +136,11 @@ impl ServerSettings {
             (
                 "server.shutdown_grace_seconds",
                 self.shutdown_grace_seconds,
+                3_600,
+            ),
+            (
+                "server.header_read_timeout_seconds",
+                self.header_read_timeout_seconds,
                 3_600,
             ),
         ])
@@ -139,6 +155,8 @@ impl Default for ServerSettings {
             body_limit_bytes: 64 * 1024,
             request_timeout_seconds: 30,
             shutdown_grace_seconds: 30,
+            header_read_timeout_seconds: 10,
+            max_connections: 10_000,
             roles: Vec::new(),
         }
     }

@@ -34,6 +34,7 @@ pub mod openapi;
 pub mod params;
 pub mod payments;
 pub mod sandbox;
+pub mod serve;
 pub mod totals;
 
 use std::sync::Arc;

@@ -19,6 +19,8 @@ tests![
     idempotency_keys_belong_to_the_operator_key_that_sent_them,
     realtime_totals_are_an_operator_tool,
     metrics_can_live_on_their_own_address,
+    a_client_that_trickles_its_headers_is_cut_off,
+    connections_beyond_the_cap_wait_their_turn,
 ];
 
 fn event(intent: &str, status: &str, timestamp: &str, id: &str, data: Option<Value>) -> String {
@@ -441,4 +443,67 @@ async fn metrics_can_live_on_their_own_address(ctx: TestContext) {
         .await
         .expect("answers");
     assert_eq!(api.status(), 404, "and nothing else there");
+}
+
+async fn a_client_that_trickles_its_headers_is_cut_off(ctx: TestContext) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = ctx
+        .spawn_app_with(|s| s.server.header_read_timeout_seconds = 1)
+        .await;
+    let host = app.address.trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&host)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    // The headers never end: the server must hang up on its own, long before this bound.
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), slow.read(&mut buf))
+        .await
+        .expect("the server closed the connection instead of waiting forever");
+    match read {
+        Ok(0) | Err(_) => {}
+        Ok(n) => {
+            let answer = String::from_utf8_lossy(&buf[..n]);
+            assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        }
+    }
+    assert_eq!(
+        app.get("/health").await.status,
+        200,
+        "everyone else is served"
+    );
+}
+
+async fn connections_beyond_the_cap_wait_their_turn(ctx: TestContext) {
+    let app = ctx.spawn_app_with(|s| s.server.max_connections = 2).await;
+    let host = app.address.trim_start_matches("http://").to_string();
+    let one = tokio::net::TcpStream::connect(&host)
+        .await
+        .expect("connect");
+    let two = tokio::net::TcpStream::connect(&host)
+        .await
+        .expect("connect");
+    let fresh = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(500))
+        .build()
+        .expect("client");
+    let third = fresh.get(format!("{}/health", app.address)).send().await;
+    assert!(
+        third.is_err(),
+        "a third connection is not served while two are open"
+    );
+    drop(one);
+    drop(two);
+    let served = crate::helpers::eventually(
+        std::time::Duration::from_secs(10),
+        "a connection slot",
+        || async {
+            let reply = fresh.get(format!("{}/health", app.address)).send().await;
+            reply.ok().filter(|r| r.status() == 200)
+        },
+    )
+    .await;
+    assert_eq!(served.status(), 200);
 }
