@@ -1,5 +1,6 @@
 //! [`Secret`]: a string that serialises and debug-prints as `****`, so the effective
-//! configuration can be printed and logged without leaking keys or passwords.
+//! configuration can be printed and logged without leaking keys or passwords; [`DatabaseUrl`]:
+//! a connection URL whose password never prints.
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -61,6 +62,57 @@ pub(super) fn secrets_from_list_or_csv<'de, D: Deserializer<'de>>(
         .collect())
 }
 
+/// A database URL whose password never prints.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&mask_url(&self.0))
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&mask_url(&self.0))
+    }
+}
+
+/// Replaces the password of a `scheme://user:password@host` URL, and the value of any
+/// `password`-like query parameter, with `****`.
+pub fn mask_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let base = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((credentials, host)) => match credentials.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:****@{host}"),
+                None => base.to_string(),
+            },
+            None => base.to_string(),
+        },
+        None => base.to_string(),
+    };
+    match query {
+        None => base,
+        Some(query) => {
+            let masked: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if k.to_ascii_lowercase().contains("password") => {
+                        format!("{k}=****")
+                    }
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", masked.join("&"))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::Overrides;
@@ -105,5 +157,13 @@ mod tests {
             "\"****\""
         );
         assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn passwords_in_query_parameters_are_masked_too() {
+        assert_eq!(
+            mask_url("postgres://app@db/cfa?password=hunter2&sslmode=require&sslpassword=x"),
+            "postgres://app@db/cfa?password=****&sslmode=require&sslpassword=****"
+        );
     }
 }
