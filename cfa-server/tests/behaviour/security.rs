@@ -21,6 +21,7 @@ tests![
     metrics_can_live_on_their_own_address,
     a_client_that_trickles_its_headers_is_cut_off,
     connections_beyond_the_cap_wait_their_turn,
+    a_public_sandbox_is_named_in_readiness,
 ];
 
 fn event(intent: &str, status: &str, timestamp: &str, id: &str, data: Option<Value>) -> String {
@@ -506,4 +507,26 @@ async fn connections_beyond_the_cap_wait_their_turn(ctx: TestContext) {
     )
     .await;
     assert_eq!(served.status(), 200);
+}
+
+async fn a_public_sandbox_is_named_in_readiness(ctx: TestContext) {
+    let app = ctx
+        .spawn_app_with(|s| {
+            s.server.listen = "0.0.0.0:0".parse().expect("address");
+            s.auth.api_keys = vec!["op".into()];
+            s.payments.sandbox = Some(true);
+        })
+        .await;
+    let ready = app.get("/ready").await;
+    assert_eq!(ready.status, 200, "{:?}", ready.json);
+    let warnings = ready.json["warnings"].to_string();
+    assert!(
+        warnings.contains("sandbox payment provider is on and public"),
+        "an operator reading /ready learns anyone can confirm a payment: {warnings}"
+    );
+    let local = ctx
+        .spawn_app_with(|s| s.auth.api_keys = vec!["op".into()])
+        .await;
+    let warnings = local.get("/ready").await.json["warnings"].to_string();
+    assert!(!warnings.contains("sandbox"), "on loopback it is nobody's business: {warnings}");
 }
