@@ -126,6 +126,10 @@ pub fn register(server: &ServerSettings, gateway: &'static str) {
     for backend in ["database", "bus", "cache"] {
         gauge!("backend_up", "backend" => backend).set(1.0);
     }
+    gauge!("admission_waiting").set(0.0);
+    for reason in ["queue_full", "deadline"] {
+        counter!("admission_refused_total", "reason" => reason).absolute(0);
+    }
 }
 
 fn describe() {
@@ -194,6 +198,14 @@ fn describe() {
     describe_gauge!(
         "dead_letters",
         "Messages in a consumer's RabbitMQ dead-letter queue (always 0 on the in-process bus)"
+    );
+    describe_gauge!(
+        "admission_waiting",
+        "Requests waiting for a turn at the database (admission control)"
+    );
+    describe_counter!(
+        "admission_refused_total",
+        "Requests answered 503 overloaded, by reason (queue_full, deadline)"
     );
     describe_gauge!(
         "backend_up",
@@ -282,4 +294,14 @@ pub fn dead_letters(consumer: &str, count: u32) {
 /// Sets whether a backend answered its last check.
 pub fn backend(backend: &'static str, up: bool) {
     gauge!("backend_up", "backend" => backend).set(if up { 1.0 } else { 0.0 });
+}
+
+/// Sets the number of requests waiting for a turn at the database.
+pub fn admission_waiting(waiting: usize) {
+    gauge!("admission_waiting").set(waiting as f64);
+}
+
+/// Counts a request refused with `503 overloaded`.
+pub fn admission_refused(reason: &'static str) {
+    counter!("admission_refused_total", "reason" => reason).increment(1);
 }

@@ -261,6 +261,7 @@ impl Application {
                 crate::gateway::Gateway::new(&settings.gateway, settings.server.body_limit_bytes)
             });
         let consumer_names: Vec<&'static str> = CONSUMERS.iter().map(|c| c.name).collect();
+        let admission = crate::http::admission::Admission::new(&settings);
         let state = AppState {
             store,
             settings: Arc::new(settings),
@@ -279,6 +280,7 @@ impl Application {
             history_links,
             mailer,
             mail_wake,
+            admission,
         };
         crate::metrics::register(
             &state.settings.server,

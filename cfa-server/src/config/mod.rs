@@ -12,6 +12,7 @@
 //! file with its defaults and the checks that need nothing else:
 //! - `server`: [`ServerSettings`] and the [`Role`]s a process runs.
 //! - `database`: [`DatabaseSettings`], [`SqliteSync`].
+//! - `admission`: [`AdmissionSettings`], the queue in front of the database.
 //! - `outbox`, `idempotency`, `totals`: [`OutboxSettings`], [`IdempotencySettings`],
 //!   [`TotalsSettings`].
 //! - `auth`: [`AuthSettings`], the operator API keys.
@@ -22,6 +23,7 @@
 //! - `log`: [`LogSettings`], [`LogFormat`].
 //! - `secret`: [`Secret`], a string that never prints.
 
+mod admission;
 mod amqp;
 mod auth;
 mod database;
@@ -43,6 +45,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use self::admission::AdmissionSettings;
 pub use self::amqp::AmqpSettings;
 pub use self::auth::AuthSettings;
 pub use self::database::{DatabaseSettings, SqliteSync};
@@ -76,6 +79,8 @@ pub struct Settings {
     pub server: ServerSettings,
     /// Which database, and how to use it.
     pub database: DatabaseSettings,
+    /// How many requests use the database at once, and how many wait.
+    pub admission: AdmissionSettings,
     /// The transactional outbox and its relay.
     pub outbox: OutboxSettings,
     /// Idempotency-key retention.
@@ -169,6 +174,8 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.database.validate()?;
+        self.admission
+            .validate(self.server.request_timeout_seconds)?;
         self.outbox.validate()?;
         self.idempotency.validate()?;
         self.payments.validate()?;

@@ -195,6 +195,12 @@ async fn forward(gateway: &Gateway, request: Request) -> Response {
             break;
         }
         match outgoing.to(&gateway.client, upstream).send().await {
+            // The upstream's own back-pressure: it is healthy, and the client is told when to
+            // come back. Neither a failure for the breaker nor a reason to load another replica.
+            Ok(response) if overloaded(&response) => {
+                upstream.succeeded();
+                return relay_response(response).await;
+            }
             Ok(response) if response.status().is_server_error() && repeatable => {
                 tries += 1;
                 upstream.failed(threshold, open_for);
@@ -231,6 +237,15 @@ async fn forward(gateway: &Gateway, request: Request) -> Response {
         }
     }
     ApiError::Unavailable(format!("{service}: {last_error}")).into_response()
+}
+
+/// Whether an upstream answered `503 overloaded` (admission control): a 503 with `Retry-After`.
+/// A 503 for a backend that is down carries none.
+fn overloaded(response: &reqwest::Response) -> bool {
+    response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
+        && response
+            .headers()
+            .contains_key(reqwest::header::RETRY_AFTER)
 }
 
 /// The order to try a service's upstreams in: those that look available first, in round-robin

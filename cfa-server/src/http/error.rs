@@ -68,6 +68,14 @@ pub enum ApiError {
     /// A backend is down (503).
     #[error("{0}")]
     Unavailable(String),
+    /// Too many requests are waiting for the database (503 with `Retry-After`).
+    #[error("{message}")]
+    Overloaded {
+        /// What was full, and when to retry.
+        message: String,
+        /// Seconds to wait before retrying.
+        retry_after: u64,
+    },
     /// A bug (500). The message is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -106,6 +114,7 @@ impl ApiError {
             }
             ApiError::Idempotency(IdempotencyError::Store(e)) => store_status(e),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "backend_unavailable"),
+            ApiError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -145,7 +154,7 @@ pub struct ErrorBody<'a> {
     /// Stable and machine-readable: `validation_error`, `not_found`, `invalid_transition`,
     /// `invalid_refund`, `unauthorized`, `invalid_signature`, `conflict`,
     /// `idempotency_in_flight`, `idempotency_key_reused`, `rate_limited`,
-    /// `backend_unavailable`, …
+    /// `backend_unavailable`, `overloaded`, …
     #[schema(example = "validation_error")]
     code: &'a str,
     /// The field concerned (422), as a dotted path.
@@ -167,6 +176,7 @@ impl IntoResponse for ApiError {
         };
         let detail = match (&self, status.is_server_error()) {
             (ApiError::Unavailable(m), _) => m.clone(),
+            (ApiError::Overloaded { message, .. }, _) => message.clone(),
             (_, true) => "internal error; the request id identifies it in the logs".to_string(),
             (_, false) => self.to_string(),
         };
@@ -185,6 +195,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let ApiError::Overloaded { retry_after, .. } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
         if let ApiError::Idempotency(IdempotencyError::InFlight) = self {
             response

@@ -21,6 +21,7 @@
 //! ([`openapi()`], served at `GET /api/v1/openapi.json` and printed by `cfa-server openapi`).
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod campaigns;
 pub mod donations;
@@ -105,6 +106,8 @@ pub struct AppState {
     pub mailer: Arc<dyn Mailer>,
     /// Wakes the notification sender.
     pub mail_wake: Arc<Notify>,
+    /// The queue in front of the database.
+    pub admission: Arc<admission::Admission>,
 }
 
 impl AppState {
@@ -167,6 +170,12 @@ pub fn app(state: AppState) -> Router {
         ),
         None => router.fallback(middleware::not_found),
     };
+    // After routing (so the route template is known), before the handler: the gateway's
+    // fallback needs no database turn.
+    router = router.route_layer(axum::middleware::from_fn_with_state(
+        state.admission.clone(),
+        admission::admit,
+    ));
     if let Some(rate_limits) = rate_limits {
         router = router.layer(rate_limits);
     }

@@ -23,8 +23,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
              numbers with at most two decimals, and responses also carry the integer \
              `amount_minor`. Errors are `{detail, code, field?}`. Operator endpoints need \
              `Authorization: Bearer <key>` whenever `auth.api_keys` is configured. Every \
-             `/api/v1` endpoint may also answer 429 (rate limited, with `Retry-After`) and 503 \
-             (a backend is down).",
+             `/api/v1` endpoint may also answer 429 (rate limited, with `Retry-After`), 503 \
+             `overloaded` (too many requests are waiting for the database: retry after \
+             `Retry-After`) and 503 `backend_unavailable` (the database is down).",
         ))
         .build();
     let components = document

@@ -22,6 +22,7 @@ mod rabbit;
 mod redis;
 mod security;
 mod smtp;
+mod spikes;
 mod split;
 mod totals;
 
@@ -102,6 +103,7 @@ fn main() {
         ("rabbit", rabbit::all()),
         ("redis", redis::all()),
         ("security", security::all()),
+        ("spikes", spikes::all()),
         ("split", split::all()),
     ];
     let mut trials = Vec::new();
