@@ -8,7 +8,8 @@ use crate::tests;
 tests![
     the_gateway_routes_to_replicas_and_fails_over_when_one_stops,
     the_gateway_limits_bodies_resolves_dot_segments_and_names_each_client,
-    a_replica_the_last_health_check_missed_still_takes_requests_when_the_other_dies
+    a_replica_the_last_health_check_missed_still_takes_requests_when_the_other_dies,
+    an_overloaded_replica_is_busy_not_broken,
 ];
 
 async fn the_gateway_routes_to_replicas_and_fails_over_when_one_stops(ctx: TestContext) {
@@ -131,6 +132,77 @@ async fn a_replica_the_last_health_check_missed_still_takes_requests_when_the_ot
         .get(&format!("/api/v1/donations/history?campaign_id={campaign}"))
         .await;
     assert_eq!(history.json.as_array().map(Vec::len), Some(4));
+}
+
+/// A replica that answers every API request `503 overloaded` with `Retry-After: 2`, counting
+/// them, and is healthy.
+async fn overloaded_replica() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new()
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .fallback(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async {
+                (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    [("retry-after", "2"), ("content-type", "application/json")],
+                    r#"{"detail":"busy","code":"overloaded"}"#,
+                )
+            }
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (address, hits)
+}
+
+async fn an_overloaded_replica_is_busy_not_broken(ctx: TestContext) {
+    use cfa_server::config::Role;
+    use std::sync::atomic::Ordering;
+    let (busy, hits) = overloaded_replica().await;
+    let idle = ctx
+        .spawn_app_with(|s| s.server.roles = vec![Role::Donation])
+        .await;
+    let upstreams = vec![busy, idle.address.clone()];
+    let gateway = ctx
+        .spawn_app_with(|s| {
+            s.server.roles = vec![Role::Gateway];
+            s.gateway.upstreams.insert("donations".into(), upstreams);
+            s.gateway.failure_threshold = 2;
+            s.gateway.open_seconds = 3_600;
+        })
+        .await;
+    let mut overloaded = 0;
+    for _ in 0..6 {
+        let reply = gateway.get("/api/v1/campaigns").await;
+        match reply.status {
+            200 => {}
+            503 => {
+                assert_eq!(reply.code(), "overloaded", "{:?}", reply.json);
+                assert_eq!(
+                    reply.header("retry-after"),
+                    Some("2"),
+                    "the client learns when"
+                );
+                overloaded += 1;
+            }
+            other => panic!("{other}: {:?}", reply.json),
+        }
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        3,
+        "the busy replica keeps its turn in the rotation: its breaker never opens"
+    );
+    assert_eq!(
+        overloaded, 3,
+        "its answers reach the client, not retried elsewhere"
+    );
 }
 
 /// Sends `GET path` as written (no client-side normalisation) and returns the status code.
