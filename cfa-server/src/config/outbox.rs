@@ -21,7 +21,8 @@ pub struct OutboxSettings {
     pub max_backoff_ms: u64,
     /// How long delivered rows are kept, in hours.
     pub retention_hours: u64,
-    /// Delivery attempts before an event is set aside as a dead letter.
+    /// Failed deliveries of the event itself (a consumer refused it) before it is set aside as a
+    /// dead letter; an unreachable bus or consumer database uses up none.
     pub max_attempts: i32,
 }
 

@@ -13,12 +13,41 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::event::EventEnvelope;
+use crate::messaging::consumer::HandlerError;
 use crate::messaging::dead_letters::DeadLetters;
 
 /// A failed publish; the relay retries it later.
+///
+/// Most failures are *transient* (the broker or a consumer's database cannot be reached, a
+/// confirm timed out): the relay retries them with back-off for as long as they last, and they
+/// never use up an event's attempts. A *poison* failure (a consumer refused this event, the event
+/// cannot be encoded) counts against `outbox.max_attempts`; only those make dead letters.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BusError(pub String);
+#[error("{message}")]
+pub struct BusError {
+    /// What happened.
+    pub message: String,
+    /// Whether this event itself is at fault, rather than something it passes through.
+    pub poison: bool,
+}
+
+impl BusError {
+    /// A failure that says nothing about the event: retried for as long as it lasts.
+    pub fn transient(message: impl Into<String>) -> BusError {
+        BusError {
+            message: message.into(),
+            poison: false,
+        }
+    }
+
+    /// A failure of this event: counted against its attempts.
+    pub fn poison(message: impl Into<String>) -> BusError {
+        BusError {
+            message: message.into(),
+            poison: true,
+        }
+    }
+}
 
 /// Where the relay publishes events.
 #[async_trait]
@@ -51,7 +80,7 @@ pub trait EventBus: Send + Sync + 'static {
 pub struct Delivery {
     /// The event.
     pub event: EventEnvelope,
-    ack: oneshot::Sender<Result<(), String>>,
+    ack: oneshot::Sender<Result<(), HandlerError>>,
 }
 
 impl Delivery {
@@ -60,9 +89,21 @@ impl Delivery {
         let _ = self.ack.send(Ok(()));
     }
 
-    /// Processing failed; the event will be delivered again.
+    /// Processing this event failed; it will be delivered again, and the failure counts
+    /// against its attempts.
     pub fn nack(self, reason: impl Into<String>) {
-        let _ = self.ack.send(Err(reason.into()));
+        self.fail(HandlerError::poison(reason));
+    }
+
+    /// Processing failed for a reason outside the event (its database is unreachable): it will
+    /// be delivered again after a back-off, without using up an attempt.
+    pub fn retry_later(self, reason: impl Into<String>) {
+        self.fail(HandlerError::transient(reason));
+    }
+
+    /// Processing failed as `error` says.
+    pub fn fail(self, error: HandlerError) {
+        let _ = self.ack.send(Err(error));
     }
 }
 
@@ -136,18 +177,37 @@ impl EventBus for InProcessBus {
             };
             match tokio::time::timeout(self.ack_timeout, sender.send(delivery)).await {
                 Ok(Ok(())) => acks.push((name, acked)),
-                Ok(Err(_)) => return Err(BusError(format!("consumer {name} has stopped"))),
-                Err(_) => return Err(BusError(format!("consumer {name} is not taking events"))),
+                Ok(Err(_)) => {
+                    return Err(BusError::transient(format!("consumer {name} has stopped")));
+                }
+                Err(_) => {
+                    return Err(BusError::transient(format!(
+                        "consumer {name} is not taking events"
+                    )));
+                }
             }
         }
         for (name, acked) in acks {
             match tokio::time::timeout(self.ack_timeout, acked).await {
                 Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(reason))) => {
-                    return Err(BusError(format!("consumer {name} failed: {reason}")));
+                Ok(Ok(Err(error))) => {
+                    let message = format!("consumer {name} failed: {error}");
+                    return Err(if error.transient {
+                        BusError::transient(message)
+                    } else {
+                        BusError::poison(message)
+                    });
                 }
-                Ok(Err(_)) => return Err(BusError(format!("consumer {name} dropped the event"))),
-                Err(_) => return Err(BusError(format!("consumer {name} did not answer in time"))),
+                Ok(Err(_)) => {
+                    return Err(BusError::transient(format!(
+                        "consumer {name} dropped the event"
+                    )));
+                }
+                Err(_) => {
+                    return Err(BusError::transient(format!(
+                        "consumer {name} did not answer in time"
+                    )));
+                }
             }
         }
         Ok(())

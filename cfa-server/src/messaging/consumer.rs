@@ -14,6 +14,49 @@ use tracing::Instrument as _;
 
 use crate::domain::event::EventEnvelope;
 use crate::messaging::bus::Delivery;
+use crate::storage::StoreError;
+
+/// Why a handler did not apply an event.
+///
+/// *Transient*: something the event passes through is down (the database cannot be reached);
+/// the event is retried with back-off for as long as that lasts and never becomes a dead letter.
+/// Otherwise the event itself fails (a corrupt row, a bug): the failure counts against its
+/// attempts, and after the last one it is set aside as a dead letter for an operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct HandlerError {
+    /// What happened.
+    pub message: String,
+    /// Whether it says nothing about the event.
+    pub transient: bool,
+}
+
+impl HandlerError {
+    /// A failure outside the event.
+    pub fn transient(message: impl Into<String>) -> HandlerError {
+        HandlerError {
+            message: message.into(),
+            transient: true,
+        }
+    }
+
+    /// A failure of this event.
+    pub fn poison(message: impl Into<String>) -> HandlerError {
+        HandlerError {
+            message: message.into(),
+            transient: false,
+        }
+    }
+}
+
+impl From<StoreError> for HandlerError {
+    fn from(e: StoreError) -> HandlerError {
+        match e {
+            StoreError::Unavailable(_) => HandlerError::transient(e.to_string()),
+            _ => HandlerError::poison(e.to_string()),
+        }
+    }
+}
 
 /// Something that reacts to events.
 #[async_trait]
@@ -23,7 +66,7 @@ pub trait Handler: Send + Sync + 'static {
     /// The topics it listens to (`payment`, `donation`).
     fn topics(&self) -> &'static [&'static str];
     /// Applies one event; returns an error to have it delivered again.
-    async fn handle(&self, event: &EventEnvelope) -> Result<(), String>;
+    async fn handle(&self, event: &EventEnvelope) -> Result<(), HandlerError>;
 }
 
 /// Feeds deliveries to a handler until the channel closes or `cancel` fires.
@@ -43,10 +86,10 @@ pub async fn run(
         let span = consume_span(handler.as_ref(), &delivery.event);
         match process(handler.as_ref(), &delivery.event, &span).await {
             Ok(()) => delivery.ack(),
-            Err(reason) => {
+            Err(error) => {
                 let _entered = span.enter();
-                tracing::warn!(consumer = handler.name(), event_id = %delivery.event.event_id, event_type = %delivery.event.event_type, %reason, "event handling failed; it will be redelivered");
-                delivery.nack(reason);
+                tracing::warn!(consumer = handler.name(), event_id = %delivery.event.event_id, event_type = %delivery.event.event_type, %error, transient = error.transient, "event handling failed; it will be redelivered");
+                delivery.fail(error);
             }
         }
     }
@@ -75,7 +118,7 @@ pub async fn process(
     handler: &dyn Handler,
     event: &EventEnvelope,
     span: &tracing::Span,
-) -> Result<(), String> {
+) -> Result<(), HandlerError> {
     let result = handler.handle(event).instrument(span.clone()).await;
     match &result {
         Ok(()) => {

@@ -3,8 +3,14 @@
 //! Rows are claimed with a lease (and `SKIP LOCKED` on PostgreSQL), so several relays can run at
 //! once without publishing the same row twice in normal operation, and a relay that dies leaves
 //! its rows to another once the lease runs out. A failed publish stops the batch (so later events
-//! do not overtake it), gives the row back with the error recorded, and backs off exponentially.
-//! [`Relay::deliver_batch`] is public so tests drive the relay by hand.
+//! do not overtake it), gives the row back with the error recorded, and backs off exponentially
+//! with jitter.
+//!
+//! Only a failure of the event itself (a consumer refused it, it cannot be encoded) counts as an
+//! attempt; after `outbox.max_attempts` of those it is set aside as a dead letter. A bus or
+//! consumer database that cannot be reached is waited out for as long as it lasts and uses up
+//! nothing, so an outage never makes dead letters. [`Relay::deliver_batch`] is public so tests
+//! drive the relay by hand.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::OutboxSettings;
 use crate::domain::event::EventEnvelope;
-use crate::messaging::bus::EventBus;
-use crate::storage::{Store, StoreError};
+use crate::messaging::bus::{BusError, EventBus};
+use crate::storage::{OutboxRow, Store, StoreError};
 
 /// What one batch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,6 +35,8 @@ pub struct BatchReport {
     pub failed: usize,
     /// Rows set aside as dead letters (counted in `failed` too).
     pub dead: usize,
+    /// Whether the failure was the event's own (an attempt counted) rather than an outage.
+    pub poison: bool,
 }
 
 /// Delivers outbox rows to the bus.
@@ -89,35 +97,29 @@ impl Relay {
         let events: Vec<&EventEnvelope> = rows.iter().map(|r| &r.event).collect();
         let (published, error) = self.bus.publish_batch(&events).await;
         let sent: Vec<i64> = rows[..published].iter().map(|r| r.id).collect();
-        let failure = error.and_then(|e| rows.get(published).map(|r| (r.id, e.to_string())));
+        let failure = error.and_then(|e| rows.get(published).map(|r| (r.id, e)));
         self.store
             .mark_outbox_sent(&self.id, &sent, crate::domain::now())
             .await?;
         report.delivered = sent.len();
         if let Some((failed_id, error)) = failure {
+            report.poison = error.poison;
             // The failed row and everything after it go back, so order is kept; a row that has
             // failed too often is set aside as a dead letter so it stops holding the rest back.
             for (row, span) in rows.iter().zip(&spans).filter(|(r, _)| r.id >= failed_id) {
-                let (why, dead_at) = if row.id == failed_id {
-                    let dead = row.attempts >= self.settings.max_attempts;
-                    span.record("otel.status_code", "ERROR");
-                    // Logged in the event's relay span, so the line carries the event's trace.
-                    span.in_scope(|| {
-                        if dead {
-                            tracing::error!(outbox_id = row.id, event_id = %row.event.event_id, event_type = %row.event.event_type, attempts = row.attempts, %error, "outbox event set aside as a dead letter after its last attempt");
-                        } else {
-                            tracing::warn!(outbox_id = row.id, attempts = row.attempts, %error, "publishing an outbox event failed; it will be retried");
-                        }
-                    });
-                    if dead {
-                        report.dead += 1;
-                    }
-                    (error.as_str(), dead.then(crate::domain::now))
+                let (why, attempted, dead_at) = if row.id == failed_id {
+                    let dead = self.failed(row, span, &error);
+                    report.dead += usize::from(dead);
+                    (
+                        error.message.as_str(),
+                        error.poison,
+                        dead.then(crate::domain::now),
+                    )
                 } else {
-                    ("not attempted: an earlier event failed", None)
+                    ("not attempted: an earlier event failed", false, None)
                 };
                 self.store
-                    .release_outbox(&self.id, row.id, why, dead_at)
+                    .release_outbox(&self.id, row.id, why, attempted, dead_at)
                     .await?;
                 report.failed += 1;
             }
@@ -125,32 +127,58 @@ impl Relay {
         Ok(report)
     }
 
+    /// Records a failed publish in the event's span and says whether it was the event's last
+    /// attempt.
+    fn failed(&self, row: &OutboxRow, span: &tracing::Span, error: &BusError) -> bool {
+        let attempts = row.attempts + i32::from(error.poison);
+        let dead = error.poison && attempts >= self.settings.max_attempts;
+        span.record("otel.status_code", "ERROR");
+        // Logged in the event's relay span, so the line carries the event's trace.
+        span.in_scope(|| {
+            if dead {
+                tracing::error!(outbox_id = row.id, event_id = %row.event.event_id, event_type = %row.event.event_type, attempts, error = %error.message, "outbox event set aside as a dead letter after its last attempt");
+            } else if error.poison {
+                tracing::warn!(outbox_id = row.id, attempts, error = %error.message, "publishing an outbox event failed; it will be retried");
+            } else {
+                tracing::warn!(outbox_id = row.id, error = %error.message, "the bus cannot take events now; waiting for it without using up an attempt");
+            }
+        });
+        dead
+    }
+
     /// Runs until cancelled: delivers batches while there is work, waits for `wake` or the poll
     /// interval when idle, and backs off after failures.
     pub async fn run(self, wake: Arc<Notify>, cancel: CancellationToken) {
         let poll = Duration::from_millis(self.settings.poll_interval_ms);
         let max_backoff = Duration::from_millis(self.settings.max_backoff_ms);
-        let mut backoff = poll;
+        let fresh_backoff = || {
+            use backon::BackoffBuilder as _;
+            backon::ExponentialBuilder::default()
+                .with_min_delay(poll)
+                .with_max_delay(max_backoff)
+                .with_jitter()
+                .without_max_times()
+                .build()
+        };
+        let mut backoff = fresh_backoff();
         tracing::info!(relay = %self.id, bus = self.bus.name(), "outbox relay started");
         loop {
             // After a failure the relay waits out its back-off even if new rows arrive.
             let (wait, wakeable) = match self.deliver_batch().await {
-                Ok(report) if report.failed > 0 => {
-                    backoff = (backoff * 2).min(max_backoff);
-                    (backoff, false)
-                }
-                Ok(report) if report.claimed > 0 => {
-                    backoff = poll;
-                    (Duration::ZERO, true)
-                }
-                Ok(_) => {
-                    backoff = poll;
-                    (poll, true)
+                Ok(report) if report.failed > 0 => (backoff.next().unwrap_or(max_backoff), false),
+                Ok(report) => {
+                    backoff = fresh_backoff();
+                    let idle = if report.claimed > 0 {
+                        Duration::ZERO
+                    } else {
+                        poll
+                    };
+                    (idle, true)
                 }
                 Err(err) => {
-                    backoff = (backoff * 2).min(max_backoff);
-                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "outbox relay cannot reach the database");
-                    (backoff, false)
+                    let wait = backoff.next().unwrap_or(max_backoff);
+                    tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64, "outbox relay cannot reach the database");
+                    (wait, false)
                 }
             };
             if cancel.is_cancelled() {

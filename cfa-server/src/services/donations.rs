@@ -15,7 +15,7 @@ use crate::domain::email::DonorEmail;
 use crate::domain::event::{DomainEvent, DonationEvent, EventEnvelope, PaymentEvent};
 use crate::domain::money::{Currency, MAX_DONATION_MAJOR};
 use crate::domain::payment::PaymentStatus;
-use crate::messaging::consumer::Handler;
+use crate::messaging::consumer::{Handler, HandlerError};
 use crate::storage::{StatusAudit, Store, StoreError, Tx};
 
 /// A donation to take, parsed from the wire.
@@ -316,7 +316,7 @@ impl Handler for DonationStatusConsumer {
         STATUS_CONSUMER.topics
     }
 
-    async fn handle(&self, event: &EventEnvelope) -> Result<(), String> {
-        self.apply(event).await.map_err(|e| e.to_string())
+    async fn handle(&self, event: &EventEnvelope) -> Result<(), HandlerError> {
+        Ok(self.apply(event).await?)
     }
 }

@@ -32,7 +32,7 @@ use crate::config::{NotificationSettings, Role, Secret, SmtpTls};
 use crate::domain::donation::Donation;
 use crate::domain::event::{DomainEvent, DonationChange, EventEnvelope};
 use crate::domain::payment::PaymentStatus;
-use crate::messaging::consumer::Handler;
+use crate::messaging::consumer::{Handler, HandlerError};
 use crate::storage::{Notification, SendOutcome, Store, StoreError};
 
 /// Something that delivers e-mail.
@@ -459,8 +459,8 @@ impl Handler for NotificationConsumer {
         CONSUMER.topics
     }
 
-    async fn handle(&self, event: &EventEnvelope) -> Result<(), String> {
-        self.apply(event).await.map_err(|e| e.to_string())
+    async fn handle(&self, event: &EventEnvelope) -> Result<(), HandlerError> {
+        Ok(self.apply(event).await?)
     }
 }
 

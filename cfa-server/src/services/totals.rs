@@ -19,7 +19,7 @@ use super::ConsumerSpec;
 use crate::config::Role;
 use crate::domain::donation::DonationStatus;
 use crate::domain::event::{CampaignEvent, DomainEvent, DonationEvent, EventEnvelope};
-use crate::messaging::consumer::Handler;
+use crate::messaging::consumer::{Handler, HandlerError};
 use crate::storage::{CampaignTotals, Contribution, Store, StoreError, Tx};
 
 /// A cache of totals in front of the read model.
@@ -363,8 +363,8 @@ impl Handler for TotalsConsumer {
         CONSUMER.topics
     }
 
-    async fn handle(&self, event: &EventEnvelope) -> Result<(), String> {
-        self.apply(event).await.map_err(|e| e.to_string())
+    async fn handle(&self, event: &EventEnvelope) -> Result<(), HandlerError> {
+        Ok(self.apply(event).await?)
     }
 }
 

@@ -17,7 +17,7 @@ pub struct OutboxRow {
     pub id: i64,
     /// The event.
     pub event: EventEnvelope,
-    /// Delivery attempts so far, this one included.
+    /// Failed deliveries of this event so far (an unreachable bus counts none).
     pub attempts: i32,
 }
 
@@ -53,13 +53,16 @@ pub trait OutboxStore: Send + Sync {
         ids: &[i64],
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
-    /// Gives a row back after a failed delivery, recording why, if `relay` still holds it; with
-    /// `dead_at`, sets it aside for good (a dead letter) so it no longer blocks the rows after it.
+    /// Gives a row back after a failed delivery, recording why, if `relay` still holds it;
+    /// `attempted` counts one attempt against it (the event itself failed, rather than the bus
+    /// being unreachable or an earlier event failing); with `dead_at`, sets it aside for good (a
+    /// dead letter) so it no longer blocks the rows after it.
     async fn release_outbox(
         &self,
         relay: &str,
         id: i64,
         error: &str,
+        attempted: bool,
         dead_at: Option<DateTime<Utc>>,
     ) -> StoreResult<()>;
     /// Outbox rows set aside as dead letters, oldest first, with their last error.

@@ -12,7 +12,42 @@ tests![
     delivered_rows_are_pruned_after_the_retention_period,
     the_background_relay_delivers_new_events_promptly,
     an_event_that_keeps_failing_becomes_a_dead_letter_and_stops_blocking_the_rest,
+    an_outage_longer_than_the_attempts_makes_no_dead_letter,
 ];
+
+async fn an_outage_longer_than_the_attempts_makes_no_dead_letter(ctx: TestContext) {
+    let app = ctx.spawn_app_with(|s| s.outbox.max_attempts = 2).await;
+    let campaign = app.create_campaign("Outage", 500.0).await;
+    app.relay.deliver_batch().await.expect("deliver");
+    app.donate(&campaign, "ada@example.org", "1").await;
+    let mut consumer = app.bus.subscribe("cut-off", &["donation"]);
+    let consumed = tokio::spawn(async move {
+        let mut tries = 0;
+        while let Some(delivery) = consumer.recv().await {
+            tries += 1;
+            if tries <= 5 {
+                delivery.retry_later("the database cannot be reached");
+            } else {
+                delivery.ack();
+                break;
+            }
+        }
+        tries
+    });
+    for outage in 1..=5 {
+        let report = app.relay.deliver_batch().await.expect("deliver");
+        assert_eq!(
+            (report.failed, report.dead, report.poison),
+            (1, 0, false),
+            "failure {outage} of an outage uses up nothing"
+        );
+    }
+    let recovered = app.relay.deliver_batch().await.expect("deliver");
+    assert_eq!(recovered.delivered, 1, "delivered once the outage ends");
+    assert_eq!(consumed.await.expect("consumer"), 6);
+    let stats = app.store.outbox_stats().await.expect("stats");
+    assert_eq!((stats.pending, stats.dead), (0, 0));
+}
 
 async fn an_event_that_keeps_failing_becomes_a_dead_letter_and_stops_blocking_the_rest(
     ctx: TestContext,

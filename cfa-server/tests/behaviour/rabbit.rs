@@ -10,12 +10,15 @@ use serde_json::json;
 use tokio::io::copy_bidirectional;
 use tokio::net::{TcpListener, TcpStream};
 
+use cfa_server::messaging::consumer::HandlerError;
+
 use crate::helpers::{TestContext, eventually};
 use crate::tests;
 
 tests![
     rabbit: the_donor_journey_runs_over_rabbitmq,
     a_failing_consumer_retries_then_dead_letters_and_an_operator_replays_it,
+    an_outage_is_waited_out_and_never_dead_lettered,
     while_rabbitmq_is_unreachable_donations_are_accepted_and_the_outbox_drains_after,
     split_roles_complete_the_journey_through_events_only,
 ];
@@ -158,6 +161,8 @@ async fn the_donor_journey_runs_over_rabbitmq(ctx: TestContext) {
 
 /// Fails every event until `healed`, counting calls.
 struct Flaky {
+    /// Failing because something it needs is down, rather than because of the event.
+    outage: bool,
     healed: AtomicBool,
     calls: AtomicUsize,
     handled: AtomicUsize,
@@ -171,24 +176,38 @@ impl cfa_server::messaging::consumer::Handler for Flaky {
     fn topics(&self) -> &'static [&'static str] {
         &["donation"]
     }
-    async fn handle(&self, _: &cfa_server::domain::event::EventEnvelope) -> Result<(), String> {
+    async fn handle(
+        &self,
+        _: &cfa_server::domain::event::EventEnvelope,
+    ) -> Result<(), HandlerError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.healed.load(Ordering::SeqCst) {
             self.handled.fetch_add(1, Ordering::SeqCst);
             Ok(())
+        } else if self.outage {
+            Err(HandlerError::transient("the database cannot be reached"))
         } else {
-            Err("downstream is broken".into())
+            Err(HandlerError::poison("downstream is broken"))
         }
     }
 }
 
-async fn a_failing_consumer_retries_then_dead_letters_and_an_operator_replays_it(ctx: TestContext) {
+/// Runs a [`Flaky`] consumer on RabbitMQ (3 attempts, 50 ms retry delay) and waits until its
+/// queues exist.
+async fn flaky_consumer(
+    app: &crate::helpers::TestApp,
+    outage: bool,
+) -> (
+    Arc<Flaky>,
+    cfa_server::config::AmqpSettings,
+    tokio_util::sync::CancellationToken,
+) {
     use cfa_server::messaging::rabbit;
-    let app = ctx.spawn_app().await;
     let mut amqp = app.state.settings.amqp.clone();
     amqp.max_attempts = 3;
     amqp.retry_delay_ms = 50;
     let flaky = Arc::new(Flaky {
+        outage,
         healed: AtomicBool::new(false),
         calls: AtomicUsize::new(0),
         handled: AtomicUsize::new(0),
@@ -218,6 +237,47 @@ async fn a_failing_consumer_retries_then_dead_letters_and_an_operator_replays_it
             .map(|_| ())
     })
     .await;
+    (flaky, amqp, cancel)
+}
+
+async fn an_outage_is_waited_out_and_never_dead_lettered(ctx: TestContext) {
+    use cfa_server::messaging::rabbit;
+    let app = ctx.spawn_app().await;
+    let (flaky, amqp, cancel) = flaky_consumer(&app, true).await;
+    let campaign = app.create_campaign("Outage", 10.0).await;
+    app.donate(&campaign, "ada@example.org", "1").await;
+    app.drain_outbox().await;
+    eventually(
+        Duration::from_secs(20),
+        "more failures than amqp.max_attempts",
+        || async { (flaky.calls.load(Ordering::SeqCst) > 4).then_some(()) },
+    )
+    .await;
+    let dead = rabbit::dead_letters(&amqp, &["flaky"], 10)
+        .await
+        .expect("dead letters");
+    assert!(
+        dead.is_empty(),
+        "an unreachable database is not the event's fault: {dead:?}"
+    );
+    flaky.healed.store(true, Ordering::SeqCst);
+    eventually(
+        Duration::from_secs(40),
+        "the event, once the outage ends",
+        || async { (flaky.handled.load(Ordering::SeqCst) >= 1).then_some(()) },
+    )
+    .await;
+    let dead = rabbit::dead_letters(&amqp, &["flaky"], 10)
+        .await
+        .expect("dead letters");
+    assert!(dead.is_empty(), "{dead:?}");
+    cancel.cancel();
+}
+
+async fn a_failing_consumer_retries_then_dead_letters_and_an_operator_replays_it(ctx: TestContext) {
+    use cfa_server::messaging::rabbit;
+    let app = ctx.spawn_app().await;
+    let (flaky, amqp, cancel) = flaky_consumer(&app, false).await;
     let campaign = app.create_campaign("Flaky", 10.0).await;
     app.donate(&campaign, "ada@example.org", "1").await;
     app.drain_outbox().await;

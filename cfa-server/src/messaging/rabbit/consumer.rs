@@ -1,6 +1,11 @@
 //! Consuming from RabbitMQ: a loop per consumer that reconnects with back-off, hands each
-//! message to its handler and acknowledges it only once the handler's effect is committed. A
-//! failure goes to the retry queue, and after `amqp.max_attempts` to the dead-letter queue.
+//! message to its handler and acknowledges it only once the handler's effect is committed.
+//!
+//! A failure of the event itself goes to the retry queue, and after `amqp.max_attempts` to the
+//! dead-letter queue. A *transient* failure (the handler's database cannot be reached) says
+//! nothing about the event: it is retried in place, with exponential back-off and jitter capped
+//! at 30 s, for as long as the outage lasts, and never uses up an attempt; the message stays
+//! unacknowledged meanwhile, so a crash leaves it with the broker.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +23,10 @@ use super::{
 };
 use crate::config::AmqpSettings;
 use crate::domain::event::EventEnvelope;
-use crate::messaging::consumer::{self, Handler};
+use crate::messaging::consumer::{self, Handler, HandlerError};
+
+/// The longest wait between two tries of a message during an outage.
+const MAX_OUTAGE_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Runs one consumer on RabbitMQ until cancelled, reconnecting with back-off.
 pub async fn run_consumer(
@@ -91,7 +99,7 @@ async fn consume(
                 None => return Err("the consumer was cancelled by the broker".into()),
             },
         };
-        session.settle(delivery).await?;
+        session.settle(delivery, cancel).await?;
     }
 }
 
@@ -138,11 +146,12 @@ struct Session<'a> {
 impl Session<'_> {
     /// Handles one message, then acknowledges it. A failed one is republished (to the retry or
     /// dead-letter queue) before the acknowledgement, so it is never lost between the two.
-    async fn settle(&self, delivery: Delivery) -> Result<(), String> {
+    async fn settle(&self, delivery: Delivery, cancel: &CancellationToken) -> Result<(), String> {
         let attempts = header_u32(&delivery.properties, ATTEMPTS) + 1;
-        let (outcome, span) = self.handle(&delivery).await;
+        let (outcome, span) = self.handle_through_outages(&delivery, cancel).await?;
         if let Err(error) = outcome {
-            self.set_aside(&delivery, attempts, &error, &span).await?;
+            self.set_aside(&delivery, attempts, &error.message, &span)
+                .await?;
         }
         // Unacknowledged on a dead link, the message is redelivered; the handlers are idempotent.
         tokio::time::timeout(
@@ -155,9 +164,44 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// Handles the message, retrying a transient failure in place with back-off until it passes
+    /// or the event itself fails. `Err` when the link is lost or the consumer stops meanwhile:
+    /// the unacknowledged message goes back to the broker.
+    async fn handle_through_outages(
+        &self,
+        delivery: &Delivery,
+        cancel: &CancellationToken,
+    ) -> Result<(Result<(), HandlerError>, tracing::Span), String> {
+        use backon::BackoffBuilder as _;
+        let mut backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(self.settings.retry_delay_ms.max(1)))
+            .with_max_delay(MAX_OUTAGE_BACKOFF)
+            .with_jitter()
+            .without_max_times()
+            .build();
+        loop {
+            let (outcome, span) = self.handle(delivery).await;
+            let error = match outcome {
+                Err(error) if error.transient => error,
+                outcome => return Ok((outcome, span)),
+            };
+            let wait = backoff.next().unwrap_or(MAX_OUTAGE_BACKOFF);
+            span.in_scope(|| {
+                tracing::warn!(consumer = self.handler.name(), %error, retry_in_ms = wait.as_millis() as u64, "event handling failed during an outage; retrying in place");
+            });
+            tokio::select! {
+                _ = cancel.cancelled() => return Err("the consumer is stopping".into()),
+                _ = tokio::time::sleep(wait) => {}
+            }
+            if !self.channel.status().connected() {
+                return Err("the connection to RabbitMQ was lost".into());
+            }
+        }
+    }
+
     /// Runs the handler on the message's event, in the span that continues the publisher's
     /// trace; an unreadable message fails without a span.
-    async fn handle(&self, delivery: &Delivery) -> (Result<(), String>, tracing::Span) {
+    async fn handle(&self, delivery: &Delivery) -> (Result<(), HandlerError>, tracing::Span) {
         let handler = self.handler;
         match serde_json::from_slice::<EventEnvelope>(&delivery.data) {
             Ok(mut event) => {
@@ -168,7 +212,10 @@ impl Session<'_> {
                 let span = consumer::consume_span(handler, &event);
                 (consumer::process(handler, &event, &span).await, span)
             }
-            Err(e) => (Err(format!("unreadable event: {e}")), tracing::Span::none()),
+            Err(e) => (
+                Err(HandlerError::poison(format!("unreadable event: {e}"))),
+                tracing::Span::none(),
+            ),
         }
     }
 

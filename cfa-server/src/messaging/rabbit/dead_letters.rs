@@ -39,7 +39,7 @@ impl DeadLetters for RabbitBus {
 
 /// Names the broker, since the message reaches operators as it is.
 fn broker_error(message: String) -> BusError {
-    BusError(format!("RabbitMQ: {message}"))
+    BusError::transient(format!("RabbitMQ: {message}"))
 }
 
 /// Lists (up to `limit` per consumer) the dead letters of `consumers`, leaving them in place.

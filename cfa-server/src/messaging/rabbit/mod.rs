@@ -136,12 +136,12 @@ impl RabbitBus {
         let (connection, channel) =
             tokio::time::timeout(Duration::from_secs(5), connect(&self.url))
                 .await
-                .map_err(|_| BusError("RabbitMQ did not answer within 5 s".into()))?
-                .map_err(|e| BusError(format!("cannot connect to RabbitMQ: {e}")))?;
+                .map_err(|_| BusError::transient("RabbitMQ did not answer within 5 s"))?
+                .map_err(|e| BusError::transient(format!("cannot connect to RabbitMQ: {e}")))?;
         self.topology
             .declare_exchanges(&channel)
             .await
-            .map_err(|e| BusError(format!("cannot declare the exchanges: {e}")))?;
+            .map_err(|e| BusError::transient(format!("cannot declare the exchanges: {e}")))?;
         // Every consumer's queue, not only this process's: an event published before its
         // consumer ever started still has a queue to wait in.
         for consumer in CONSUMERS {
@@ -149,7 +149,9 @@ impl RabbitBus {
             self.topology
                 .declare_consumer(&channel, name, consumer.topics, self.retry_delay_ms)
                 .await
-                .map_err(|e| BusError(format!("cannot declare the queue of {name}: {e}")))?;
+                .map_err(|e| {
+                    BusError::transient(format!("cannot declare the queue of {name}: {e}"))
+                })?;
         }
         *link = Some((connection, channel.clone()));
         Ok(channel)
@@ -168,7 +170,7 @@ impl EventBus for RabbitBus {
 
     async fn publish(&self, event: &EventEnvelope) -> Result<(), BusError> {
         let channel = self.channel().await?;
-        let (payload, headers) = encode(event).map_err(|e| BusError(e.to_string()))?;
+        let (payload, headers) = encode(event).map_err(|e| BusError::poison(e.to_string()))?;
         let result = publish_confirmed(
             &channel,
             &self.topology.exchange(event.topic()),
@@ -179,7 +181,9 @@ impl EventBus for RabbitBus {
         .await;
         if let Err(e) = result {
             self.forget().await;
-            return Err(BusError(format!("publishing to RabbitMQ failed: {e}")));
+            return Err(BusError::transient(format!(
+                "publishing to RabbitMQ failed: {e}"
+            )));
         }
         Ok(())
     }
@@ -240,7 +244,9 @@ impl EventBus for RabbitBus {
                 self.forget().await;
                 return (
                     confirmed,
-                    Some(BusError(format!("publishing to RabbitMQ failed: {e}"))),
+                    Some(BusError::transient(format!(
+                        "publishing to RabbitMQ failed: {e}"
+                    ))),
                 );
             }
             confirmed += 1;

@@ -19,7 +19,7 @@ const INSERT: &str = "INSERT INTO outbox (event_id, event_type, aggregate_type, 
 /// Leases the oldest free undelivered rows; on PostgreSQL the inner `SELECT` skips rows another
 /// relay is claiming at the same moment.
 const CLAIM: &str = concatcp!(
-    "UPDATE outbox SET claimed_by = $1, claimed_until = $2, attempts = attempts + 1 \
+    "UPDATE outbox SET claimed_by = $1, claimed_until = $2 \
      WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL \
      AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY id LIMIT $4",
     SKIP_LOCKED,
@@ -27,7 +27,7 @@ const CLAIM: &str = concatcp!(
     COLUMNS
 );
 const RELEASE: &str = "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL, \
-                       last_error = $1, dead_at = $2 \
+                       last_error = $1, dead_at = $2, attempts = attempts + $5 \
                        WHERE id = $3 AND claimed_by = $4 AND sent_at IS NULL";
 const SELECT_DEAD: &str = concatcp!(
     "SELECT ",
@@ -115,6 +115,7 @@ impl OutboxStore for BackendStore {
         relay: &str,
         id: i64,
         error: &str,
+        attempted: bool,
         dead_at: Option<DateTime<Utc>>,
     ) -> StoreResult<()> {
         sqlx::query(RELEASE)
@@ -122,6 +123,7 @@ impl OutboxStore for BackendStore {
             .bind(dead_at)
             .bind(id)
             .bind(relay)
+            .bind(i32::from(attempted))
             .execute(&self.write)
             .await?;
         Ok(())
