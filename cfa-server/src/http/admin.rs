@@ -131,9 +131,7 @@ async fn replay_webhook(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let reply = webhooks::replay(state.store.as_ref(), &id).await?;
-    if reply.processed {
-        state.outbox_written();
-    }
+    state.webhook_answered(&reply);
     Ok(super::payments::webhook_reply(reply))
 }
 

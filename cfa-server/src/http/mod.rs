@@ -116,6 +116,23 @@ impl AppState {
         self.outbox_wake.notify_one();
     }
 
+    /// After a webhook: wakes the relay if it moved a payment, and has a payment it overtook (a
+    /// capture before its authorization) reconciled with the provider at once.
+    pub fn webhook_answered(&self, reply: &crate::services::payments::webhooks::Reply) {
+        if reply.processed {
+            self.outbox_written();
+        }
+        if let (Some(payment), Some(provider)) = (reply.reconcile, &self.provider) {
+            crate::services::payments::Reconciler::new(
+                self.store.clone(),
+                provider.clone(),
+                self.reconcile.clone(),
+                Duration::ZERO,
+            )
+            .reconcile_soon(payment, self.outbox_wake.clone());
+        }
+    }
+
     /// Tells the sandbox that webhooks were queued.
     pub fn sandbox_wake(&self) {
         if let Some(sandbox) = &self.sandbox {

@@ -538,8 +538,6 @@ async fn webhook(
         body: &body,
     };
     let reply = webhooks::receive(state.store.as_ref(), &verifier(&state), delivery).await?;
-    if reply.processed {
-        state.outbox_written();
-    }
+    state.webhook_answered(&reply);
     Ok(webhook_reply(reply))
 }

@@ -33,7 +33,7 @@ tests![
     a_redelivered_payment_event_changes_the_donation_once,
     a_voided_authorization_fails_the_donation,
     a_sandbox_that_duplicates_and_delays_every_webhook_still_applies_each_once,
-    a_sandbox_that_reorders_leaves_the_capture_to_reconciliation,
+    a_capture_that_overtakes_its_authorization_completes_at_once,
     an_operator_lists_webhook_deliveries_and_replays_a_rejected_one,
     the_sandbox_sends_an_intents_webhooks_one_at_a_time_in_order,
 ];
@@ -279,9 +279,14 @@ async fn a_sandbox_that_duplicates_and_delays_every_webhook_still_applies_each_o
     assert_eq!(captured["version"], 3);
 }
 
-async fn a_sandbox_that_reorders_leaves_the_capture_to_reconciliation(ctx: TestContext) {
+async fn a_capture_that_overtakes_its_authorization_completes_at_once(ctx: TestContext) {
+    // Reconciliation's periodic pass is an hour away: only the early capture can trigger it.
     let app = ctx
-        .spawn_app_with(|s| s.payments.sandbox_reorder_probability = 1.0)
+        .spawn_app_with(|s| {
+            s.payments.sandbox_reorder_probability = 1.0;
+            s.payments.reconcile_after_seconds = 3_600;
+            s.payments.reconcile_interval_seconds = 3_600;
+        })
         .await;
     let (donation_id, intent) = app.pending_payment("13").await;
     let pi = intent_id(&intent);
@@ -290,18 +295,39 @@ async fn a_sandbox_that_reorders_leaves_the_capture_to_reconciliation(ctx: TestC
         &json!({"outcome": "succeed"}),
     )
     .await;
-    // CAPTURED arrives first and is rejected for good; AUTHORIZED then applies.
-    wait_for_payment(&app, &pi, "AUTHORIZED").await;
-    let reconciler = cfa_server::services::payments::Reconciler::new(
-        app.store.clone(),
-        app.state.provider.clone().expect("sandbox"),
-        app.state.reconcile.clone(),
-        Duration::ZERO,
-    );
-    let report = reconciler.run_once().await.expect("reconcile");
-    assert_eq!(report.repaired, 1, "{report:?}");
+    // CAPTURED arrives first and is rejected, but the provider is asked at once.
     wait_for_payment(&app, &pi, "CAPTURED").await;
     wait_for_donation(&app, &donation_id, "COMPLETED").await;
+    let history = app
+        .send_as_operator(
+            reqwest::Method::GET,
+            &format!("/api/v1/payments/{pi}/history"),
+            None,
+        )
+        .await;
+    let events: Vec<&str> = history.json["transitions"]
+        .as_array()
+        .expect("transitions")
+        .iter()
+        .filter_map(|t| t["event_id"].as_str())
+        .collect();
+    assert!(
+        events.iter().any(|e| e.starts_with("reconcile:")),
+        "the capture came from the provider's record: {events:?}"
+    );
+    let webhooks = app
+        .send_as_operator(reqwest::Method::GET, "/api/v1/admin/webhooks", None)
+        .await;
+    assert!(
+        webhooks
+            .json
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|w| { w["payment_intent_id"] == pi.as_str() && w["outcome"] == "rejected" }),
+        "the early event itself stays rejected, as stored: {:?}",
+        webhooks.json
+    );
 }
 
 fn event(intent: &str, status: &str, timestamp: &str, id: Option<&str>) -> String {

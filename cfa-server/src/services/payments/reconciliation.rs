@@ -1,6 +1,8 @@
 //! Reconciliation: payments stuck in `INITIATED` or `AUTHORIZED` past a deadline are re-checked
 //! against the provider, and the steps between our status and the provider's are applied as
-//! events of their own, so nothing stays pending forever silently.
+//! events of their own, so nothing stays pending forever silently. A webhook that arrives ahead
+//! of its payment's state (a capture before its authorization) has its payment reconciled at
+//! once ([`Reconciler::reconcile_soon`]), so a reordered capture completes in seconds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,6 +10,7 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use super::provider::PaymentProvider;
 use super::{Applied, apply_event};
@@ -133,6 +136,32 @@ impl Reconciler {
         tx.commit().await
     }
 
+    /// Reconciles one payment at once, in the background: a webhook arrived ahead of its state
+    /// (a capture before its authorization), so the provider knows more than we do. The early
+    /// event stays rejected; the steps up to the provider's status are applied as
+    /// `reconcile:` events, and `wake` is notified when that changed the payment.
+    pub fn reconcile_soon(self, payment_id: Uuid, wake: Arc<tokio::sync::Notify>) {
+        tokio::spawn(async move {
+            let mut report = ReconcileReport {
+                checked: 1,
+                ..ReconcileReport::default()
+            };
+            let done = match self.store.payment(payment_id).await {
+                Ok(Some(payment)) => self.reconcile(&payment, &mut report).await,
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = done {
+                report.errors += 1;
+                tracing::warn!(%payment_id, error = %e, "reconciling a payment a webhook overtook failed; the periodic pass will retry");
+            }
+            self.count(&report);
+            if report.repaired > 0 {
+                wake.notify_one();
+            }
+        });
+    }
+
     fn count(&self, report: &ReconcileReport) {
         let stats = &self.stats;
         stats.checked.fetch_add(report.checked, Ordering::Relaxed);
@@ -176,7 +205,7 @@ impl Reconciler {
 }
 
 /// The transitions that take a payment from our status to the provider's, in order.
-fn steps(ours: PaymentStatus, theirs: PaymentStatus) -> &'static [PaymentStatus] {
+pub(super) fn steps(ours: PaymentStatus, theirs: PaymentStatus) -> &'static [PaymentStatus] {
     use PaymentStatus::{Authorized, Captured, Failed, Initiated, Refunded};
     match (ours, theirs) {
         (Initiated, Authorized) => &[Authorized],

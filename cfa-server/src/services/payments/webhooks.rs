@@ -8,6 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use super::{Applied, apply_event, signature};
 use crate::config::Secret;
@@ -73,6 +74,10 @@ pub struct Reply {
     pub replayed: bool,
     /// Whether the event moved its payment (so the outbox has a new event).
     pub processed: bool,
+    /// The payment this event was *ahead* of (a capture before its authorization): rejected,
+    /// but the provider already knows more than we do, so the payment should be reconciled now
+    /// ([`super::Reconciler::reconcile_soon`]) rather than after the reconciliation deadline.
+    pub reconcile: Option<Uuid>,
 }
 
 /// Why a delivery got no stored answer.
@@ -150,6 +155,7 @@ fn stored(saved: WebhookRecord) -> Reply {
         body: saved.body,
         replayed: true,
         processed: false,
+        reconcile: None,
     }
 }
 
@@ -212,6 +218,7 @@ pub async fn apply(
         body: response_body,
         replayed: false,
         processed: outcome.label == "processed",
+        reconcile: outcome.ahead_of,
     })
 }
 
@@ -222,6 +229,8 @@ struct Outcome {
     body: Value,
     /// The status a processed event moved its payment to, and the payment's gateway.
     moved: Option<(PaymentStatus, String)>,
+    /// The payment a rejected event was ahead of.
+    ahead_of: Option<Uuid>,
 }
 
 fn rejected(status: u16, reason: &str, code: &str, detail: String, extra: Value) -> Outcome {
@@ -238,6 +247,7 @@ fn rejected(status: u16, reason: &str, code: &str, detail: String, extra: Value)
         },
         body,
         moved: None,
+        ahead_of: None,
     }
 }
 
@@ -435,6 +445,7 @@ fn ignored(reason: &str, payment: &Payment) -> Outcome {
         label: "ignored",
         body,
         moved: None,
+        ahead_of: None,
     }
 }
 
@@ -452,6 +463,7 @@ fn outcome_of(applied: Applied, requested: PaymentStatus) -> Outcome {
                 "version": payment.version,
             }),
             moved: Some((payment.status, payment.gateway.clone())),
+            ahead_of: None,
         },
         Applied::OutOfOrder(payment) => ignored("out_of_order", &payment),
         Applied::RefundAlreadyApplied(payment) => ignored("refund_already_applied", &payment),
@@ -470,13 +482,17 @@ fn outcome_of(applied: Applied, requested: PaymentStatus) -> Outcome {
                 "requested_status": requested.as_str(),
                 "version": payment.version,
             });
-            rejected(
-                400,
-                "invalid_transition",
-                "invalid_transition",
-                reason,
-                extra,
-            )
+            let ahead = !super::reconciliation::steps(payment.status, requested).is_empty();
+            Outcome {
+                ahead_of: ahead.then_some(payment.id),
+                ..rejected(
+                    400,
+                    "invalid_transition",
+                    "invalid_transition",
+                    reason,
+                    extra,
+                )
+            }
         }
     }
 }
