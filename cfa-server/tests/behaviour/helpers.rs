@@ -196,6 +196,30 @@ async fn drop_pg_database(admin: &str, name: &str) {
 }
 
 impl TestContext {
+    /// Runs one statement on this test's database behind the server's back (to leave the state
+    /// a crash or an older build left) and returns how many rows it changed.
+    pub async fn execute_sql(&self, sql: &'static str) -> u64 {
+        use sqlx::Connection as _;
+        let done = if self.database_url.starts_with("sqlite:") {
+            let mut connection = sqlx::SqliteConnection::connect(&self.database_url)
+                .await
+                .expect("the test database opens");
+            sqlx::query(sql)
+                .execute(&mut connection)
+                .await
+                .map(|d| d.rows_affected())
+        } else {
+            let mut connection = sqlx::PgConnection::connect(&self.database_url)
+                .await
+                .expect("the test database opens");
+            sqlx::query(sql)
+                .execute(&mut connection)
+                .await
+                .map(|d| d.rows_affected())
+        };
+        done.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     /// This test's data directory.
     pub fn data_dir(&self) -> std::path::PathBuf {
         self.data_dir.path().to_path_buf()

@@ -528,5 +528,8 @@ async fn a_public_sandbox_is_named_in_readiness(ctx: TestContext) {
         .spawn_app_with(|s| s.auth.api_keys = vec!["op".into()])
         .await;
     let warnings = local.get("/ready").await.json["warnings"].to_string();
-    assert!(!warnings.contains("sandbox"), "on loopback it is nobody's business: {warnings}");
+    assert!(
+        !warnings.contains("sandbox"),
+        "on loopback it is nobody's business: {warnings}"
+    );
 }

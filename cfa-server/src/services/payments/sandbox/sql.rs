@@ -41,10 +41,18 @@ const ENQUEUE: &str = "INSERT INTO sandbox_deliveries \
                        VALUES ($1, $2, $3, $4, (SELECT MAX(id) FROM sandbox_deliveries \
                        WHERE payment_intent_id = $1 \
                        AND delivered_at IS NULL AND given_up_at IS NULL))";
+/// Due webhooks not held back by an earlier one. A hold by a delivery that is finished
+/// (delivered or given up) or gone does not count: releasing the hold commits with the finished
+/// attempt, but rows left by an older build that crashed between the two must not wait forever.
+/// The holder is looked up by its primary key, and only for held rows (no anti-join over the
+/// intent's deliveries: see migration 0009).
 const SELECT_DUE: &str = "SELECT id, payment_intent_id, body, attempts, traceparent \
                           FROM sandbox_deliveries d \
                           WHERE delivered_at IS NULL AND given_up_at IS NULL \
-                          AND next_attempt_at <= $1 AND held_by IS NULL \
+                          AND next_attempt_at <= $1 \
+                          AND (held_by IS NULL OR NOT EXISTS (SELECT 1 FROM sandbox_deliveries h \
+                          WHERE h.id = d.held_by \
+                          AND h.delivered_at IS NULL AND h.given_up_at IS NULL)) \
                           ORDER BY next_attempt_at, id LIMIT $2";
 const DELIVERED: &str = "UPDATE sandbox_deliveries \
                          SET attempts = attempts + 1, last_status = $1, delivered_at = $2 \
@@ -125,13 +133,15 @@ impl SandboxStore for BackendStore {
             DeliveryOutcome::RetryAt(next) => sqlx::query(RETRY).bind(status).bind(next),
             DeliveryOutcome::GiveUp => sqlx::query(GIVE_UP).bind(status).bind(at),
         };
-        query.bind(id).execute(&self.write).await?;
+        // One transaction: a crash between recording this attempt and releasing the next
+        // delivery would leave the intent's CAPTURED unsent, and the payment AUTHORIZED until
+        // reconciliation.
+        let mut tx = self.write.begin().await?;
+        query.bind(id).execute(&mut *tx).await?;
         if decided {
-            sqlx::query(RELEASE_HELD)
-                .bind(id)
-                .execute(&self.write)
-                .await?;
+            sqlx::query(RELEASE_HELD).bind(id).execute(&mut *tx).await?;
         }
+        tx.commit().await?;
         Ok(())
     }
 }
