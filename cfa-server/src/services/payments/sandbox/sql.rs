@@ -18,8 +18,8 @@ use crate::services::payments::sandbox::store::{
 use crate::storage::StoreResult;
 
 /// The columns of `sandbox_intents`, in the order [`INSERT_INTENT`] binds them.
-const INTENT_COLUMNS: &str =
-    "payment_intent_id, amount_minor, currency, status, refunded_minor, status_at, created_at";
+const INTENT_COLUMNS: &str = "payment_intent_id, amount_minor, currency, status, refunded_minor, \
+                              status_at, created_at, confirmed_outcome, confirmed_at";
 const SELECT_INTENT: &str = concatcp!(
     "SELECT ",
     INTENT_COLUMNS,
@@ -29,11 +29,12 @@ const SELECT_INTENT_FOR_UPDATE: &str = concatcp!(SELECT_INTENT, FOR_UPDATE);
 const INSERT_INTENT: &str = concatcp!(
     "INSERT INTO sandbox_intents (",
     INTENT_COLUMNS,
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 );
 const UPDATE_INTENT: &str = "UPDATE sandbox_intents \
-                             SET status = $1, refunded_minor = $2, status_at = $3 \
-                             WHERE payment_intent_id = $4";
+                             SET status = $1, refunded_minor = $2, status_at = $3, \
+                             confirmed_outcome = $4, confirmed_at = $5 \
+                             WHERE payment_intent_id = $6";
 
 /// Queues a webhook held by the intent's latest undecided one, if any, so it goes out after it.
 const ENQUEUE: &str = "INSERT INTO sandbox_deliveries \
@@ -74,6 +75,8 @@ fn intent_from_row(row: &DbRow) -> StoreResult<SandboxIntent> {
         refunded_minor: row.try_get("refunded_minor")?,
         status_at: row.try_get("status_at")?,
         created_at: row.try_get("created_at")?,
+        confirmed_outcome: row.try_get("confirmed_outcome")?,
+        confirmed_at: row.try_get("confirmed_at")?,
     })
 }
 
@@ -157,6 +160,8 @@ impl SandboxTx for BackendTx {
             .bind(i.refunded_minor)
             .bind(i.status_at)
             .bind(i.created_at)
+            .bind(&i.confirmed_outcome)
+            .bind(i.confirmed_at)
             .execute(&mut *self.tx)
             .await?;
         Ok(())
@@ -180,6 +185,8 @@ impl SandboxTx for BackendTx {
             .bind(&i.status)
             .bind(i.refunded_minor)
             .bind(i.status_at)
+            .bind(&i.confirmed_outcome)
+            .bind(i.confirmed_at)
             .bind(&i.payment_intent_id)
             .execute(&mut *self.tx)
             .await?;

@@ -32,6 +32,11 @@ pub struct SandboxIntent {
     pub status_at: DateTime<Utc>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// The outcome the donor confirmed it with (`succeed`, `decline`, `authorize_only`), once
+    /// confirmed.
+    pub confirmed_outcome: Option<String>,
+    /// When it was confirmed.
+    pub confirmed_at: Option<DateTime<Utc>>,
 }
 
 /// A webhook the sandbox still has to deliver.
