@@ -279,6 +279,7 @@ impl Application {
             history_links,
             mailer,
             mail_wake,
+            readiness: Arc::default(),
         };
         crate::metrics::register(
             &state.settings.server,

@@ -105,6 +105,8 @@ pub struct AppState {
     pub mailer: Arc<dyn Mailer>,
     /// Wakes the notification sender.
     pub mail_wake: Arc<Notify>,
+    /// Failed readiness probes in a row, per degradable backend.
+    pub readiness: Arc<health::Readiness>,
 }
 
 impl AppState {

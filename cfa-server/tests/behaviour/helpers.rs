@@ -410,6 +410,16 @@ impl TestApp {
         self.send(reqwest::Method::GET, path, None, &[]).await
     }
 
+    /// `/ready` after as many probes in a row as it takes for a backend that stopped answering to
+    /// count as down.
+    pub async fn ready_after_failed_probes(&self) -> Reply {
+        let mut ready = self.get("/ready").await;
+        for _ in 1..cfa_server::http::health::FAILURES_BEFORE_DOWN {
+            ready = self.get("/ready").await;
+        }
+        ready
+    }
+
     /// POST JSON
     pub async fn post(&self, path: &str, body: &Value) -> Reply {
         self.send(reqwest::Method::POST, path, Some(body), &[])
