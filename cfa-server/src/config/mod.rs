@@ -170,6 +170,7 @@ impl Settings {
         self.server.validate()?;
         self.database.validate()?;
         self.outbox.validate()?;
+        self.notifications.validate()?;
         self.idempotency.validate()?;
         self.payments.validate()?;
         self.log.validate()?;

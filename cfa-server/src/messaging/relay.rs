@@ -2,7 +2,9 @@
 //!
 //! Rows are claimed with a lease (and `SKIP LOCKED` on PostgreSQL), so several relays can run at
 //! once without publishing the same row twice in normal operation, and a relay that dies leaves
-//! its rows to another once the lease runs out. A failed publish stops the batch (so later events
+//! its rows to another once the lease runs out. The lease is short (`outbox.lease_seconds`, 15 s)
+//! and renewed while a publish is in flight ([`crate::lease::renewing`]), so a slow broker does
+//! not hand the rows to a second relay, and a dead relay delays them by seconds. A failed publish stops the batch (so later events
 //! do not overtake it), gives the row back with the error recorded, and backs off exponentially.
 //! [`Relay::deliver_batch`] is public so tests drive the relay by hand.
 
@@ -54,10 +56,11 @@ impl Relay {
     /// Claims one batch, publishes it in order and marks what was published as sent.
     pub async fn deliver_batch(&self) -> Result<BatchReport, StoreError> {
         let now = crate::domain::now();
-        let lease = TimeDelta::seconds(i64::try_from(self.settings.lease_seconds).unwrap_or(30));
+        let lease = Duration::from_secs(self.settings.lease_seconds);
+        let term = TimeDelta::from_std(lease).unwrap_or(TimeDelta::seconds(15));
         let mut rows = self
             .store
-            .claim_outbox(&self.id, self.settings.batch_size, now, now + lease)
+            .claim_outbox(&self.id, self.settings.batch_size, now, now + term)
             .await?;
         let mut report = BatchReport {
             claimed: rows.len(),
@@ -87,7 +90,15 @@ impl Relay {
             }
         }
         let events: Vec<&EventEnvelope> = rows.iter().map(|r| &r.event).collect();
-        let (published, error) = self.bus.publish_batch(&events).await;
+        let (store, id) = (&self.store, self.id.as_str());
+        let renew = move || async move {
+            store
+                .renew_outbox_claims(id, crate::domain::now() + term)
+                .await
+                .map(drop)
+        };
+        let (published, error) =
+            crate::lease::renewing(lease, self.bus.publish_batch(&events), renew).await;
         let sent: Vec<i64> = rows[..published].iter().map(|r| r.id).collect();
         let failure = error.and_then(|e| rows.get(published).map(|r| (r.id, e.to_string())));
         self.store

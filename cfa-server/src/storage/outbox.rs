@@ -46,6 +46,13 @@ pub trait OutboxStore: Send + Sync {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<Vec<OutboxRow>>;
+    /// Extends to `lease_until` the leases `relay` still holds (claimed, neither delivered nor
+    /// given back); answers how many.
+    async fn renew_outbox_claims(
+        &self,
+        relay: &str,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<u64>;
     /// Marks rows delivered, if `relay` still holds them.
     async fn mark_outbox_sent(
         &self,

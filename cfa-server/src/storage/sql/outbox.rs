@@ -26,6 +26,11 @@ const CLAIM: &str = concatcp!(
     ") RETURNING ",
     COLUMNS
 );
+/// Extends the leases a relay still holds (not those delivered, set aside, or claimed by another
+/// relay after the lease ran out).
+const RENEW: &str = "UPDATE outbox SET claimed_until = $1 \
+                     WHERE claimed_by = $2 AND claimed_until IS NOT NULL \
+                     AND sent_at IS NULL AND dead_at IS NULL";
 const RELEASE: &str = "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL, \
                        last_error = $1, dead_at = $2 \
                        WHERE id = $3 AND claimed_by = $4 AND sent_at IS NULL";
@@ -85,6 +90,19 @@ impl OutboxStore for BackendStore {
             .collect::<StoreResult<Vec<_>>>()?;
         claimed.sort_by_key(|row| row.id);
         Ok(claimed)
+    }
+
+    async fn renew_outbox_claims(
+        &self,
+        relay: &str,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(RENEW)
+            .bind(lease_until)
+            .bind(relay)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     async fn mark_outbox_sent(
