@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::OutboxSettings;
 use crate::domain::event::EventEnvelope;
 use crate::messaging::bus::EventBus;
-use crate::storage::{Store, StoreError};
+use crate::storage::{GivenBack, OutboxRow, Store, StoreError};
 
 /// What one batch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -100,40 +100,56 @@ impl Relay {
         let (published, error) =
             crate::lease::renewing(lease, self.bus.publish_batch(&events), renew).await;
         let sent: Vec<i64> = rows[..published].iter().map(|r| r.id).collect();
-        let failure = error.and_then(|e| rows.get(published).map(|r| (r.id, e.to_string())));
-        self.store
-            .mark_outbox_sent(&self.id, &sent, crate::domain::now())
-            .await?;
         report.delivered = sent.len();
-        if let Some((failed_id, error)) = failure {
-            // The failed row and everything after it go back, so order is kept; a row that has
-            // failed too often is set aside as a dead letter so it stops holding the rest back.
-            for (row, span) in rows.iter().zip(&spans).filter(|(r, _)| r.id >= failed_id) {
-                let (why, dead_at) = if row.id == failed_id {
-                    let dead = row.attempts >= self.settings.max_attempts;
-                    span.record("otel.status_code", "ERROR");
-                    // Logged in the event's relay span, so the line carries the event's trace.
-                    span.in_scope(|| {
-                        if dead {
-                            tracing::error!(outbox_id = row.id, event_id = %row.event.event_id, event_type = %row.event.event_type, attempts = row.attempts, %error, "outbox event set aside as a dead letter after its last attempt");
-                        } else {
-                            tracing::warn!(outbox_id = row.id, attempts = row.attempts, %error, "publishing an outbox event failed; it will be retried");
-                        }
-                    });
-                    if dead {
-                        report.dead += 1;
-                    }
-                    (error.as_str(), dead.then(crate::domain::now))
-                } else {
-                    ("not attempted: an earlier event failed", None)
-                };
-                self.store
-                    .release_outbox(&self.id, row.id, why, dead_at)
-                    .await?;
-                report.failed += 1;
-            }
-        }
+        let given_back = match error {
+            Some(e) => self.give_back(&rows[published..], &spans[published..], &e.to_string()),
+            None => Vec::new(),
+        };
+        report.failed = given_back.len();
+        report.dead = given_back.iter().filter(|g| g.dead_at.is_some()).count();
+        self.store
+            .settle_outbox(&self.id, &sent, crate::domain::now(), &given_back)
+            .await?;
         Ok(report)
+    }
+
+    /// The rows to give back after the first of `rows` failed with `error`: it and everything
+    /// after it, so order is kept. A row that has failed too often is set aside as a dead letter
+    /// so it stops holding the rest back.
+    fn give_back(
+        &self,
+        rows: &[OutboxRow],
+        spans: &[tracing::Span],
+        error: &str,
+    ) -> Vec<GivenBack> {
+        rows.iter()
+            .zip(spans)
+            .enumerate()
+            .map(|(i, (row, span))| {
+                if i > 0 {
+                    return GivenBack {
+                        id: row.id,
+                        error: "not attempted: an earlier event failed".into(),
+                        dead_at: None,
+                    };
+                }
+                let dead = row.attempts >= self.settings.max_attempts;
+                span.record("otel.status_code", "ERROR");
+                // Logged in the event's relay span, so the line carries the event's trace.
+                span.in_scope(|| {
+                    if dead {
+                        tracing::error!(outbox_id = row.id, event_id = %row.event.event_id, event_type = %row.event.event_type, attempts = row.attempts, %error, "outbox event set aside as a dead letter after its last attempt");
+                    } else {
+                        tracing::warn!(outbox_id = row.id, attempts = row.attempts, %error, "publishing an outbox event failed; it will be retried");
+                    }
+                });
+                GivenBack {
+                    id: row.id,
+                    error: error.to_string(),
+                    dead_at: dead.then(crate::domain::now),
+                }
+            })
+            .collect()
     }
 
     /// Runs until cancelled: delivers batches while there is work, waits for `wake` or the poll

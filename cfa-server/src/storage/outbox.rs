@@ -21,6 +21,17 @@ pub struct OutboxRow {
     pub attempts: i32,
 }
 
+/// A claimed row a relay gives back after a failed delivery.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GivenBack {
+    /// The row.
+    pub id: i64,
+    /// Why it was not delivered.
+    pub error: String,
+    /// Set: it failed too often and is set aside as a dead letter.
+    pub dead_at: Option<DateTime<Utc>>,
+}
+
 /// What the outbox holds right now.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutboxStats {
@@ -53,21 +64,17 @@ pub trait OutboxStore: Send + Sync {
         relay: &str,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<u64>;
-    /// Marks rows delivered, if `relay` still holds them.
-    async fn mark_outbox_sent(
+    /// Records what a relay's batch did, in one transaction: `sent` rows delivered at `at`, and
+    /// `given_back` rows released with their error (or set aside as dead letters), each only if
+    /// `relay` still holds it. All or nothing, so a crash or a lost connection cannot leave part
+    /// of a batch given back and the rest still leased: another relay would then publish a later
+    /// event before an earlier one.
+    async fn settle_outbox(
         &self,
         relay: &str,
-        ids: &[i64],
+        sent: &[i64],
         at: DateTime<Utc>,
-    ) -> StoreResult<()>;
-    /// Gives a row back after a failed delivery, recording why, if `relay` still holds it; with
-    /// `dead_at`, sets it aside for good (a dead letter) so it no longer blocks the rows after it.
-    async fn release_outbox(
-        &self,
-        relay: &str,
-        id: i64,
-        error: &str,
-        dead_at: Option<DateTime<Utc>>,
+        given_back: &[GivenBack],
     ) -> StoreResult<()>;
     /// Outbox rows set aside as dead letters, oldest first, with their last error.
     async fn dead_outbox(&self, limit: i64) -> StoreResult<Vec<(OutboxRow, Option<String>)>>;

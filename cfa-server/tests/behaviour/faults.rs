@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use cfa_server::config::NotificationSettings;
 use cfa_server::services::notifications::{FileMailer, Mailer, Sender};
-use cfa_server::storage::{Notification, Store};
+use cfa_server::storage::{GivenBack, Notification, Store};
 use chrono::{TimeDelta, Utc};
 use reqwest::Method;
 use serde_json::json;
@@ -22,7 +22,8 @@ tests![
     a_cache_that_stops_answering_is_degraded_only_after_three_failed_probes,
     a_receipt_whose_sender_died_goes_out_within_seconds,
     a_slow_send_keeps_its_claim_while_in_flight,
-    a_lease_is_renewed_only_by_the_worker_still_holding_it,
+    a_lease_is_renewed_only_by_the_worker_still_holding_it;
+    postgres: a_relays_batch_is_recorded_all_or_nothing,
 ];
 
 /// Queues `statuses` for `intent` in the sandbox's queue, due now, each held by the one before.
@@ -447,5 +448,55 @@ async fn a_lease_is_renewed_only_by_the_worker_still_holding_it(ctx: TestContext
             .expect("renew"),
         0,
         "no longer a's"
+    );
+}
+
+/// A relay records its batch (published rows sent, the failed one and those after it given back)
+/// all or nothing. Here PostgreSQL refuses the second half (a NUL in the error text, which it will
+/// not store): the published row must not stay marked sent on its own, with the rest still leased.
+async fn a_relays_batch_is_recorded_all_or_nothing(ctx: TestContext) {
+    let workers = Workers::new(&ctx, 15).await;
+    workers.queue_event().await;
+    workers.queue_event().await;
+    let store = &workers.store;
+    let t0 = Utc::now();
+    let claimed = store
+        .claim_outbox("a", 10, t0, t0 + TimeDelta::seconds(15))
+        .await
+        .expect("claim");
+    let ids: Vec<i64> = claimed.iter().map(|r| r.id).collect();
+    assert_eq!(ids.len(), 2);
+    let refused = store
+        .settle_outbox(
+            "a",
+            &ids[..1],
+            Utc::now(),
+            &[GivenBack {
+                id: ids[1],
+                error: "the broker said \0".into(),
+                dead_at: None,
+            }],
+        )
+        .await;
+    assert!(refused.is_err(), "the database refuses a NUL in text");
+    let stats = store.outbox_stats().await.expect("stats");
+    assert_eq!(
+        (stats.pending, stats.sent),
+        (2, 0),
+        "nothing recorded: {stats:?}"
+    );
+    let again = store
+        .claim_outbox(
+            "b",
+            10,
+            t0 + TimeDelta::seconds(16),
+            t0 + TimeDelta::seconds(31),
+        )
+        .await
+        .expect("claim");
+    let again: Vec<i64> = again.iter().map(|r| r.id).collect();
+    assert_eq!(
+        again, ids,
+        "the whole batch comes back, in order, once the lease runs out"
     );
 }

@@ -8,7 +8,7 @@ use sqlx::types::Json;
 
 use super::{BackendStore, BackendTx, Db, DbRow, SKIP_LOCKED, db_id, from_db_id};
 use crate::domain::event::{EventEnvelope, TraceContext};
-use crate::storage::{OutboxRow, OutboxStats, OutboxStore, OutboxTx, StoreResult};
+use crate::storage::{GivenBack, OutboxRow, OutboxStats, OutboxStore, OutboxTx, StoreResult};
 
 /// The columns of `outbox` an [`OutboxRow`] holds.
 const COLUMNS: &str = "id, event_id, event_type, aggregate_type, aggregate_id, version, \
@@ -105,43 +105,37 @@ impl OutboxStore for BackendStore {
         Ok(done.rows_affected())
     }
 
-    async fn mark_outbox_sent(
+    async fn settle_outbox(
         &self,
         relay: &str,
-        ids: &[i64],
+        sent: &[i64],
         at: DateTime<Utc>,
+        given_back: &[GivenBack],
     ) -> StoreResult<()> {
-        if ids.is_empty() {
-            return Ok(());
+        let mut tx = self.write.begin().await?;
+        if !sent.is_empty() {
+            let mut q = sqlx::QueryBuilder::<Db>::new("UPDATE outbox SET sent_at = ");
+            q.push_bind(at)
+                .push(", claimed_until = NULL, last_error = NULL WHERE claimed_by = ")
+                .push_bind(relay.to_string())
+                .push(" AND sent_at IS NULL AND id IN (");
+            let mut list = q.separated(", ");
+            for id in sent {
+                list.push_bind(*id);
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
         }
-        let mut q = sqlx::QueryBuilder::<Db>::new("UPDATE outbox SET sent_at = ");
-        q.push_bind(at)
-            .push(", claimed_until = NULL, last_error = NULL WHERE claimed_by = ")
-            .push_bind(relay.to_string())
-            .push(" AND sent_at IS NULL AND id IN (");
-        let mut list = q.separated(", ");
-        for id in ids {
-            list.push_bind(*id);
+        for row in given_back {
+            sqlx::query(RELEASE)
+                .bind(&row.error)
+                .bind(row.dead_at)
+                .bind(row.id)
+                .bind(relay)
+                .execute(&mut *tx)
+                .await?;
         }
-        q.push(")");
-        q.build().execute(&self.write).await?;
-        Ok(())
-    }
-
-    async fn release_outbox(
-        &self,
-        relay: &str,
-        id: i64,
-        error: &str,
-        dead_at: Option<DateTime<Utc>>,
-    ) -> StoreResult<()> {
-        sqlx::query(RELEASE)
-            .bind(error)
-            .bind(dead_at)
-            .bind(id)
-            .bind(relay)
-            .execute(&self.write)
-            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
