@@ -10,6 +10,7 @@
 //!   SQLite and PostgreSQL.
 //! - [`files`]: the files the server keeps, private to its user.
 //! - [`idempotency`]: `Idempotency-Key` handling.
+//! - [`lease`]: leases on claimed rows, renewed while their work is in progress.
 //! - [`http`]: handlers that translate between HTTP and the services; errors, middleware.
 //! - [`gateway`]: the gateway role's proxy and the rate limits every process applies.
 //! - [`messaging`]: the event bus, the outbox relay, RabbitMQ and the consumer runtime.
@@ -26,6 +27,7 @@ pub mod files;
 pub mod gateway;
 pub mod http;
 pub mod idempotency;
+pub mod lease;
 pub mod messaging;
 pub mod metrics;
 pub mod redis_cache;

@@ -105,6 +105,11 @@ impl FastPath {
         if self.resting() {
             return None;
         }
+        self.query(command).await
+    }
+
+    /// Runs `command` now, resting or not.
+    async fn query<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Option<T> {
         let mut connection = self.connection().await?;
         match tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection)).await {
             Ok(Ok(value)) => Some(value),
@@ -119,9 +124,10 @@ impl FastPath {
         }
     }
 
-    /// Whether Redis answers now (for `/ready`).
+    /// Whether Redis answers now (for `/ready`). Asked even while Redis rests after a failure,
+    /// so that each readiness probe is a fresh look and one slow answer counts once.
     pub async fn ping(&self) -> bool {
-        self.run::<String>(redis::cmd("PING")).await.is_some()
+        self.query::<String>(redis::cmd("PING")).await.is_some()
     }
 
     /// The value under `key`, or `None` (absent, or Redis unavailable).

@@ -281,6 +281,7 @@ impl Application {
             mailer,
             mail_wake,
             admission,
+            readiness: Arc::default(),
         };
         crate::metrics::register(
             &state.settings.server,

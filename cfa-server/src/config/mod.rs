@@ -177,6 +177,7 @@ impl Settings {
         self.admission
             .validate(self.server.request_timeout_seconds)?;
         self.outbox.validate()?;
+        self.notifications.validate()?;
         self.idempotency.validate()?;
         self.payments.validate()?;
         self.log.validate()?;

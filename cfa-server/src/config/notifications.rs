@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::secret::Secret;
+use super::{ConfigError, require_at_most, require_positive};
 
 /// `[notifications]`
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -29,6 +30,9 @@ pub struct NotificationSettings {
     pub retry_base_ms: u64,
     /// How often the sender looks for due notifications, in milliseconds.
     pub poll_interval_ms: u64,
+    /// How long a sender's claim on a notification lasts, in seconds; renewed every third of it
+    /// while the send is in flight, so a sender that dies holds its claims this long at most.
+    pub lease_seconds: u64,
     /// Public base URL of the API, for the donor history links; empty means the listen address.
     pub public_base_url: String,
     /// How long a history link stays valid, in hours.
@@ -55,11 +59,20 @@ impl Default for NotificationSettings {
             max_attempts: 6,
             retry_base_ms: 1000,
             poll_interval_ms: 500,
+            lease_seconds: 15,
             public_base_url: String::new(),
             history_link_ttl_hours: 24 * 90,
             history_link_secret: None,
             max_per_recipient_per_hour: 20,
         }
+    }
+}
+
+impl NotificationSettings {
+    /// Checks the sender's lease.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        require_positive(&[("notifications.lease_seconds", self.lease_seconds)])?;
+        require_at_most(&[("notifications.lease_seconds", self.lease_seconds, 3600)])
     }
 }
 

@@ -15,7 +15,8 @@ pub struct OutboxSettings {
     /// How often an idle relay looks for new rows, in milliseconds (new rows written by this
     /// process wake it at once).
     pub poll_interval_ms: u64,
-    /// How long a claimed row stays leased to one relay, in seconds.
+    /// How long a claimed row stays leased to one relay, in seconds; renewed every third of it
+    /// while a publish is in flight, so a relay that dies holds its rows this long at most.
     pub lease_seconds: u64,
     /// Longest back-off after failed deliveries, in milliseconds.
     pub max_backoff_ms: u64,
@@ -32,7 +33,7 @@ impl Default for OutboxSettings {
             relay_enabled: true,
             batch_size: 100,
             poll_interval_ms: 250,
-            lease_seconds: 30,
+            lease_seconds: 15,
             max_backoff_ms: 10_000,
             retention_hours: 168,
             max_attempts: 10,

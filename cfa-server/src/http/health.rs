@@ -1,15 +1,70 @@
 //! Liveness and readiness.
+//!
+//! The database is checked on every `/ready` and reported down at once: nothing works without
+//! it. The broker and the cache are only degraded when down (donations are still taken), and a
+//! single probe that misses its deadline, e.g. a 50 ms Redis ping under CPU load, says little:
+//! they are reported down only after [`FAILURES_BEFORE_DOWN`] failed probes in a row
+//! ([`Readiness`]), so `/ready` does not flap between `ready` and `degraded`.
+
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
-use serde_json::json;
+use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::json_response;
+
+/// Failed probes in a row after which `/ready` reports the broker or the cache down.
+pub const FAILURES_BEFORE_DOWN: u32 = 3;
+
+/// Consecutive failed probes of the backends `/ready` reports as degraded, whichever requests
+/// ran them.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    bus: Streak,
+    cache: Streak,
+}
+
+/// Failed probes in a row.
+#[derive(Debug, Default)]
+struct Streak(AtomicU32);
+
+impl Streak {
+    /// Records one probe; answers how many have failed in a row, this one included (0 after a
+    /// success).
+    fn record(&self, ok: bool) -> u32 {
+        if ok {
+            self.0.store(0, Ordering::Relaxed);
+            return 0;
+        }
+        let before = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_add(1))
+            })
+            .unwrap_or_default();
+        before.saturating_add(1)
+    }
+}
+
+/// A degradable backend's check: `up`, or `down` only after [`FAILURES_BEFORE_DOWN`] failed
+/// probes in a row; a failure short of that is shown (`failed_probes`, `last_error`) but still
+/// `up`.
+fn degradable_check(backend: &str, error: Option<String>, failed_in_a_row: u32) -> Value {
+    let Some(error) = error else {
+        return json!({"status": "up", "backend": backend});
+    };
+    if failed_in_a_row < FAILURES_BEFORE_DOWN {
+        json!({"status": "up", "backend": backend, "failed_probes": failed_in_a_row, "last_error": error})
+    } else {
+        json!({"status": "down", "backend": backend, "failed_probes": failed_in_a_row, "error": error})
+    }
+}
 
 /// `/health`, `/ready` and the seed's per-service health aliases (served, not documented
 /// separately: `/health` names them).
@@ -68,7 +123,9 @@ async fn version() -> Response {
     responses(
         (status = 200, description = "Ready or degraded: `{status: \"ready\" | \"degraded\", \
             checks: {database, bus, cache: {status, backend}}, warnings: [...]}`. A broker or \
-            cache that is down is `degraded`: donations are still taken. `warnings` says when \
+            cache that is down is `degraded`: donations are still taken. It counts as down after \
+            3 failed probes in a row; a failure short of that shows on a check still `up` as \
+            `failed_probes` and `last_error`. `warnings` says when \
             operator endpoints are open, unsigned webhooks are accepted or the sandbox provider \
             is public.",
             body = serde_json::Value),
@@ -83,21 +140,22 @@ async fn ready(State(state): State<AppState>) -> Response {
             json!({"status": "down", "backend": state.store.backend().as_str(), "error": e.to_string()})
         }
     };
-    let bus = match state.bus.check().await {
-        Ok(()) => json!({"status": "up", "backend": state.bus.name()}),
-        Err(e) => json!({"status": "down", "backend": state.bus.name(), "error": e.to_string()}),
-    };
-    // The broker being down delays events but loses none (the outbox keeps them): degraded,
-    // still ready to take donations.
-    let bus_up = bus["status"] == "up";
+    // The broker being down delays events but loses none (the outbox keeps them), and without
+    // the cache everything is served from the database: degraded, still ready to take donations.
+    let bus_error = state.bus.check().await.err().map(|e| e.to_string());
+    let failed = state.readiness.bus.record(bus_error.is_none());
+    let bus = degradable_check(state.bus.name(), bus_error, failed);
     let cache = match &state.replays.fast {
         None => json!({"status": "up", "backend": "in-process"}),
-        Some(redis) if redis.ping().await => json!({"status": "up", "backend": "redis"}),
-        Some(_) => {
-            json!({"status": "down", "backend": "redis", "detail": "serving from the database"})
+        Some(redis) => {
+            let error = (!redis.ping().await).then(|| {
+                "no answer within redis.timeout_ms; serving from the database".to_string()
+            });
+            let failed = state.readiness.cache.record(error.is_none());
+            degradable_check("redis", error, failed)
         }
     };
-    let bus_up = bus_up && cache["status"] == "up";
+    let bus_up = bus["status"] == "up" && cache["status"] == "up";
     let database_up = database["status"] == "up";
     let mut warnings = Vec::new();
     if state.settings.auth.api_keys.is_empty() {
@@ -132,4 +190,38 @@ async fn ready(State(state): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     json_response(status, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backend_is_down_only_after_three_failed_probes_in_a_row() {
+        let readiness = Readiness::default();
+        let status = |ok: bool| {
+            let failed = readiness.cache.record(ok);
+            let error = (!ok).then(|| "timed out".to_string());
+            degradable_check("redis", error, failed)["status"].clone()
+        };
+        assert_eq!(status(false), "up", "one slow answer is not an outage");
+        assert_eq!(status(false), "up");
+        assert_eq!(status(true), "up");
+        assert_eq!(status(false), "up", "a success starts the count again");
+        assert_eq!(status(false), "up");
+        assert_eq!(status(false), "down", "the third failure in a row");
+        assert_eq!(status(false), "down");
+        assert_eq!(status(true), "up", "back as soon as it answers");
+    }
+
+    #[test]
+    fn a_failure_short_of_an_outage_is_still_shown() {
+        let check = degradable_check("rabbitmq", Some("connection reset".into()), 1);
+        assert_eq!(
+            check,
+            json!({"status": "up", "backend": "rabbitmq", "failed_probes": 1, "last_error": "connection reset"})
+        );
+        let check = degradable_check("rabbitmq", None, 0);
+        assert_eq!(check, json!({"status": "up", "backend": "rabbitmq"}));
+    }
 }

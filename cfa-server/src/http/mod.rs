@@ -108,6 +108,8 @@ pub struct AppState {
     pub mail_wake: Arc<Notify>,
     /// The queue in front of the database.
     pub admission: Arc<admission::Admission>,
+    /// Failed readiness probes in a row, per degradable backend.
+    pub readiness: Arc<health::Readiness>,
 }
 
 impl AppState {

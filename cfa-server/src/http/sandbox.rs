@@ -1,7 +1,7 @@
 //! `/sandbox/v1`: the built-in sandbox provider's own API, where a donor confirms an intent.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
@@ -9,8 +9,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
 use super::error::{ApiError, ApiJson, ErrorBody, json_response};
+use super::{AppState, IdempotencyKeyHeader, begin_idempotent, commit_response, replayed};
+use crate::idempotency::Begin;
 use crate::services::payments::provider::{PaymentProvider, ProviderError};
 use crate::services::payments::sandbox::{ConfirmOutcome, Sandbox};
 use crate::storage::SandboxIntent;
@@ -88,33 +89,46 @@ struct Confirm {
 }
 
 /// Confirms an intent as the donor would; signed webhooks follow.
+///
+/// Safe to retry: the same outcome again answers 202 with the same record and queues nothing
+/// more; another outcome is 409, naming the one given. `Idempotency-Key` is honoured as on the
+/// platform's own creating endpoints.
 #[utoipa::path(
     post,
     path = "/sandbox/v1/intents/{id}/confirm",
     tag = "sandbox",
     operation_id = "confirm_sandbox_intent",
-    params(("id" = String, Path, description = "The payment intent id (`pi_…`)")),
+    params(("id" = String, Path, description = "The payment intent id (`pi_…`)"), IdempotencyKeyHeader),
     request_body = Confirm,
     responses(
         (status = 202, description = RECORD, body = serde_json::Value),
         (status = 400, description = "The body is not a JSON object", body = ErrorBody),
         (status = 404, description = "No such intent, or the sandbox is off", body = ErrorBody),
-        (status = 409, description = "The intent cannot be confirmed in its state", body = ErrorBody),
-        (status = 422, description = "`outcome` is not one of the three", body = ErrorBody),
+        (status = 409, description = "The intent was confirmed with another outcome, or cannot be confirmed in its state; or a request with this `Idempotency-Key` is in flight", body = ErrorBody),
+        (status = 422, description = "`outcome` is not one of the three, or the `Idempotency-Key` was used for another request", body = ErrorBody),
     )
 )]
 async fn confirm(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     request: ApiJson<Confirm>,
 ) -> Result<Response, ApiError> {
     let outcome =
         ConfirmOutcome::parse(&request.value.outcome).map_err(|m| ApiError::field("outcome", m))?;
-    let record = sandbox(&state)?
-        .confirm(&id, outcome)
-        .await
-        .map_err(refused)?;
-    Ok(json_response(StatusCode::ACCEPTED, &body(&record)))
+    let sandbox = sandbox(&state)?;
+    let scope = format!("POST /sandbox/v1/intents/{id}/confirm");
+    let mut owned = match begin_idempotent(&state, &headers, &scope, &request.document).await? {
+        Begin::Replay(saved) => return Ok(replayed(saved)),
+        Begin::Proceed(owned) => owned,
+    };
+    let record = match sandbox.confirm(owned.tx.as_mut(), &id, outcome).await {
+        Ok(record) => record,
+        Err(e) => return Ok(super::refuse(owned, refused(e)).await),
+    };
+    let response = commit_response(owned, StatusCode::ACCEPTED, &body(&record)).await?;
+    sandbox.wake();
+    Ok(response)
 }
 
 /// Captures an authorized-only intent; a signed webhook follows.

@@ -2,9 +2,11 @@
 //!
 //! Rows are claimed with a lease (and `SKIP LOCKED` on PostgreSQL), so several relays can run at
 //! once without publishing the same row twice in normal operation, and a relay that dies leaves
-//! its rows to another once the lease runs out. A failed publish stops the batch (so later events
-//! do not overtake it), gives the row back with the error recorded, and backs off exponentially
-//! with jitter.
+//! its rows to another once the lease runs out. The lease is short (`outbox.lease_seconds`, 15 s)
+//! and renewed while a publish is in flight ([`crate::lease::renewing`]), so a slow broker does
+//! not hand the rows to a second relay, and a dead relay delays them by seconds. A failed publish
+//! stops the batch (so later events do not overtake it), gives the row back with the error
+//! recorded, and backs off exponentially with jitter.
 //!
 //! Only a failure of the event itself (a consumer refused it, it cannot be encoded) counts as an
 //! attempt; after `outbox.max_attempts` of those it is set aside as a dead letter. A bus or
@@ -22,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::OutboxSettings;
 use crate::domain::event::EventEnvelope;
 use crate::messaging::bus::{BusError, EventBus};
-use crate::storage::{OutboxRow, Store, StoreError};
+use crate::storage::{GivenBack, OutboxRow, Store, StoreError};
 
 /// What one batch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -62,10 +64,11 @@ impl Relay {
     /// Claims one batch, publishes it in order and marks what was published as sent.
     pub async fn deliver_batch(&self) -> Result<BatchReport, StoreError> {
         let now = crate::domain::now();
-        let lease = TimeDelta::seconds(i64::try_from(self.settings.lease_seconds).unwrap_or(30));
+        let lease = Duration::from_secs(self.settings.lease_seconds);
+        let term = TimeDelta::from_std(lease).unwrap_or(TimeDelta::seconds(15));
         let mut rows = self
             .store
-            .claim_outbox(&self.id, self.settings.batch_size, now, now + lease)
+            .claim_outbox(&self.id, self.settings.batch_size, now, now + term)
             .await?;
         let mut report = BatchReport {
             claimed: rows.len(),
@@ -95,36 +98,63 @@ impl Relay {
             }
         }
         let events: Vec<&EventEnvelope> = rows.iter().map(|r| &r.event).collect();
-        let (published, error) = self.bus.publish_batch(&events).await;
+        let (store, id) = (&self.store, self.id.as_str());
+        let renew = move || async move {
+            store
+                .renew_outbox_claims(id, crate::domain::now() + term)
+                .await
+                .map(drop)
+        };
+        let (published, error) =
+            crate::lease::renewing(lease, self.bus.publish_batch(&events), renew).await;
         let sent: Vec<i64> = rows[..published].iter().map(|r| r.id).collect();
-        let failure = error.and_then(|e| rows.get(published).map(|r| (r.id, e)));
-        self.store
-            .mark_outbox_sent(&self.id, &sent, crate::domain::now())
-            .await?;
         report.delivered = sent.len();
-        if let Some((failed_id, error)) = failure {
-            report.poison = error.poison;
-            // The failed row and everything after it go back, so order is kept; a row that has
-            // failed too often is set aside as a dead letter so it stops holding the rest back.
-            for (row, span) in rows.iter().zip(&spans).filter(|(r, _)| r.id >= failed_id) {
-                let (why, attempted, dead_at) = if row.id == failed_id {
-                    let dead = self.failed(row, span, &error);
-                    report.dead += usize::from(dead);
-                    (
-                        error.message.as_str(),
-                        error.poison,
-                        dead.then(crate::domain::now),
-                    )
-                } else {
-                    ("not attempted: an earlier event failed", false, None)
-                };
-                self.store
-                    .release_outbox(&self.id, row.id, why, attempted, dead_at)
-                    .await?;
-                report.failed += 1;
+        let given_back = match error {
+            Some(e) => {
+                report.poison = e.poison;
+                self.give_back(&rows[published..], &spans[published..], &e)
             }
-        }
+            None => Vec::new(),
+        };
+        report.failed = given_back.len();
+        report.dead = given_back.iter().filter(|g| g.dead_at.is_some()).count();
+        self.store
+            .settle_outbox(&self.id, &sent, crate::domain::now(), &given_back)
+            .await?;
         Ok(report)
+    }
+
+    /// The rows to give back after the first of `rows` failed with `error`: it and everything
+    /// after it, so order is kept. Only the failed row's own failure counts as an attempt, and
+    /// only when it is the event's fault; a row that has failed too often is set aside as a dead
+    /// letter so it stops holding the rest back.
+    fn give_back(
+        &self,
+        rows: &[OutboxRow],
+        spans: &[tracing::Span],
+        error: &BusError,
+    ) -> Vec<GivenBack> {
+        rows.iter()
+            .zip(spans)
+            .enumerate()
+            .map(|(i, (row, span))| {
+                if i > 0 {
+                    return GivenBack {
+                        id: row.id,
+                        error: "not attempted: an earlier event failed".into(),
+                        attempted: false,
+                        dead_at: None,
+                    };
+                }
+                let dead = self.failed(row, span, error);
+                GivenBack {
+                    id: row.id,
+                    error: error.message.clone(),
+                    attempted: error.poison,
+                    dead_at: dead.then(crate::domain::now),
+                }
+            })
+            .collect()
     }
 
     /// Records a failed publish in the event's span and says whether it was the event's last

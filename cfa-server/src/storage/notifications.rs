@@ -58,13 +58,22 @@ pub enum SendOutcome {
 /// Notifications as senders and operators see them.
 #[async_trait]
 pub trait NotificationStore: Send + Sync {
-    /// Claims up to `limit` notifications due for sending, leased until `lease_until`.
+    /// Claims up to `limit` notifications due for sending, leased to `sender` until
+    /// `lease_until`.
     async fn claim_notifications(
         &self,
+        sender: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<Vec<Notification>>;
+    /// Extends to `lease_until` the leases `sender` still holds (claimed and not yet attempted);
+    /// answers how many.
+    async fn renew_notification_claims(
+        &self,
+        sender: &str,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<u64>;
     /// Records a send attempt.
     async fn notification_attempted(
         &self,

@@ -21,6 +21,20 @@ pub struct OutboxRow {
     pub attempts: i32,
 }
 
+/// A claimed row a relay gives back after a failed delivery.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GivenBack {
+    /// The row.
+    pub id: i64,
+    /// Why it was not delivered.
+    pub error: String,
+    /// Counts one attempt against it: the event itself failed (not the bus, not an earlier
+    /// event in the batch).
+    pub attempted: bool,
+    /// Set: it failed too often and is set aside as a dead letter.
+    pub dead_at: Option<DateTime<Utc>>,
+}
+
 /// What the outbox holds right now.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutboxStats {
@@ -46,24 +60,24 @@ pub trait OutboxStore: Send + Sync {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<Vec<OutboxRow>>;
-    /// Marks rows delivered, if `relay` still holds them.
-    async fn mark_outbox_sent(
+    /// Extends to `lease_until` the leases `relay` still holds (claimed, neither delivered nor
+    /// given back); answers how many.
+    async fn renew_outbox_claims(
         &self,
         relay: &str,
-        ids: &[i64],
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+    /// Records what a relay's batch did, in one transaction: `sent` rows delivered at `at`, and
+    /// `given_back` rows released with their error (or set aside as dead letters), each only if
+    /// `relay` still holds it. All or nothing, so a crash or a lost connection cannot leave part
+    /// of a batch given back and the rest still leased: another relay would then publish a later
+    /// event before an earlier one.
+    async fn settle_outbox(
+        &self,
+        relay: &str,
+        sent: &[i64],
         at: DateTime<Utc>,
-    ) -> StoreResult<()>;
-    /// Gives a row back after a failed delivery, recording why, if `relay` still holds it;
-    /// `attempted` counts one attempt against it (the event itself failed, rather than the bus
-    /// being unreachable or an earlier event failing); with `dead_at`, sets it aside for good (a
-    /// dead letter) so it no longer blocks the rows after it.
-    async fn release_outbox(
-        &self,
-        relay: &str,
-        id: i64,
-        error: &str,
-        attempted: bool,
-        dead_at: Option<DateTime<Utc>>,
+        given_back: &[GivenBack],
     ) -> StoreResult<()>;
     /// Outbox rows set aside as dead letters, oldest first, with their last error.
     async fn dead_outbox(&self, limit: i64) -> StoreResult<Vec<(OutboxRow, Option<String>)>>;

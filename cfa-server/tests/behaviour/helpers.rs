@@ -196,6 +196,30 @@ async fn drop_pg_database(admin: &str, name: &str) {
 }
 
 impl TestContext {
+    /// Runs one statement on this test's database behind the server's back (to leave the state
+    /// a crash or an older build left) and returns how many rows it changed.
+    pub async fn execute_sql(&self, sql: &'static str) -> u64 {
+        use sqlx::Connection as _;
+        let done = if self.database_url.starts_with("sqlite:") {
+            let mut connection = sqlx::SqliteConnection::connect(&self.database_url)
+                .await
+                .expect("the test database opens");
+            sqlx::query(sql)
+                .execute(&mut connection)
+                .await
+                .map(|d| d.rows_affected())
+        } else {
+            let mut connection = sqlx::PgConnection::connect(&self.database_url)
+                .await
+                .expect("the test database opens");
+            sqlx::query(sql)
+                .execute(&mut connection)
+                .await
+                .map(|d| d.rows_affected())
+        };
+        done.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     /// This test's data directory.
     pub fn data_dir(&self) -> std::path::PathBuf {
         self.data_dir.path().to_path_buf()
@@ -384,6 +408,16 @@ impl TestApp {
     /// GET
     pub async fn get(&self, path: &str) -> Reply {
         self.send(reqwest::Method::GET, path, None, &[]).await
+    }
+
+    /// `/ready` after as many probes in a row as it takes for a backend that stopped answering to
+    /// count as down.
+    pub async fn ready_after_failed_probes(&self) -> Reply {
+        let mut ready = self.get("/ready").await;
+        for _ in 1..cfa_server::http::health::FAILURES_BEFORE_DOWN {
+            ready = self.get("/ready").await;
+        }
+        ready
     }
 
     /// POST JSON

@@ -11,6 +11,7 @@
 
 mod campaigns;
 mod donations;
+mod faults;
 mod gateway;
 mod health;
 mod helpers;
@@ -98,6 +99,7 @@ fn main() {
         ("idempotency", idempotency::all()),
         ("outbox", outbox::all()),
         ("payments", payments::all()),
+        ("faults", faults::all()),
         ("totals", totals::all()),
         ("notifications", notifications::all()),
         ("rabbit", rabbit::all()),

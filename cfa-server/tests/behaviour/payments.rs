@@ -529,12 +529,12 @@ async fn the_sandbox_journey_completes_the_donation(ctx: TestContext) {
     let again = app
         .post(
             &format!("/sandbox/v1/intents/{pi}/confirm"),
-            &json!({"outcome": "succeed"}),
+            &json!({"outcome": "decline"}),
         )
         .await;
     assert_eq!(
         again.status, 409,
-        "a confirmed intent cannot be confirmed again"
+        "a confirmed intent cannot be confirmed again with another outcome"
     );
 }
 

@@ -16,7 +16,8 @@ const COLUMNS: &str = "id, event_id, kind, donation_id, recipient, subject, body
 /// Leases the notifications due soonest; on PostgreSQL the inner `SELECT` skips rows another
 /// sender is claiming at the same moment.
 const CLAIM: &str = concatcp!(
-    "UPDATE notifications SET claimed_until = $1 WHERE id IN (SELECT id FROM notifications \
+    "UPDATE notifications SET claimed_until = $1, claimed_by = $4 \
+     WHERE id IN (SELECT id FROM notifications \
      WHERE status = 'PENDING' AND next_attempt_at <= $2 \
      AND (claimed_until IS NULL OR claimed_until < $2) \
      ORDER BY next_attempt_at LIMIT $3",
@@ -24,6 +25,10 @@ const CLAIM: &str = concatcp!(
     ") RETURNING ",
     COLUMNS
 );
+/// Extends the leases a sender still holds: not those it recorded an attempt for (the lease is
+/// cleared then), nor those another sender claimed after the lease ran out.
+const RENEW: &str = "UPDATE notifications SET claimed_until = $1 \
+                     WHERE claimed_by = $2 AND claimed_until IS NOT NULL AND status = 'PENDING'";
 const SENT: &str = "UPDATE notifications SET status = 'SENT', attempts = attempts + 1, \
                     sent_at = $1, claimed_until = NULL, last_error = NULL WHERE id = $2";
 const RETRY: &str = "UPDATE notifications SET attempts = attempts + 1, next_attempt_at = $1, \
@@ -60,6 +65,7 @@ fn notification_from_row(row: &DbRow) -> StoreResult<Notification> {
 impl NotificationStore for BackendStore {
     async fn claim_notifications(
         &self,
+        sender: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
@@ -68,9 +74,23 @@ impl NotificationStore for BackendStore {
             .bind(lease_until)
             .bind(now)
             .bind(limit)
+            .bind(sender)
             .fetch_all(&self.write)
             .await?;
         rows.iter().map(notification_from_row).collect()
+    }
+
+    async fn renew_notification_claims(
+        &self,
+        sender: &str,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(RENEW)
+            .bind(lease_until)
+            .bind(sender)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     async fn notification_attempted(

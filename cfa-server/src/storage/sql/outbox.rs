@@ -8,7 +8,7 @@ use sqlx::types::Json;
 
 use super::{BackendStore, BackendTx, Db, DbRow, SKIP_LOCKED, db_id, from_db_id};
 use crate::domain::event::{EventEnvelope, TraceContext};
-use crate::storage::{OutboxRow, OutboxStats, OutboxStore, OutboxTx, StoreResult};
+use crate::storage::{GivenBack, OutboxRow, OutboxStats, OutboxStore, OutboxTx, StoreResult};
 
 /// The columns of `outbox` an [`OutboxRow`] holds.
 const COLUMNS: &str = "id, event_id, event_type, aggregate_type, aggregate_id, version, \
@@ -26,6 +26,11 @@ const CLAIM: &str = concatcp!(
     ") RETURNING ",
     COLUMNS
 );
+/// Extends the leases a relay still holds (not those delivered, set aside, or claimed by another
+/// relay after the lease ran out).
+const RENEW: &str = "UPDATE outbox SET claimed_until = $1 \
+                     WHERE claimed_by = $2 AND claimed_until IS NOT NULL \
+                     AND sent_at IS NULL AND dead_at IS NULL";
 const RELEASE: &str = "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL, \
                        last_error = $1, dead_at = $2, attempts = attempts + $5 \
                        WHERE id = $3 AND claimed_by = $4 AND sent_at IS NULL";
@@ -87,45 +92,51 @@ impl OutboxStore for BackendStore {
         Ok(claimed)
     }
 
-    async fn mark_outbox_sent(
+    async fn renew_outbox_claims(
         &self,
         relay: &str,
-        ids: &[i64],
-        at: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let mut q = sqlx::QueryBuilder::<Db>::new("UPDATE outbox SET sent_at = ");
-        q.push_bind(at)
-            .push(", claimed_until = NULL, last_error = NULL WHERE claimed_by = ")
-            .push_bind(relay.to_string())
-            .push(" AND sent_at IS NULL AND id IN (");
-        let mut list = q.separated(", ");
-        for id in ids {
-            list.push_bind(*id);
-        }
-        q.push(")");
-        q.build().execute(&self.write).await?;
-        Ok(())
-    }
-
-    async fn release_outbox(
-        &self,
-        relay: &str,
-        id: i64,
-        error: &str,
-        attempted: bool,
-        dead_at: Option<DateTime<Utc>>,
-    ) -> StoreResult<()> {
-        sqlx::query(RELEASE)
-            .bind(error)
-            .bind(dead_at)
-            .bind(id)
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(RENEW)
+            .bind(lease_until)
             .bind(relay)
-            .bind(i32::from(attempted))
             .execute(&self.write)
             .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn settle_outbox(
+        &self,
+        relay: &str,
+        sent: &[i64],
+        at: DateTime<Utc>,
+        given_back: &[GivenBack],
+    ) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        if !sent.is_empty() {
+            let mut q = sqlx::QueryBuilder::<Db>::new("UPDATE outbox SET sent_at = ");
+            q.push_bind(at)
+                .push(", claimed_until = NULL, last_error = NULL WHERE claimed_by = ")
+                .push_bind(relay.to_string())
+                .push(" AND sent_at IS NULL AND id IN (");
+            let mut list = q.separated(", ");
+            for id in sent {
+                list.push_bind(*id);
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
+        }
+        for row in given_back {
+            sqlx::query(RELEASE)
+                .bind(&row.error)
+                .bind(row.dead_at)
+                .bind(row.id)
+                .bind(relay)
+                .bind(i32::from(row.attempted))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -52,6 +52,24 @@ pub enum ConfirmOutcome {
 }
 
 impl ConfirmOutcome {
+    /// `succeed`, `decline` or `authorize_only`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfirmOutcome::Succeed => "succeed",
+            ConfirmOutcome::Decline => "decline",
+            ConfirmOutcome::AuthorizeOnly => "authorize_only",
+        }
+    }
+
+    /// The webhooks a confirmation with this outcome queues, in order.
+    fn events(self) -> &'static [PaymentStatus] {
+        match self {
+            ConfirmOutcome::Succeed => &[PaymentStatus::Authorized, PaymentStatus::Captured],
+            ConfirmOutcome::Decline => &[PaymentStatus::Failed],
+            ConfirmOutcome::AuthorizeOnly => &[PaymentStatus::Authorized],
+        }
+    }
+
     /// Parses `succeed`, `decline` or `authorize_only`.
     pub fn parse(raw: &str) -> Result<ConfirmOutcome, String> {
         match raw {
@@ -107,42 +125,54 @@ impl Sandbox {
         &self.webhook_url
     }
 
-    /// Confirms an `INITIATED` intent with an outcome and queues its webhooks.
+    /// Confirms an `INITIATED` intent with an outcome and queues its webhooks, in `tx` (the
+    /// caller commits, then calls [`Sandbox::wake`]).
+    ///
+    /// Confirming is idempotent: the same outcome again changes nothing and answers with the
+    /// record as the first confirmation left it (a donor's retry after a lost 202 is not an
+    /// error); another outcome is refused, naming the one already given.
     pub async fn confirm(
         &self,
+        tx: &mut dyn Tx,
         intent: &str,
         outcome: ConfirmOutcome,
     ) -> Result<SandboxIntent, ProviderError> {
-        let events = match outcome {
-            ConfirmOutcome::Succeed => vec![PaymentStatus::Authorized, PaymentStatus::Captured],
-            ConfirmOutcome::Decline => vec![PaymentStatus::Failed],
-            ConfirmOutcome::AuthorizeOnly => vec![PaymentStatus::Authorized],
-        };
-        self.advance(intent, &[PaymentStatus::Initiated], &events)
-            .await
+        let record = locked(tx, intent).await?;
+        match record.confirmed_outcome.as_deref() {
+            Some(earlier) if earlier == outcome.as_str() => Ok(as_confirmed(record, outcome)),
+            Some(earlier) => Err(ProviderError::Refused(format!(
+                "the intent was already confirmed with outcome {earlier:?}; it cannot be \
+                 confirmed again with {:?}",
+                outcome.as_str()
+            ))),
+            None => {
+                self.advance(tx, record, &[PaymentStatus::Initiated], Some(outcome))
+                    .await
+            }
+        }
     }
 
     /// Captures an `AUTHORIZED` intent and queues its webhook.
     pub async fn capture(&self, intent: &str) -> Result<SandboxIntent, ProviderError> {
-        self.advance(
-            intent,
-            &[PaymentStatus::Authorized],
-            &[PaymentStatus::Captured],
-        )
-        .await
+        let mut tx = self.store.begin().await?;
+        let record = locked(tx.as_mut(), intent).await?;
+        let record = self
+            .advance(tx.as_mut(), record, &[PaymentStatus::Authorized], None)
+            .await?;
+        tx.commit().await?;
+        self.wake.notify_one();
+        Ok(record)
     }
 
+    /// Moves a locked intent from one of `from` through the events of `confirmed` (a
+    /// confirmation) or to `CAPTURED` (a capture), and queues their webhooks.
     async fn advance(
         &self,
-        intent: &str,
+        tx: &mut dyn Tx,
+        mut record: SandboxIntent,
         from: &[PaymentStatus],
-        events: &[PaymentStatus],
+        confirmed: Option<ConfirmOutcome>,
     ) -> Result<SandboxIntent, ProviderError> {
-        let mut tx = self.store.begin().await?;
-        let mut record = tx
-            .sandbox_intent_for_update(intent)
-            .await?
-            .ok_or_else(|| ProviderError::Refused(format!("no sandbox intent {intent}")))?;
         if !from.iter().any(|s| s.as_str() == record.status) {
             return Err(ProviderError::Refused(format!(
                 "the sandbox intent is {}; this needs it to be {}",
@@ -153,6 +183,8 @@ impl Sandbox {
                     .join(" or ")
             )));
         }
+        let events = confirmed.map_or(&[PaymentStatus::Captured][..], ConfirmOutcome::events);
+        let intent = record.payment_intent_id.clone();
         let now = crate::domain::now();
         // Like a real provider's, every event says what amount it concerns.
         let money = json!({"amount_minor": record.amount_minor, "currency": record.currency});
@@ -163,17 +195,19 @@ impl Sandbox {
                 // Each event a millisecond after the previous one, so their order is known.
                 let at = now + TimeDelta::milliseconds(i as i64);
                 let data = (*status != PaymentStatus::Failed).then(|| money.clone());
-                (webhook_body(intent, *status, at, data), at)
+                (webhook_body(&intent, *status, at, data), at)
             })
             .collect();
         if let Some(last) = events.last() {
             record.status = last.as_str().to_string();
             record.status_at = now + TimeDelta::milliseconds(events.len() as i64 - 1);
         }
+        if let Some(outcome) = confirmed {
+            record.confirmed_outcome = Some(outcome.as_str().to_string());
+            record.confirmed_at = Some(now);
+        }
         tx.sandbox_update_intent(&record).await?;
-        self.enqueue(tx.as_mut(), intent, bodies).await?;
-        tx.commit().await?;
-        self.wake.notify_one();
+        self.enqueue(tx, &intent, bodies).await?;
         Ok(record)
     }
 
@@ -306,6 +340,28 @@ impl Sandbox {
     }
 }
 
+/// The sandbox's record of an intent, locked for change; refused if there is none.
+async fn locked(tx: &mut dyn Tx, intent: &str) -> Result<SandboxIntent, ProviderError> {
+    tx.sandbox_intent_for_update(intent)
+        .await?
+        .ok_or_else(|| ProviderError::Refused(format!("no sandbox intent {intent}")))
+}
+
+/// The record as the confirmation with `outcome` left it, whatever happened since (a capture, a
+/// refund): what that confirmation answered. Refunds need a capture, so none were made yet.
+fn as_confirmed(record: SandboxIntent, outcome: ConfirmOutcome) -> SandboxIntent {
+    let events = outcome.events();
+    let at = record.confirmed_at.unwrap_or(record.status_at);
+    SandboxIntent {
+        status: events
+            .last()
+            .map_or(record.status.clone(), |s| s.as_str().to_string()),
+        status_at: at + TimeDelta::milliseconds(events.len() as i64 - 1),
+        refunded_minor: 0,
+        ..record
+    }
+}
+
 /// Exponential back-off with full jitter: up to 200 ms × 2^(attempt-1), capped at a minute.
 fn backoff(attempt: u32) -> TimeDelta {
     let cap = 200_i64
@@ -356,6 +412,8 @@ impl PaymentProvider for Sandbox {
             refunded_minor: 0,
             status_at: now,
             created_at: now,
+            confirmed_outcome: None,
+            confirmed_at: None,
         })
         .await?;
         Ok(())
@@ -368,10 +426,7 @@ impl PaymentProvider for Sandbox {
         refund_id: &str,
         amount_minor: i64,
     ) -> Result<(), ProviderError> {
-        let mut record = tx
-            .sandbox_intent_for_update(intent)
-            .await?
-            .ok_or_else(|| ProviderError::Refused(format!("no sandbox intent {intent}")))?;
+        let mut record = locked(tx, intent).await?;
         if record.status != PaymentStatus::Captured.as_str() {
             return Err(ProviderError::Refused(format!(
                 "the provider holds this intent as {}, not CAPTURED",

@@ -18,8 +18,8 @@ use crate::services::payments::sandbox::store::{
 use crate::storage::StoreResult;
 
 /// The columns of `sandbox_intents`, in the order [`INSERT_INTENT`] binds them.
-const INTENT_COLUMNS: &str =
-    "payment_intent_id, amount_minor, currency, status, refunded_minor, status_at, created_at";
+const INTENT_COLUMNS: &str = "payment_intent_id, amount_minor, currency, status, refunded_minor, \
+                              status_at, created_at, confirmed_outcome, confirmed_at";
 const SELECT_INTENT: &str = concatcp!(
     "SELECT ",
     INTENT_COLUMNS,
@@ -29,11 +29,12 @@ const SELECT_INTENT_FOR_UPDATE: &str = concatcp!(SELECT_INTENT, FOR_UPDATE);
 const INSERT_INTENT: &str = concatcp!(
     "INSERT INTO sandbox_intents (",
     INTENT_COLUMNS,
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 );
 const UPDATE_INTENT: &str = "UPDATE sandbox_intents \
-                             SET status = $1, refunded_minor = $2, status_at = $3 \
-                             WHERE payment_intent_id = $4";
+                             SET status = $1, refunded_minor = $2, status_at = $3, \
+                             confirmed_outcome = $4, confirmed_at = $5 \
+                             WHERE payment_intent_id = $6";
 
 /// Queues a webhook held by the intent's latest undecided one, if any, so it goes out after it.
 const ENQUEUE: &str = "INSERT INTO sandbox_deliveries \
@@ -41,10 +42,18 @@ const ENQUEUE: &str = "INSERT INTO sandbox_deliveries \
                        VALUES ($1, $2, $3, $4, (SELECT MAX(id) FROM sandbox_deliveries \
                        WHERE payment_intent_id = $1 \
                        AND delivered_at IS NULL AND given_up_at IS NULL))";
+/// Due webhooks not held back by an earlier one. A hold by a delivery that is finished
+/// (delivered or given up) or gone does not count: releasing the hold commits with the finished
+/// attempt, but rows left by an older build that crashed between the two must not wait forever.
+/// The holder is looked up by its primary key, and only for held rows (no anti-join over the
+/// intent's deliveries: see migration 0009).
 const SELECT_DUE: &str = "SELECT id, payment_intent_id, body, attempts, traceparent \
                           FROM sandbox_deliveries d \
                           WHERE delivered_at IS NULL AND given_up_at IS NULL \
-                          AND next_attempt_at <= $1 AND held_by IS NULL \
+                          AND next_attempt_at <= $1 \
+                          AND (held_by IS NULL OR NOT EXISTS (SELECT 1 FROM sandbox_deliveries h \
+                          WHERE h.id = d.held_by \
+                          AND h.delivered_at IS NULL AND h.given_up_at IS NULL)) \
                           ORDER BY next_attempt_at, id LIMIT $2";
 const DELIVERED: &str = "UPDATE sandbox_deliveries \
                          SET attempts = attempts + 1, last_status = $1, delivered_at = $2 \
@@ -66,6 +75,8 @@ fn intent_from_row(row: &DbRow) -> StoreResult<SandboxIntent> {
         refunded_minor: row.try_get("refunded_minor")?,
         status_at: row.try_get("status_at")?,
         created_at: row.try_get("created_at")?,
+        confirmed_outcome: row.try_get("confirmed_outcome")?,
+        confirmed_at: row.try_get("confirmed_at")?,
     })
 }
 
@@ -125,13 +136,15 @@ impl SandboxStore for BackendStore {
             DeliveryOutcome::RetryAt(next) => sqlx::query(RETRY).bind(status).bind(next),
             DeliveryOutcome::GiveUp => sqlx::query(GIVE_UP).bind(status).bind(at),
         };
-        query.bind(id).execute(&self.write).await?;
+        // One transaction: a crash between recording this attempt and releasing the next
+        // delivery would leave the intent's CAPTURED unsent, and the payment AUTHORIZED until
+        // reconciliation.
+        let mut tx = self.write.begin().await?;
+        query.bind(id).execute(&mut *tx).await?;
         if decided {
-            sqlx::query(RELEASE_HELD)
-                .bind(id)
-                .execute(&self.write)
-                .await?;
+            sqlx::query(RELEASE_HELD).bind(id).execute(&mut *tx).await?;
         }
+        tx.commit().await?;
         Ok(())
     }
 }
@@ -147,6 +160,8 @@ impl SandboxTx for BackendTx {
             .bind(i.refunded_minor)
             .bind(i.status_at)
             .bind(i.created_at)
+            .bind(&i.confirmed_outcome)
+            .bind(i.confirmed_at)
             .execute(&mut *self.tx)
             .await?;
         Ok(())
@@ -170,6 +185,8 @@ impl SandboxTx for BackendTx {
             .bind(&i.status)
             .bind(i.refunded_minor)
             .bind(i.status_at)
+            .bind(&i.confirmed_outcome)
+            .bind(i.confirmed_at)
             .bind(&i.payment_intent_id)
             .execute(&mut *self.tx)
             .await?;

@@ -32,6 +32,11 @@ pub struct SandboxIntent {
     pub status_at: DateTime<Utc>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// The outcome the donor confirmed it with (`succeed`, `decline`, `authorize_only`), once
+    /// confirmed.
+    pub confirmed_outcome: Option<String>,
+    /// When it was confirmed.
+    pub confirmed_at: Option<DateTime<Utc>>,
 }
 
 /// A webhook the sandbox still has to deliver.
@@ -65,13 +70,16 @@ pub enum DeliveryOutcome {
 pub trait SandboxStore: Send + Sync {
     /// The sandbox provider's record of an intent.
     async fn sandbox_intent(&self, payment_intent_id: &str) -> StoreResult<Option<SandboxIntent>>;
-    /// Sandbox webhooks due for (re)delivery, oldest first.
+    /// Sandbox webhooks due for (re)delivery, oldest first; a delivery held by one that is
+    /// already finished (delivered or given up) is due as if it were not held.
     async fn sandbox_due_deliveries(
         &self,
         now: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<Vec<SandboxDelivery>>;
-    /// Records a delivery attempt: delivered, rescheduled for `next_attempt_at`, or given up.
+    /// Records a delivery attempt: delivered, rescheduled for `next_attempt_at`, or given up;
+    /// once the platform has decided on it, releases the intent's next delivery in the same
+    /// transaction.
     async fn sandbox_delivery_attempted(
         &self,
         id: i64,

@@ -8,6 +8,8 @@
 //! history link: a signed, expiring token that opens `GET /api/v1/donations/history?token=…`
 //! without an API key.
 
+mod sender;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,23 +19,20 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{TimeDelta, Utc};
 use hmac::{Hmac, KeyInit, Mac};
-use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use rand::Rng;
 use sha2::Sha256;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument as _;
 use uuid::Uuid;
 
+pub use self::sender::Sender;
 use super::ConsumerSpec;
 use crate::config::{NotificationSettings, Role, Secret, SmtpTls};
 use crate::domain::donation::Donation;
 use crate::domain::event::{DomainEvent, DonationChange, EventEnvelope};
 use crate::domain::payment::PaymentStatus;
 use crate::messaging::consumer::{Handler, HandlerError};
-use crate::storage::{Notification, SendOutcome, Store, StoreError};
+use crate::storage::{Notification, Store, StoreError};
 
 /// Something that delivers e-mail.
 #[async_trait]
@@ -461,131 +460,5 @@ impl Handler for NotificationConsumer {
 
     async fn handle(&self, event: &EventEnvelope) -> Result<(), HandlerError> {
         Ok(self.apply(event).await?)
-    }
-}
-
-/// Sends pending notifications.
-pub struct Sender {
-    store: Arc<dyn Store>,
-    mailer: Arc<dyn Mailer>,
-    settings: NotificationSettings,
-    wake: Arc<Notify>,
-}
-
-impl Sender {
-    /// A sender through `mailer`.
-    pub fn new(
-        store: Arc<dyn Store>,
-        mailer: Arc<dyn Mailer>,
-        settings: NotificationSettings,
-        wake: Arc<Notify>,
-    ) -> Sender {
-        Sender {
-            store,
-            mailer,
-            settings,
-            wake,
-        }
-    }
-
-    fn message(&self, n: &Notification) -> Result<Message, String> {
-        let from: Mailbox = self
-            .settings
-            .from
-            .parse()
-            .map_err(|e| format!("notifications.from is not an address: {e}"))?;
-        let to: Mailbox = n
-            .recipient
-            .parse()
-            .map_err(|e| format!("bad recipient: {e}"))?;
-        Message::builder()
-            .from(from)
-            .to(to)
-            .subject(n.subject.clone())
-            .message_id(Some(format!("<{}@careforall>", n.id)))
-            .multipart(MultiPart::alternative_plain_html(
-                n.body_text.clone(),
-                n.body_html.clone(),
-            ))
-            .map_err(|e| e.to_string())
-    }
-
-    /// Sends the notifications that are due, once. Returns how many were sent.
-    pub async fn send_due(&self) -> Result<usize, StoreError> {
-        let now = crate::domain::now();
-        let due = self
-            .store
-            // A lease longer than a batch can take (5 sends × the 10 s SMTP timeout), and no
-            // longer: a process killed mid-batch leaves its claims to the next sender after it.
-            // (It was 10 minutes until the chaos profile killed a server right after a claim.)
-            .claim_notifications(now, now + TimeDelta::seconds(90), 5)
-            .await?;
-        let mut sent = 0;
-        for n in due {
-            let span = tracing::info_span!(
-                "notification.send",
-                otel.name = %format_args!("send {} e-mail", n.kind),
-                otel.kind = "client",
-                notification_id = %n.id,
-                kind = %n.kind,
-                mailer = self.mailer.name(),
-            );
-            crate::telemetry::set_parent(&span, n.traceparent.as_deref());
-            let result = async {
-                match self.message(&n) {
-                    Ok(message) => self.mailer.send(&n, message).await,
-                    Err(e) => Err(e),
-                }
-            }
-            .instrument(span.clone())
-            .await;
-            let attempts = u32::try_from(n.attempts).unwrap_or(0) + 1;
-            let outcome = span.in_scope(|| match result {
-                Ok(()) => {
-                    sent += 1;
-                    crate::metrics::notification(&n.kind, "sent");
-                    tracing::info!(notification_id = %n.id, kind = %n.kind, mailer = self.mailer.name(), "notification sent");
-                    SendOutcome::Sent
-                }
-                Err(error) if attempts >= self.settings.max_attempts => {
-                    tracing::error!(notification_id = %n.id, kind = %n.kind, attempts, %error, "notification dead after its last attempt");
-                    crate::metrics::notification(&n.kind, "dead");
-                    SendOutcome::Dead(error)
-                }
-                Err(error) => {
-                    tracing::warn!(notification_id = %n.id, kind = %n.kind, attempts, %error, "sending a notification failed; it will be retried");
-                    crate::metrics::notification(&n.kind, "retry");
-                    SendOutcome::RetryAt(crate::domain::now() + self.backoff(attempts), error)
-                }
-            });
-            self.store
-                .notification_attempted(n.id, &outcome, crate::domain::now())
-                .await?;
-        }
-        Ok(sent)
-    }
-
-    /// Exponential back-off with jitter: base × 2^(attempt-1), ±50 %, at most an hour.
-    fn backoff(&self, attempt: u32) -> TimeDelta {
-        let base = i64::try_from(self.settings.retry_base_ms).unwrap_or(1000);
-        let ms = base
-            .saturating_mul(1 << attempt.saturating_sub(1).min(20))
-            .min(3_600_000);
-        TimeDelta::milliseconds(rand::rng().random_range(ms / 2..=ms.max(1)))
-    }
-
-    /// Runs until cancelled.
-    pub async fn run(self, cancel: CancellationToken) {
-        let poll = Duration::from_millis(self.settings.poll_interval_ms);
-        loop {
-            if let Err(e) = self.send_due().await {
-                tracing::warn!(error = %e, "notification sender cannot reach the database");
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(poll) => {}
-            }
-        }
     }
 }
