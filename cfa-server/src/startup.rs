@@ -372,7 +372,8 @@ impl Application {
                 provider.clone(),
                 self.state.reconcile.clone(),
                 Duration::from_secs(settings.payments.reconcile_after_seconds),
-            );
+            )
+            .with_refund_expiry(Duration::from_secs(settings.payments.refund_expiry_seconds));
             tasks.spawn(reconciler.run(
                 Duration::from_secs(settings.payments.reconcile_interval_seconds),
                 self.state.outbox_wake.clone(),

@@ -40,6 +40,10 @@ pub struct PaymentSettings {
     pub reconcile_after_seconds: u64,
     /// How often reconciliation runs, in seconds.
     pub reconcile_interval_seconds: u64,
+    /// A refund the provider has not confirmed this long after it was requested is released
+    /// (marked `FAILED`, its amount no longer reserved), in seconds; a confirmation that comes
+    /// later is still applied.
+    pub refund_expiry_seconds: u64,
 }
 
 impl Default for PaymentSettings {
@@ -57,6 +61,7 @@ impl Default for PaymentSettings {
             sandbox_poll_interval_ms: 100,
             reconcile_after_seconds: 900,
             reconcile_interval_seconds: 60,
+            refund_expiry_seconds: 86_400,
         }
     }
 }
@@ -94,6 +99,11 @@ impl PaymentSettings {
                 "payments.reconcile_interval_seconds",
                 self.reconcile_interval_seconds,
                 86_400,
+            ),
+            (
+                "payments.refund_expiry_seconds",
+                self.refund_expiry_seconds,
+                90 * 86_400,
             ),
         ])?;
         for (key, p) in [

@@ -65,6 +65,8 @@ pub trait PaymentStore: Send + Sync {
     /// Payments still `INITIATED` or `AUTHORIZED` that have neither changed nor been reconciled
     /// since `before`, least recently looked at first.
     async fn stuck_payments(&self, before: DateTime<Utc>, limit: i64) -> StoreResult<Vec<Payment>>;
+    /// Refunds still `REQUESTED` that were requested before `before`, oldest first.
+    async fn expired_refunds(&self, before: DateTime<Utc>, limit: i64) -> StoreResult<Vec<Refund>>;
     /// Records that reconciliation looked at a payment, so the next pass starts with others.
     async fn mark_reconciled(&self, payment_id: Uuid, at: DateTime<Utc>) -> StoreResult<()>;
     /// The stored outcome of a webhook delivery.
@@ -115,6 +117,8 @@ pub trait PaymentTx: Send {
         status: &str,
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
+    /// A payment's refunds still waiting for the provider, newest first, locked.
+    async fn open_refunds_for_update(&mut self, payment_id: Uuid) -> StoreResult<Vec<Refund>>;
     /// Sum of a payment's refunds still waiting for the provider.
     async fn requested_refunds_minor(&mut self, payment_id: Uuid) -> StoreResult<i64>;
 }

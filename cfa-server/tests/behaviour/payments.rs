@@ -34,6 +34,8 @@ tests![
     a_voided_authorization_fails_the_donation,
     a_sandbox_that_duplicates_and_delays_every_webhook_still_applies_each_once,
     a_capture_that_overtakes_its_authorization_completes_at_once,
+    unconfirmed_refunds_are_settled_from_the_providers_record,
+    a_refund_made_at_the_provider_releases_what_no_longer_fits,
     an_operator_lists_webhook_deliveries_and_replays_a_rejected_one,
     the_sandbox_sends_an_intents_webhooks_one_at_a_time_in_order,
 ];
@@ -951,6 +953,144 @@ async fn captured(app: &TestApp, amount: &str) -> (String, String) {
     wait_for_payment(app, &pi, "CAPTURED").await;
     wait_for_donation(app, &donation_id, "COMPLETED").await;
     (donation_id, pi)
+}
+
+/// A server whose sandbox webhooks never arrive: the sandbox does what it is asked, but only
+/// reconciliation can learn it.
+async fn quiet_provider(ctx: &TestContext) -> TestApp {
+    ctx.spawn_app_with(|s| {
+        s.payments.sandbox_webhook_url = "http://127.0.0.1:9/api/v1/payments/webhook".into();
+        s.payments.sandbox_max_attempts = 1;
+    })
+    .await
+}
+
+/// A payment of `amount`, captured at the sandbox and, by hand-sent webhooks, here.
+async fn captured_by_hand(app: &TestApp, amount: &str) -> String {
+    let (_, intent) = app.pending_payment(amount).await;
+    let pi = intent_id(&intent);
+    app.post(
+        &format!("/sandbox/v1/intents/{pi}/confirm"),
+        &json!({"outcome": "succeed"}),
+    )
+    .await;
+    app.webhook(&event(&pi, "AUTHORIZED", "2026-01-01T10:00:00Z", None), &[])
+        .await;
+    app.webhook(&event(&pi, "CAPTURED", "2026-01-01T10:00:01Z", None), &[])
+        .await;
+    pi
+}
+
+async fn refund(app: &TestApp, pi: &str, amount: f64) -> crate::helpers::Reply {
+    app.post(
+        &format!("/api/v1/payments/{pi}/refund"),
+        &json!({ "amount": amount }),
+    )
+    .await
+}
+
+async fn refund_statuses(app: &TestApp, pi: &str) -> Vec<(i64, String)> {
+    let history = app
+        .send_as_operator(Method::GET, &format!("/api/v1/payments/{pi}/history"), None)
+        .await;
+    let mut statuses: Vec<(i64, String)> = history.json["refunds"]
+        .as_array()
+        .expect("refunds")
+        .iter()
+        .map(|r| {
+            (
+                r["amount_minor"].as_i64().expect("amount"),
+                r["status"].as_str().expect("status").to_string(),
+            )
+        })
+        .collect();
+    statuses.sort();
+    statuses
+}
+
+async fn unconfirmed_refunds_are_settled_from_the_providers_record(ctx: TestContext) {
+    let app = quiet_provider(&ctx).await;
+    let reconciler = |expiry: Duration| {
+        cfa_server::services::payments::Reconciler::new(
+            app.store.clone(),
+            app.state.provider.clone().expect("sandbox"),
+            app.state.reconcile.clone(),
+            Duration::from_secs(3_600),
+        )
+        .with_refund_expiry(expiry)
+    };
+    // Made at the provider, its confirmation lost: applied from the provider's record.
+    let made = captured_by_hand(&app, "50").await;
+    assert_eq!(refund(&app, &made, 50.0).await.status, 202);
+    // Never reached the provider (as if the process died after reserving it): released.
+    let lost = captured_by_hand(&app, "40").await;
+    let lost_id = payment(&app, &lost).await["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    let mut tx = app.store.begin().await.expect("tx");
+    tx.insert_refund(&cfa_server::storage::Refund {
+        refund_id: "re_never_sent".into(),
+        payment_id: lost_id,
+        amount_minor: 4000,
+        status: "REQUESTED".into(),
+        requested_at: chrono::Utc::now(),
+        completed_at: None,
+    })
+    .await
+    .expect("reserve");
+    tx.commit().await.expect("commit");
+    let blocked = refund(&app, &lost, 10.0).await;
+    assert_eq!(
+        blocked.status, 400,
+        "all 40 are reserved: {:?}",
+        blocked.json
+    );
+
+    let early = reconciler(Duration::from_secs(3_600)).run_once().await;
+    let early = early.expect("reconcile");
+    assert_eq!((early.repaired, early.refunds_released), (0, 0), "not yet");
+    let report = reconciler(Duration::ZERO)
+        .run_once()
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        (report.repaired, report.refunds_released),
+        (1, 1),
+        "{report:?}"
+    );
+    assert_eq!(
+        refund_statuses(&app, &made).await,
+        [(5000, "SUCCEEDED".into())]
+    );
+    assert_eq!(payment(&app, &made).await["status"], "REFUNDED");
+    assert_eq!(
+        refund_statuses(&app, &lost).await,
+        [(4000, "FAILED".into())]
+    );
+    let again = refund(&app, &lost, 10.0).await;
+    assert_eq!(again.status, 202, "no longer blocked: {:?}", again.json);
+}
+
+async fn a_refund_made_at_the_provider_releases_what_no_longer_fits(ctx: TestContext) {
+    let app = quiet_provider(&ctx).await;
+    let pi = captured_by_hand(&app, "50").await;
+    assert_eq!(refund(&app, &pi, 10.0).await.status, 202);
+    assert_eq!(refund(&app, &pi, 30.0).await.status, 202);
+    // A refund of 20 made at the provider directly leaves 30 here: the newest request (30) no
+    // longer fits beside the older one (10).
+    let direct = json!({"id": "evt-direct", "payment_intent_id": pi, "status": "REFUNDED", "timestamp": "2026-01-01T11:00:00Z", "data": {"refund_id": "re_at_provider", "amount": 20}}).to_string();
+    let applied = app.webhook(&direct, &[]).await;
+    assert_eq!(applied.json["status"], "processed", "{:?}", applied.json);
+    assert_eq!(
+        refund_statuses(&app, &pi).await,
+        [
+            (1000, "REQUESTED".to_string()),
+            (2000, "SUCCEEDED".to_string()),
+            (3000, "FAILED".to_string()),
+        ]
+    );
 }
 
 async fn partial_then_full_refunds_follow_the_state_machine(ctx: TestContext) {

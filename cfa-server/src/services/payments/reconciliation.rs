@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::provider::PaymentProvider;
 use super::{Applied, apply_event};
 use crate::domain::payment::{Payment, PaymentStatus, ProviderEvent};
-use crate::storage::{Store, StoreError};
+use crate::storage::{Refund, Store, StoreError};
 
 /// Counters of what reconciliation did since start.
 #[derive(Debug, Default)]
@@ -41,6 +41,8 @@ pub struct ReconcileReport {
     pub missing: u64,
     /// Failures.
     pub errors: u64,
+    /// Refund reservations released because the provider never confirmed them.
+    pub refunds_released: u64,
 }
 
 /// Re-checks payments stuck in `INITIATED`/`AUTHORIZED` against the provider.
@@ -49,6 +51,7 @@ pub struct Reconciler {
     provider: Arc<dyn PaymentProvider>,
     stats: Arc<ReconcileStats>,
     after: TimeDelta,
+    refund_expiry: TimeDelta,
 }
 
 impl Reconciler {
@@ -64,17 +67,33 @@ impl Reconciler {
             provider,
             stats,
             after: TimeDelta::from_std(after).unwrap_or(TimeDelta::minutes(15)),
+            refund_expiry: TimeDelta::days(1),
+        }
+    }
+
+    /// Releases refund reservations the provider has not confirmed after `expiry` (a day unless
+    /// set).
+    pub fn with_refund_expiry(self, expiry: Duration) -> Reconciler {
+        Reconciler {
+            refund_expiry: TimeDelta::from_std(expiry).unwrap_or(TimeDelta::days(1)),
+            ..self
         }
     }
 
     /// One pass: for each stuck payment, asks the provider and applies the steps between our
-    /// status and its status, as events named `reconcile:<intent>:<status>`.
+    /// status and its status, as events named `reconcile:<intent>:<status>`; then releases the
+    /// refund reservations the provider never confirmed.
     pub async fn run_once(&self) -> Result<ReconcileReport, StoreError> {
-        let stuck = self
-            .store
-            .stuck_payments(crate::domain::now() - self.after, 100)
-            .await?;
+        let now = crate::domain::now();
+        let stuck = self.store.stuck_payments(now - self.after, 100).await?;
         let mut report = ReconcileReport::default();
+        let expired = self
+            .store
+            .expired_refunds(now - self.refund_expiry, 100)
+            .await?;
+        for refund in expired {
+            self.settle_refund(&refund, &mut report).await?;
+        }
         for payment in stuck {
             report.checked += 1;
             self.store
@@ -136,6 +155,61 @@ impl Reconciler {
         tx.commit().await
     }
 
+    /// A refund the provider has not confirmed within the expiry: if the provider's record shows
+    /// it refunded (its refunded total covers ours and this one), it is applied as the event
+    /// `reconcile:refund:<id>`; otherwise it is released (`FAILED`), so its amount is no longer
+    /// reserved. A confirmation that comes later is still applied.
+    async fn settle_refund(
+        &self,
+        refund: &Refund,
+        report: &mut ReconcileReport,
+    ) -> Result<(), StoreError> {
+        let Some(payment) = self.store.payment(refund.payment_id).await? else {
+            return Ok(());
+        };
+        let remote = match self.provider.fetch(&payment.payment_intent_id).await {
+            Ok(remote) => remote,
+            Err(e) => {
+                report.errors += 1;
+                tracing::warn!(refund_id = %refund.refund_id, error = %e, "reconciliation: provider look-up failed; the refund stays reserved");
+                return Ok(());
+            }
+        };
+        let mut tx = self.store.begin().await?;
+        let Some(payment) = tx.payment_for_update(payment.id).await? else {
+            return Ok(());
+        };
+        match tx.refund_for_update(&refund.refund_id).await? {
+            Some(current) if current.status == "REQUESTED" => {}
+            _ => return Ok(()),
+        }
+        let done_there = remote
+            .as_ref()
+            .is_some_and(|r| r.refunded_minor >= payment.refunded_minor + refund.amount_minor);
+        match remote.filter(|_| done_there) {
+            Some(remote) => {
+                let event = ProviderEvent {
+                    event_id: format!("reconcile:refund:{}", refund.refund_id),
+                    status: PaymentStatus::Refunded,
+                    at: remote.status_at,
+                    refund: Some((refund.refund_id.clone(), Some(refund.amount_minor))),
+                };
+                if let Applied::Processed { .. } = apply_event(tx.as_mut(), payment, &event).await?
+                {
+                    tracing::info!(refund_id = %refund.refund_id, "reconciliation applied a refund the provider made but never confirmed");
+                    report.repaired += 1;
+                }
+            }
+            None => {
+                tracing::warn!(refund_id = %refund.refund_id, payment_id = %refund.payment_id, amount_minor = refund.amount_minor, requested_at = %refund.requested_at, "reconciliation released a refund the provider never made; a late confirmation is still applied");
+                tx.complete_refund(&refund.refund_id, "FAILED", crate::domain::now())
+                    .await?;
+                report.refunds_released += 1;
+            }
+        }
+        tx.commit().await
+    }
+
     /// Reconciles one payment at once, in the background: a webhook arrived ahead of its state
     /// (a capture before its authorization), so the provider knows more than we do. The early
     /// event stays rejected; the steps up to the provider's status are applied as
@@ -168,12 +242,13 @@ impl Reconciler {
         stats.repaired.fetch_add(report.repaired, Ordering::Relaxed);
         stats.missing.fetch_add(report.missing, Ordering::Relaxed);
         stats.errors.fetch_add(report.errors, Ordering::Relaxed);
-        if report.checked > 0 {
+        if report.checked > 0 || report.refunds_released > 0 {
             tracing::info!(
                 checked = report.checked,
                 repaired = report.repaired,
                 missing = report.missing,
                 errors = report.errors,
+                refunds_released = report.refunds_released,
                 "reconciliation pass"
             );
         }

@@ -75,6 +75,19 @@ const INSERT_REFUND: &str = concatcp!(
 );
 const COMPLETE_REFUND: &str =
     "UPDATE refunds SET status = $1, completed_at = $2 WHERE refund_id = $3";
+const SELECT_OPEN_REFUNDS: &str = concatcp!(
+    "SELECT ",
+    REFUND_COLUMNS,
+    " FROM refunds WHERE payment_id = $1 AND status = 'REQUESTED' \
+     ORDER BY requested_at DESC, refund_id DESC",
+    FOR_UPDATE
+);
+const SELECT_EXPIRED_REFUNDS: &str = concatcp!(
+    "SELECT ",
+    REFUND_COLUMNS,
+    " FROM refunds WHERE status = 'REQUESTED' AND requested_at < $1 \
+     ORDER BY requested_at, refund_id LIMIT $2"
+);
 const SUM_REQUESTED_REFUNDS: &str = "SELECT CAST(SUM(amount_minor) AS BIGINT) FROM refunds \
                                      WHERE payment_id = $1 AND status = 'REQUESTED'";
 
@@ -200,6 +213,17 @@ impl PaymentStore for BackendStore {
     async fn refunds(&self, payment_id: Uuid) -> StoreResult<Vec<Refund>> {
         sqlx::query(SELECT_REFUNDS)
             .bind(db_id(payment_id))
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(refund_from_row)
+            .collect()
+    }
+
+    async fn expired_refunds(&self, before: DateTime<Utc>, limit: i64) -> StoreResult<Vec<Refund>> {
+        sqlx::query(SELECT_EXPIRED_REFUNDS)
+            .bind(before)
+            .bind(limit)
             .fetch_all(&self.read)
             .await?
             .iter()
@@ -395,6 +419,16 @@ impl PaymentTx for BackendTx {
             .execute(&mut *self.tx)
             .await?;
         Ok(())
+    }
+
+    async fn open_refunds_for_update(&mut self, payment_id: Uuid) -> StoreResult<Vec<Refund>> {
+        sqlx::query(SELECT_OPEN_REFUNDS)
+            .bind(db_id(payment_id))
+            .fetch_all(&mut *self.tx)
+            .await?
+            .iter()
+            .map(refund_from_row)
+            .collect()
     }
 
     async fn requested_refunds_minor(&mut self, payment_id: Uuid) -> StoreResult<i64> {
