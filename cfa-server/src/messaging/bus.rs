@@ -7,6 +7,7 @@
 //! again: delivery is at least once, and consumers deduplicate by event id.
 
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -80,6 +81,9 @@ pub trait EventBus: Send + Sync + 'static {
 pub struct Delivery {
     /// The event.
     pub event: EventEnvelope,
+    /// The relay's batch it came in: after a failure a consumer refuses the rest of that batch
+    /// unseen, so nothing overtakes the failed event.
+    pub(crate) batch: u64,
     ack: oneshot::Sender<Result<(), HandlerError>>,
 }
 
@@ -117,6 +121,7 @@ struct Subscriber {
 pub struct InProcessBus {
     subscribers: RwLock<Vec<Subscriber>>,
     ack_timeout: Duration,
+    batches: AtomicU64,
 }
 
 impl Default for InProcessBus {
@@ -124,6 +129,7 @@ impl Default for InProcessBus {
         InProcessBus {
             subscribers: RwLock::new(Vec::new()),
             ack_timeout: Duration::from_secs(10),
+            batches: AtomicU64::new(0),
         }
     }
 }
@@ -158,6 +164,49 @@ impl EventBus for InProcessBus {
     }
 
     async fn publish(&self, event: &EventEnvelope) -> Result<(), BusError> {
+        let batch = self.batches.fetch_add(1, Ordering::Relaxed);
+        let acks = self.hand_out(event, batch).await?;
+        self.acknowledged(acks).await
+    }
+
+    /// Hands every event of the batch to its consumers before waiting for any answer, so each
+    /// consumer can apply what it holds in one transaction ([`crate::messaging::consumer::run`]);
+    /// then waits for every answer. A consumer applies what it holds all or nothing and, after
+    /// a failure, refuses the rest of the batch unseen, so nothing overtakes the failed event;
+    /// every answer is awaited, so no event of an abandoned batch is applied later.
+    async fn publish_batch(&self, events: &[&EventEnvelope]) -> (usize, Option<BusError>) {
+        let batch = self.batches.fetch_add(1, Ordering::Relaxed);
+        let mut handed = Vec::with_capacity(events.len());
+        let mut refused = None;
+        for event in events {
+            match self.hand_out(event, batch).await {
+                Ok(acks) => handed.push(acks),
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        let mut published = handed.len();
+        let mut first_error = None;
+        for (i, acks) in handed.into_iter().enumerate() {
+            if let Err(e) = self.acknowledged(acks).await
+                && first_error.is_none()
+            {
+                published = i;
+                first_error = Some(e);
+            }
+        }
+        (published, first_error.or(refused))
+    }
+}
+
+/// The answers a handed-out event is waiting for, one per interested consumer.
+type Acks = Vec<(String, oneshot::Receiver<Result<(), HandlerError>>)>;
+
+impl InProcessBus {
+    /// Gives `event` to every interested consumer; the answers come later.
+    async fn hand_out(&self, event: &EventEnvelope, batch: u64) -> Result<Acks, BusError> {
         let targets: Vec<(String, mpsc::Sender<Delivery>)> = self
             .subscribers
             .read()
@@ -167,12 +216,13 @@ impl EventBus for InProcessBus {
             .map(|s| (s.name.clone(), s.sender.clone()))
             .collect();
         // Every interested consumer gets the event before any is waited for, so they work on it
-        // side by side; the next event goes out only once all of them acknowledged this one.
+        // side by side.
         let mut acks = Vec::with_capacity(targets.len());
         for (name, sender) in targets {
             let (ack, acked) = oneshot::channel();
             let delivery = Delivery {
                 event: event.clone(),
+                batch,
                 ack,
             };
             match tokio::time::timeout(self.ack_timeout, sender.send(delivery)).await {
@@ -187,6 +237,11 @@ impl EventBus for InProcessBus {
                 }
             }
         }
+        Ok(acks)
+    }
+
+    /// Waits until every consumer an event was handed to has answered.
+    async fn acknowledged(&self, acks: Acks) -> Result<(), BusError> {
         for (name, acked) in acks {
             match tokio::time::timeout(self.ack_timeout, acked).await {
                 Ok(Ok(Ok(()))) => {}

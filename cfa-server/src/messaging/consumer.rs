@@ -67,32 +67,96 @@ pub trait Handler: Send + Sync + 'static {
     fn topics(&self) -> &'static [&'static str];
     /// Applies one event; returns an error to have it delivered again.
     async fn handle(&self, event: &EventEnvelope) -> Result<(), HandlerError>;
+
+    /// Applies several events, in order, all or nothing: on an error none of them counts as
+    /// applied, and each is tried again on its own. A consumer that can apply them in one
+    /// transaction overrides this (one commit instead of one per event); the default applies
+    /// them one by one, which the inbox makes safe to repeat.
+    async fn handle_batch(&self, events: &[&EventEnvelope]) -> Result<(), HandlerError> {
+        for event in events {
+            self.handle(event).await?;
+        }
+        Ok(())
+    }
 }
 
-/// Feeds deliveries to a handler until the channel closes or `cancel` fires.
+/// The most events a consumer applies in one batch.
+const MAX_BATCH: usize = 256;
+
+/// Feeds deliveries to a handler until the channel closes or `cancel` fires. What is waiting in
+/// the channel is applied as one batch ([`Handler::handle_batch`]); if the batch fails, its
+/// events are tried one by one, and after a failure the rest of the relay's batch is refused
+/// unseen (the relay gives it back, in order, with the failed event).
 pub async fn run(
     handler: Arc<dyn Handler>,
     mut deliveries: mpsc::Receiver<Delivery>,
     cancel: CancellationToken,
 ) {
+    let mut failed_batch = None;
     loop {
-        let delivery = tokio::select! {
+        let first = tokio::select! {
             _ = cancel.cancelled() => return,
             next = deliveries.recv() => match next {
                 Some(d) => d,
                 None => return,
             },
         };
-        let span = consume_span(handler.as_ref(), &delivery.event);
-        match process(handler.as_ref(), &delivery.event, &span).await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match deliveries.try_recv() {
+                Ok(d) => batch.push(d),
+                Err(_) => break,
+            }
+        }
+        // What remains of a relay batch in which this consumer failed is refused unseen.
+        let (refused, batch): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|d| Some(d.batch) == failed_batch);
+        for d in refused {
+            d.retry_later("not attempted: an earlier event of its batch failed");
+        }
+        if let Some(failed) = settle(handler.as_ref(), batch).await {
+            failed_batch = Some(failed);
+        }
+    }
+}
+
+/// Applies `batch` and answers each delivery; returns the relay batch of a failed event.
+async fn settle(handler: &dyn Handler, batch: Vec<Delivery>) -> Option<u64> {
+    if batch.len() > 1 {
+        let events: Vec<&EventEnvelope> = batch.iter().map(|d| &d.event).collect();
+        if handler.handle_batch(&events).await.is_ok() {
+            for d in batch {
+                consumed(handler, &d.event);
+                d.ack();
+            }
+            return None;
+        }
+    }
+    let mut failed = None;
+    for delivery in batch {
+        if failed == Some(delivery.batch) {
+            delivery.retry_later("not attempted: an earlier event of its batch failed");
+            continue;
+        }
+        let span = consume_span(handler, &delivery.event);
+        match process(handler, &delivery.event, &span).await {
             Ok(()) => delivery.ack(),
             Err(error) => {
                 let _entered = span.enter();
                 tracing::warn!(consumer = handler.name(), event_id = %delivery.event.event_id, event_type = %delivery.event.event_type, %error, transient = error.transient, "event handling failed; it will be redelivered");
+                failed = Some(delivery.batch);
                 delivery.fail(error);
             }
         }
     }
+    failed
+}
+
+/// Measures a consumer's lag for an event it applied.
+fn consumed(handler: &dyn Handler, event: &EventEnvelope) {
+    let lag = (crate::domain::now() - event.occurred_at).num_milliseconds();
+    crate::metrics::consumer_lag(handler.name(), lag.max(0) as f64 / 1000.0);
 }
 
 /// The `consume` span of `handler` processing `event`: a child of the span that published the
@@ -121,10 +185,7 @@ pub async fn process(
 ) -> Result<(), HandlerError> {
     let result = handler.handle(event).instrument(span.clone()).await;
     match &result {
-        Ok(()) => {
-            let lag = (crate::domain::now() - event.occurred_at).num_milliseconds();
-            crate::metrics::consumer_lag(handler.name(), lag.max(0) as f64 / 1000.0);
-        }
+        Ok(()) => consumed(handler, event),
         Err(_) => {
             span.record("otel.status_code", "ERROR");
         }

@@ -236,25 +236,33 @@ impl DonationStatusConsumer {
     }
 
     async fn apply(&self, envelope: &EventEnvelope) -> Result<(), StoreError> {
-        let event = match envelope.decode() {
-            Ok(DomainEvent::Payment(event)) => event,
-            Ok(_) => return Ok(()),
-            Err(e) => {
-                tracing::warn!(event_id = %envelope.event_id, error = %e, "an event the donation-status consumer cannot read; ignored");
-                return Ok(());
-            }
-        };
+        self.apply_all(&[envelope]).await
+    }
+
+    /// Applies `envelopes` in one transaction; counts the statuses reached once it commits.
+    async fn apply_all(&self, envelopes: &[&EventEnvelope]) -> Result<(), StoreError> {
         let mut tx = self.store.begin().await?;
-        let now = crate::domain::now();
-        if !tx
-            .insert_inbox(STATUS_CONSUMER.name, envelope.event_id, now)
-            .await?
-        {
-            return Ok(()); // already processed: a redelivery
+        let mut reached = Vec::new();
+        for envelope in envelopes {
+            let event = match envelope.decode() {
+                Ok(DomainEvent::Payment(event)) => event,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(event_id = %envelope.event_id, error = %e, "an event the donation-status consumer cannot read; ignored");
+                    continue;
+                }
+            };
+            let now = crate::domain::now();
+            if !tx
+                .insert_inbox(STATUS_CONSUMER.name, envelope.event_id, now)
+                .await?
+            {
+                continue; // already processed: a redelivery
+            }
+            reached.extend(follow_payment(tx.as_mut(), &event).await?);
         }
-        let reached = follow_payment(tx.as_mut(), &event).await?;
         tx.commit().await?;
-        if let Some(status) = reached {
+        for status in reached {
             crate::metrics::donation(status);
         }
         Ok(())
@@ -318,5 +326,10 @@ impl Handler for DonationStatusConsumer {
 
     async fn handle(&self, event: &EventEnvelope) -> Result<(), HandlerError> {
         Ok(self.apply(event).await?)
+    }
+
+    /// One transaction for the whole batch.
+    async fn handle_batch(&self, events: &[&EventEnvelope]) -> Result<(), HandlerError> {
+        Ok(self.apply_all(events).await?)
     }
 }

@@ -278,37 +278,55 @@ impl TotalsConsumer {
     }
 
     async fn apply(&self, envelope: &EventEnvelope) -> Result<(), StoreError> {
-        let event = match envelope.decode() {
-            Ok(event) => event,
-            Err(e) => {
-                tracing::warn!(event_id = %envelope.event_id, error = %e, "an event totals cannot read; ignored");
-                return Ok(());
-            }
-        };
-        let campaign_id = match &event {
-            DomainEvent::Donation(e) => e.snapshot.campaign_id,
-            DomainEvent::Campaign(e) => e.snapshot.campaign_id,
-            DomainEvent::Payment(_) => return Ok(()),
-        };
+        self.apply_all(&[envelope]).await
+    }
+
+    /// Applies `envelopes` in one transaction, then invalidates the campaigns they changed.
+    async fn apply_all(&self, envelopes: &[&EventEnvelope]) -> Result<(), StoreError> {
         let mut tx = self.store.begin().await?;
-        let now = crate::domain::now();
-        if !tx
-            .insert_inbox(CONSUMER.name, envelope.event_id, now)
-            .await?
-        {
-            return Ok(());
+        let mut changed = Vec::new();
+        for envelope in envelopes {
+            if let Some(campaign) = apply_in(tx.as_mut(), envelope).await?
+                && !changed.contains(&campaign)
+            {
+                changed.push(campaign);
+            }
         }
-        let changed = match &event {
-            DomainEvent::Campaign(e) => apply_campaign(tx.as_mut(), e).await?,
-            DomainEvent::Donation(e) => apply_donation(tx.as_mut(), e).await?,
-            DomainEvent::Payment(_) => false,
-        };
         tx.commit().await?;
-        if changed {
-            self.cache.invalidate(campaign_id).await;
+        for campaign in changed {
+            self.cache.invalidate(campaign).await;
         }
         Ok(())
     }
+}
+
+/// Applies one event in `tx` unless the inbox has it; returns the campaign whose totals changed.
+async fn apply_in(tx: &mut dyn Tx, envelope: &EventEnvelope) -> Result<Option<Uuid>, StoreError> {
+    let event = match envelope.decode() {
+        Ok(event) => event,
+        Err(e) => {
+            tracing::warn!(event_id = %envelope.event_id, error = %e, "an event totals cannot read; ignored");
+            return Ok(None);
+        }
+    };
+    let campaign_id = match &event {
+        DomainEvent::Donation(e) => e.snapshot.campaign_id,
+        DomainEvent::Campaign(e) => e.snapshot.campaign_id,
+        DomainEvent::Payment(_) => return Ok(None),
+    };
+    let now = crate::domain::now();
+    if !tx
+        .insert_inbox(CONSUMER.name, envelope.event_id, now)
+        .await?
+    {
+        return Ok(None);
+    }
+    let changed = match &event {
+        DomainEvent::Campaign(e) => apply_campaign(tx, e).await?,
+        DomainEvent::Donation(e) => apply_donation(tx, e).await?,
+        DomainEvent::Payment(_) => false,
+    };
+    Ok(changed.then_some(campaign_id))
 }
 
 /// A campaign's goal and currency, unless an older event (a late redelivery) would bring back an
@@ -365,6 +383,11 @@ impl Handler for TotalsConsumer {
 
     async fn handle(&self, event: &EventEnvelope) -> Result<(), HandlerError> {
         Ok(self.apply(event).await?)
+    }
+
+    /// One transaction for the whole batch: each campaign's totals row is locked once, one commit.
+    async fn handle_batch(&self, events: &[&EventEnvelope]) -> Result<(), HandlerError> {
+        Ok(self.apply_all(events).await?)
     }
 }
 

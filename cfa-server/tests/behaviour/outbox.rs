@@ -1,6 +1,11 @@
 //! The transactional outbox and its relay.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use async_trait::async_trait;
+use cfa_server::domain::event::EventEnvelope;
+use cfa_server::messaging::consumer::{Handler, HandlerError};
 
 use crate::helpers::{TestContext, eventually};
 use crate::tests;
@@ -63,21 +68,8 @@ async fn an_event_that_keeps_failing_becomes_a_dead_letter_and_stops_blocking_th
         .as_str()
         .expect("id")
         .to_string();
-    let mut consumer = app.bus.subscribe("picky", &["donation"]);
     let poison_id = poison.clone();
-    let consumed = tokio::spawn(async move {
-        let mut accepted = Vec::new();
-        while let Some(delivery) = consumer.recv().await {
-            if delivery.event.aggregate_id == poison_id {
-                delivery.nack("cannot handle this one");
-            } else {
-                accepted.push(delivery.event.aggregate_id.clone());
-                delivery.ack();
-                break;
-            }
-        }
-        accepted
-    });
+    let picky = Scripted::start(&app, move |event, _| event.aggregate_id == poison_id);
     let first = app.relay.deliver_batch().await.expect("deliver");
     assert_eq!(
         (first.delivered, first.failed, first.dead),
@@ -88,7 +80,7 @@ async fn an_event_that_keeps_failing_becomes_a_dead_letter_and_stops_blocking_th
     assert_eq!(second.dead, 1, "the second failure is the last attempt");
     let third = app.relay.deliver_batch().await.expect("deliver");
     assert_eq!(third.delivered, 1, "the next event is no longer held back");
-    assert_eq!(consumed.await.expect("consumer"), [healthy]);
+    assert_eq!(picky.applied(), [healthy]);
     let stats = app.store.outbox_stats().await.expect("stats");
     assert_eq!(
         (stats.pending, stats.dead),
@@ -148,43 +140,98 @@ async fn every_acknowledged_donation_has_its_event_and_the_relay_delivers_it_onc
     assert_eq!(again.claimed, 0, "delivered rows are not delivered again");
 }
 
+/// Whether the `n`th call, on this event, fails.
+type FailWhen = Box<dyn Fn(&EventEnvelope, usize) -> bool + Send + Sync>;
+
+/// A consumer run by the real consumer loop that fails the events `fails` says it should,
+/// recording each call: (aggregate id, applied).
+struct Scripted {
+    fails: FailWhen,
+    calls: Mutex<Vec<(String, bool)>>,
+}
+
+#[async_trait]
+impl Handler for Scripted {
+    fn name(&self) -> &'static str {
+        "scripted"
+    }
+    fn topics(&self) -> &'static [&'static str] {
+        &["donation"]
+    }
+    async fn handle(&self, event: &EventEnvelope) -> Result<(), HandlerError> {
+        let mut calls = self.calls.lock().expect("calls");
+        let fail = (self.fails)(event, calls.len());
+        calls.push((event.aggregate_id.clone(), !fail));
+        if fail {
+            Err(HandlerError::poison("cannot handle this one"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Scripted {
+    /// Runs it on the app's bus until the test ends.
+    fn start(
+        app: &crate::helpers::TestApp,
+        fails: impl Fn(&EventEnvelope, usize) -> bool + Send + Sync + 'static,
+    ) -> Arc<Scripted> {
+        let handler = Arc::new(Scripted {
+            fails: Box::new(fails),
+            calls: Mutex::new(Vec::new()),
+        });
+        let deliveries = app.bus.subscribe("scripted", &["donation"]);
+        tokio::spawn(cfa_server::messaging::consumer::run(
+            handler.clone(),
+            deliveries,
+            tokio_util::sync::CancellationToken::new(),
+        ));
+        handler
+    }
+
+    /// The aggregates it applied, in order.
+    fn applied(&self) -> Vec<String> {
+        let calls = self.calls.lock().expect("calls");
+        calls
+            .iter()
+            .filter(|(_, ok)| *ok)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
+
 async fn a_failing_consumer_leaves_the_event_pending_for_redelivery(ctx: TestContext) {
     let app = ctx.spawn_app().await;
     let campaign = app.create_campaign("Retry", 500.0).await;
-    app.donate(&campaign, "ada@example.org", "5").await;
-    app.donate(&campaign, "bob@example.org", "6").await;
-    let mut consumer = app.bus.subscribe("flaky", &["donation"]);
-    let consumed = tokio::spawn(async move {
-        let mut seen = Vec::new();
-        while let Some(delivery) = consumer.recv().await {
-            seen.push(delivery.event.event_id);
-            if seen.len() == 1 {
-                delivery.nack("database hiccup");
-            } else {
-                delivery.ack();
-            }
-            if seen.len() == 3 {
-                break;
-            }
-        }
-        seen
-    });
+    let first_id = app.donate(&campaign, "ada@example.org", "5").await.json["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let second_id = app.donate(&campaign, "bob@example.org", "6").await.json["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    // A hiccup on the first two tries (the batch, then the event on its own).
+    let flaky = Scripted::start(&app, |_, call| call < 2);
     let first = app.relay.deliver_batch().await.expect("deliver");
     assert_eq!(first.delivered, 1, "the campaign event went through");
     assert_eq!(
         first.failed, 2,
         "the failed event and the one after it wait, in order"
     );
+    assert!(
+        flaky.applied().is_empty(),
+        "the event behind the failed one was not applied before it"
+    );
     let stats = app.store.outbox_stats().await.expect("stats");
     assert_eq!(stats.pending, 2);
     let second = app.relay.deliver_batch().await.expect("deliver");
     assert_eq!((second.delivered, second.failed), (2, 0));
-    let seen = consumed.await.expect("consumer");
     assert_eq!(
-        seen[0], seen[1],
-        "the failed event was delivered again (at least once)"
+        flaky.applied(),
+        [first_id, second_id],
+        "the failed event was delivered again, and still came first"
     );
-    assert_ne!(seen[1], seen[2]);
     assert_eq!(app.store.outbox_stats().await.expect("stats").pending, 0);
 }
 

@@ -1,12 +1,18 @@
 //! The busiest day (issue #14): a burst larger than the database pool waits its turn instead of
 //! failing, and what cannot wait is told so in a way a client can act on.
 
-use futures::future::join_all;
+use std::time::Duration;
 
-use crate::helpers::TestContext;
+use futures::future::join_all;
+use serde_json::json;
+
+use crate::helpers::{TestContext, eventually};
 use crate::tests;
 
-tests![a_burst_larger_than_the_pool_queues_or_is_told_to_retry,];
+tests![
+    a_burst_larger_than_the_pool_queues_or_is_told_to_retry,
+    a_burst_of_events_is_counted_exactly_once_in_batches,
+];
 
 async fn a_burst_larger_than_the_pool_queues_or_is_told_to_retry(ctx: TestContext) {
     let app = ctx
@@ -45,5 +51,76 @@ async fn a_burst_larger_than_the_pool_queues_or_is_told_to_retry(ctx: TestContex
         stats.json["donations_total"], created,
         "every 201 is a donation, and no refused request left one behind: {:?}",
         stats.json
+    );
+}
+
+async fn a_burst_of_events_is_counted_exactly_once_in_batches(ctx: TestContext) {
+    // Every webhook twice; the relay hands consumers up to 100 events at once, and each
+    // consumer applies what it holds in one transaction.
+    let app = ctx
+        .spawn_app_with(|s| s.payments.sandbox_duplicate_probability = 1.0)
+        .await;
+    let campaign = app.create_campaign("Burst", 1_000_000.0).await;
+    let app = &app;
+    let donors: Vec<(String, String)> = (1..=40)
+        .map(|i| (format!("donor{i}@example.org"), i.to_string()))
+        .collect();
+    let donations = join_all(
+        donors
+            .iter()
+            .map(|(email, amount)| app.donate(&campaign, email, amount)),
+    )
+    .await;
+    let intents = join_all(donations.iter().map(|d| {
+        let body = json!({"donation_id": d.json["id"], "amount": d.json["amount"]});
+        async move { app.post("/api/v1/payments/intent", &body).await }
+    }))
+    .await;
+    join_all(intents.iter().map(|i| {
+        let pi = i.json["payment_intent_id"]
+            .as_str()
+            .expect("intent")
+            .to_string();
+        async move {
+            app.post(
+                &format!("/sandbox/v1/intents/{pi}/confirm"),
+                &json!({"outcome": "succeed"}),
+            )
+            .await
+        }
+    }))
+    .await;
+    let path = format!("/api/v1/totals/campaigns/{campaign}");
+    let realtime = format!("{path}?realtime=true");
+    let totals = eventually(
+        Duration::from_secs(60),
+        "every donation counted",
+        || async {
+            app.drain_outbox().await;
+            let scanned = app
+                .send_as_operator(reqwest::Method::GET, &realtime, None)
+                .await;
+            (scanned.json["total_donations"] == 40).then_some(scanned.json)
+        },
+    )
+    .await;
+    assert_eq!(
+        totals["total_amount_minor"], 82_000,
+        "1 + 2 + … + 40, once each"
+    );
+    let model = app.get(&path).await;
+    assert_eq!(
+        (
+            &model.json["total_amount_minor"],
+            &model.json["total_donations"],
+            &model.json["unique_donors"]
+        ),
+        (
+            &totals["total_amount_minor"],
+            &totals["total_donations"],
+            &totals["unique_donors"]
+        ),
+        "the read model, built in batches, equals the sum of the donations: {:?}",
+        model.json
     );
 }
