@@ -154,7 +154,7 @@ async fn settle(handler: &dyn Handler, batch: Vec<Delivery>) -> Option<u64> {
 }
 
 /// Measures a consumer's lag for an event it applied.
-fn consumed(handler: &dyn Handler, event: &EventEnvelope) {
+pub(crate) fn consumed(handler: &dyn Handler, event: &EventEnvelope) {
     let lag = (crate::domain::now() - event.occurred_at).num_milliseconds();
     crate::metrics::consumer_lag(handler.name(), lag.max(0) as f64 / 1000.0);
 }

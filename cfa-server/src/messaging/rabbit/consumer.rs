@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -99,7 +99,15 @@ async fn consume(
                 None => return Err("the consumer was cancelled by the broker".into()),
             },
         };
-        session.settle(delivery, cancel).await?;
+        // What the broker has already sent (up to the prefetch) is applied as one batch.
+        let mut batch = vec![delivery];
+        while batch.len() < usize::from(settings.prefetch) {
+            match deliveries.next().now_or_never() {
+                Some(Some(Ok(d))) => batch.push(d),
+                _ => break,
+            }
+        }
+        session.settle_all(batch, cancel).await?;
     }
 }
 
@@ -153,15 +161,7 @@ impl Session<'_> {
             self.set_aside(&delivery, attempts, &error.message, &span)
                 .await?;
         }
-        // Unacknowledged on a dead link, the message is redelivered; the handlers are idempotent.
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            delivery.ack(BasicAckOptions::default()),
-        )
-        .await
-        .map_err(|_| "no answer to an acknowledgement within 10 s".to_string())?
-        .map_err(|e| e.to_string())?;
-        Ok(())
+        acknowledge(&delivery).await
     }
 
     /// Handles the message, retrying a transient failure in place with back-off until it passes
@@ -199,16 +199,39 @@ impl Session<'_> {
         }
     }
 
+    /// Applies several messages as one batch ([`Handler::handle_batch`]: one transaction for
+    /// the consumers that can) and acknowledges them; if the batch fails, or one of them cannot
+    /// be read, each is settled on its own as before (retry queue, dead letters).
+    async fn settle_all(
+        &self,
+        batch: Vec<Delivery>,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
+        if batch.len() > 1 {
+            let events: Result<Vec<EventEnvelope>, _> = batch.iter().map(decode).collect();
+            if let Ok(events) = events {
+                let refs: Vec<&EventEnvelope> = events.iter().collect();
+                if self.handler.handle_batch(&refs).await.is_ok() {
+                    for (delivery, event) in batch.iter().zip(&events) {
+                        consumer::consumed(self.handler, event);
+                        acknowledge(delivery).await?;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        for delivery in batch {
+            self.settle(delivery, cancel).await?;
+        }
+        Ok(())
+    }
+
     /// Runs the handler on the message's event, in the span that continues the publisher's
     /// trace; an unreadable message fails without a span.
     async fn handle(&self, delivery: &Delivery) -> (Result<(), HandlerError>, tracing::Span) {
         let handler = self.handler;
-        match serde_json::from_slice::<EventEnvelope>(&delivery.data) {
-            Ok(mut event) => {
-                // The trace context travels in the header (see `encode`).
-                if let Some(traceparent) = header_string(&delivery.properties, TRACEPARENT) {
-                    event.trace_context.traceparent = Some(traceparent);
-                }
+        match decode(delivery) {
+            Ok(event) => {
                 let span = consumer::consume_span(handler, &event);
                 (consumer::process(handler, &event, &span).await, span)
             }
@@ -261,4 +284,26 @@ impl Session<'_> {
         )
         .await
     }
+}
+
+/// The event a message carries, with the trace context from its header (see `encode`).
+fn decode(delivery: &Delivery) -> Result<EventEnvelope, serde_json::Error> {
+    let mut event: EventEnvelope = serde_json::from_slice(&delivery.data)?;
+    if let Some(traceparent) = header_string(&delivery.properties, TRACEPARENT) {
+        event.trace_context.traceparent = Some(traceparent);
+    }
+    Ok(event)
+}
+
+/// Acknowledges a message whose effect is committed. Unacknowledged on a dead link, it is
+/// redelivered; the handlers are idempotent.
+async fn acknowledge(delivery: &Delivery) -> Result<(), String> {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        delivery.ack(BasicAckOptions::default()),
+    )
+    .await
+    .map_err(|_| "no answer to an acknowledgement within 10 s".to_string())?
+    .map_err(|e| e.to_string())?;
+    Ok(())
 }
