@@ -68,10 +68,18 @@ pub trait Handler: Send + Sync + 'static {
     /// Applies one event; returns an error to have it delivered again.
     async fn handle(&self, event: &EventEnvelope) -> Result<(), HandlerError>;
 
+    /// Whether [`Handler::handle_batch`] applies several events in one transaction; only then
+    /// does the runtime hand it batches (each event in its own `consume` span, which the handler
+    /// enters for that event's part: see [`consume_span`]).
+    fn applies_batches(&self) -> bool {
+        false
+    }
+
     /// Applies several events, in order, all or nothing: on an error none of them counts as
     /// applied, and each is tried again on its own. A consumer that can apply them in one
-    /// transaction overrides this (one commit instead of one per event); the default applies
-    /// them one by one, which the inbox makes safe to repeat.
+    /// transaction overrides this (one commit instead of one per event) and
+    /// [`Handler::applies_batches`]; the default applies them one by one, which the inbox makes
+    /// safe to repeat.
     async fn handle_batch(&self, events: &[&EventEnvelope]) -> Result<(), HandlerError> {
         for event in events {
             self.handle(event).await?;
@@ -123,7 +131,7 @@ pub async fn run(
 
 /// Applies `batch` and answers each delivery; returns the relay batch of a failed event.
 async fn settle(handler: &dyn Handler, batch: Vec<Delivery>) -> Option<u64> {
-    if batch.len() > 1 {
+    if batch.len() > 1 && handler.applies_batches() {
         let events: Vec<&EventEnvelope> = batch.iter().map(|d| &d.event).collect();
         if handler.handle_batch(&events).await.is_ok() {
             for d in batch {

@@ -19,8 +19,9 @@ use super::ConsumerSpec;
 use crate::config::Role;
 use crate::domain::donation::DonationStatus;
 use crate::domain::event::{CampaignEvent, DomainEvent, DonationEvent, EventEnvelope};
-use crate::messaging::consumer::{Handler, HandlerError};
+use crate::messaging::consumer::{Handler, HandlerError, consume_span};
 use crate::storage::{CampaignTotals, Contribution, Store, StoreError, Tx};
+use tracing::Instrument as _;
 
 /// A cache of totals in front of the read model.
 #[async_trait]
@@ -278,15 +279,26 @@ impl TotalsConsumer {
     }
 
     async fn apply(&self, envelope: &EventEnvelope) -> Result<(), StoreError> {
-        self.apply_all(&[envelope]).await
+        self.apply_all(&[envelope], false).await
     }
 
     /// Applies `envelopes` in one transaction, then invalidates the campaigns they changed.
-    async fn apply_all(&self, envelopes: &[&EventEnvelope]) -> Result<(), StoreError> {
+    async fn apply_all(
+        &self,
+        envelopes: &[&EventEnvelope],
+        own_spans: bool,
+    ) -> Result<(), StoreError> {
         let mut tx = self.store.begin().await?;
         let mut changed = Vec::new();
         for envelope in envelopes {
-            if let Some(campaign) = apply_in(tx.as_mut(), envelope).await?
+            // In a batch, each event's part runs in its own span, continuing the trace that
+            // published it (a single event already runs in the one the runtime opened).
+            let span = if own_spans {
+                consume_span(self, envelope)
+            } else {
+                tracing::Span::none()
+            };
+            if let Some(campaign) = apply_in(tx.as_mut(), envelope).instrument(span).await?
                 && !changed.contains(&campaign)
             {
                 changed.push(campaign);
@@ -385,9 +397,13 @@ impl Handler for TotalsConsumer {
         Ok(self.apply(event).await?)
     }
 
+    fn applies_batches(&self) -> bool {
+        true
+    }
+
     /// One transaction for the whole batch: each campaign's totals row is locked once, one commit.
     async fn handle_batch(&self, events: &[&EventEnvelope]) -> Result<(), HandlerError> {
-        Ok(self.apply_all(events).await?)
+        Ok(self.apply_all(events, true).await?)
     }
 }
 

@@ -207,7 +207,7 @@ impl Session<'_> {
         batch: Vec<Delivery>,
         cancel: &CancellationToken,
     ) -> Result<(), String> {
-        if batch.len() > 1 {
+        if batch.len() > 1 && self.handler.applies_batches() {
             let events: Result<Vec<EventEnvelope>, _> = batch.iter().map(decode).collect();
             if let Ok(events) = events {
                 let refs: Vec<&EventEnvelope> = events.iter().collect();
