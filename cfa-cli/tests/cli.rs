@@ -465,7 +465,7 @@ async fn profiles_completions_and_health() {
         String::from_utf8_lossy(&out.stderr)
     );
     let health: Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(health["status"], "ready");
+    assert_eq!(health["status"], "healthy");
     let wrong = cli(
         &server.url,
         &["--profile", "prod", "health"],

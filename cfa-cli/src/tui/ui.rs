@@ -12,7 +12,7 @@ use super::app::App;
 
 fn outcome_color(word: &str) -> Color {
     match word {
-        "COMPLETED" | "processed" | "up" | "ready" => Color::Green,
+        "COMPLETED" | "processed" | "up" | "ready" | "healthy" => Color::Green,
         "FAILED" | "rejected" | "down" | "unavailable" | "malformed" | "not_found" => Color::Red,
         _ => Color::Yellow,
     }

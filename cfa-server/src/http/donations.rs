@@ -135,9 +135,9 @@ impl From<DonationError> for ApiError {
             },
             DonationError::InvalidAmount(m) => ApiError::field("amount", m),
             DonationError::NotFound(_) => ApiError::NotFound(message),
-            DonationError::VersionMismatch { .. } | DonationError::ChangedConcurrently(_) => {
-                ApiError::Conflict(message)
-            }
+            DonationError::VersionMismatch { .. }
+            | DonationError::ChangedConcurrently(_)
+            | DonationError::OtherPaymentIntent { .. } => ApiError::Conflict(message),
             DonationError::InvalidTransition { .. } => ApiError::InvalidTransition(message),
             DonationError::Store(e) => e.into(),
         }
@@ -340,10 +340,13 @@ struct SetStatus {
     /// `COMPLETED` → `REFUNDED`).
     #[schema(example = "FAILED")]
     status: String,
-    /// Why, for the audit trail. Required.
+    /// Why, for the audit trail; without one the trail records that the operator key gave none.
     reason: Option<String>,
     /// Refuse (409) unless the donation is at this version.
     expected_version: Option<i64>,
+    /// The payment intent the donation belongs to: recorded if it has none, 409 if it has
+    /// another (as the older services' clients send it).
+    payment_intent_id: Option<String>,
 }
 
 /// Moves a donation along its life cycle by hand (operator).
@@ -363,8 +366,8 @@ struct SetStatus {
         (status = 400, description = "The life cycle forbids this change (`invalid_transition`), or the body is not a JSON object", body = ErrorBody),
         (status = 401, description = "No valid operator key", body = ErrorBody),
         (status = 404, description = "No such donation", body = ErrorBody),
-        (status = 409, description = "The donation is not at `expected_version`, or changed concurrently", body = ErrorBody),
-        (status = 422, description = "A field is invalid, or `reason` is missing", body = ErrorBody),
+        (status = 409, description = "The donation is not at `expected_version`, changed concurrently, or belongs to another `payment_intent_id`", body = ErrorBody),
+        (status = 422, description = "A field is invalid", body = ErrorBody),
     )
 )]
 async fn set_status(
@@ -376,19 +379,27 @@ async fn set_status(
     let id = parse_id(&id)?;
     let req = body.value;
     let to = DonationStatus::parse(&req.status).map_err(|m| ApiError::field("status", m))?;
-    let reason = req.reason.as_deref().map(str::trim).unwrap_or("");
-    if reason.is_empty() {
+    let reason = match req.reason.as_deref().map(str::trim) {
+        Some(reason) if !reason.is_empty() => reason.to_string(),
+        _ => format!("no reason given by {}", operator.actor),
+    };
+    let payment_intent_id = req
+        .payment_intent_id
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty());
+    if payment_intent_id.as_ref().is_some_and(|p| p.len() > 255) {
         return Err(ApiError::field(
-            "reason",
-            "say why the status is changed by hand; it is kept in the audit trail",
+            "payment_intent_id",
+            "at most 255 characters",
         ));
     }
     let command = StatusOverride {
         donation_id: id,
         to,
-        reason: reason.to_string(),
+        reason,
         actor: operator.actor,
         expected_version: req.expected_version,
+        payment_intent_id,
     };
     let updated = donations::override_status(state.store.as_ref(), command).await?;
     state.outbox_written();

@@ -88,10 +88,17 @@ pub fn router() -> OpenApiRouter<AppState> {
     path = "/health",
     tag = "health",
     operation_id = "health",
-    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = serde_json::Value))
+    responses((status = 200, description = "`{\"status\": \"healthy\", \"service\": \"all\" | \"donation+payment…\", \"version\": \"0.1.0\"}`: the process is up; `service` names the roles it runs", body = serde_json::Value))
 )]
-async fn health() -> Response {
-    json_response(StatusCode::OK, &json!({"status": "ok"}))
+async fn health(State(state): State<AppState>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "status": "healthy",
+            "service": crate::metrics::service(&state.settings.server),
+            "version": env!("CARGO_PKG_VERSION"),
+        }),
+    )
 }
 
 /// The build: its version and the git revision it was built from.
@@ -121,7 +128,7 @@ async fn version() -> Response {
     tag = "health",
     operation_id = "ready",
     responses(
-        (status = 200, description = "Ready or degraded: `{status: \"ready\" | \"degraded\", \
+        (status = 200, description = "Healthy or degraded: `{status: \"healthy\" | \"degraded\", \
             checks: {database, bus, cache: {status, backend}}, warnings: [...]}`. A broker or \
             cache that is down is `degraded`: donations are still taken. It counts as down after \
             3 failed probes in a row; a failure short of that shows on a check still `up` as \
@@ -175,7 +182,7 @@ async fn ready(State(state): State<AppState>) -> Response {
         "status": match (database_up, bus_up) {
             (false, _) => "unavailable",
             (true, false) => "degraded",
-            (true, true) => "ready",
+            (true, true) => "healthy",
         },
         "checks": {
             "database": database,

@@ -163,7 +163,8 @@ struct CreateIntent {
     /// The donation's currency (its currency by default).
     #[schema(example = "USD")]
     currency: Option<String>,
-    /// The provider; the configured one (`sandbox`) by default.
+    /// The provider; the configured one (`sandbox`) by default. The sandbox also answers to
+    /// `stripe`, the name older clients send; the response says which provider served it.
     #[schema(example = "sandbox")]
     gateway: Option<String>,
 }
@@ -290,7 +291,7 @@ async fn create_intent(
             message: "no payment provider is configured (payments.sandbox is off)".into(),
         })?;
     let gateway = req.gateway.as_deref().unwrap_or(provider.name());
-    if gateway != provider.name() {
+    if !provider.serves(gateway) {
         return Err(ApiError::Unprocessable {
             code: "unsupported_gateway",
             field: Some("gateway"),

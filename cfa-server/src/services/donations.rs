@@ -15,8 +15,9 @@ use crate::domain::email::DonorEmail;
 use crate::domain::event::{DomainEvent, DonationEvent, EventEnvelope, PaymentEvent};
 use crate::domain::money::{Currency, MAX_DONATION_MAJOR};
 use crate::domain::payment::PaymentStatus;
-use crate::messaging::consumer::{Handler, HandlerError};
+use crate::messaging::consumer::{Handler, HandlerError, consume_span};
 use crate::storage::{StatusAudit, Store, StoreError, Tx};
+use tracing::Instrument as _;
 
 /// A donation to take, parsed from the wire.
 #[derive(Clone, Debug)]
@@ -48,6 +49,9 @@ pub struct StatusOverride {
     pub actor: String,
     /// Refuse unless the donation is at this version.
     pub expected_version: Option<i64>,
+    /// The payment intent the operator says the donation belongs to: recorded if it has none,
+    /// refused if it has another.
+    pub payment_intent_id: Option<String>,
 }
 
 /// Why a donation command was refused.
@@ -96,6 +100,16 @@ pub enum DonationError {
     /// Another change won the race.
     #[error("donation {0} changed concurrently; retry")]
     ChangedConcurrently(Uuid),
+    /// The donation already belongs to another payment intent.
+    #[error("donation {id} belongs to payment intent {current}, not {given}")]
+    OtherPaymentIntent {
+        /// The donation.
+        id: Uuid,
+        /// The intent it has.
+        current: String,
+        /// The one named.
+        given: String,
+    },
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -187,6 +201,20 @@ pub async fn override_status(
         });
     }
     let now = crate::domain::now();
+    let payment_intent_id = match (&current.payment_intent_id, cmd.payment_intent_id) {
+        (Some(have), Some(given)) if *have != given => {
+            return Err(DonationError::OtherPaymentIntent {
+                id,
+                current: have.clone(),
+                given,
+            });
+        }
+        (None, Some(given)) => {
+            tx.set_donation_payment_intent(id, &given, now).await?;
+            Some(given)
+        }
+        (have, _) => have.clone(),
+    };
     if !tx
         .update_donation_status(id, cmd.to, current.version, now)
         .await?
@@ -197,6 +225,7 @@ pub async fn override_status(
         status: cmd.to,
         version: current.version + 1,
         updated_at: now,
+        payment_intent_id,
         ..current.clone()
     };
     tx.insert_status_audit(&StatusAudit {
@@ -236,11 +265,15 @@ impl DonationStatusConsumer {
     }
 
     async fn apply(&self, envelope: &EventEnvelope) -> Result<(), StoreError> {
-        self.apply_all(&[envelope]).await
+        self.apply_all(&[envelope], false).await
     }
 
     /// Applies `envelopes` in one transaction; counts the statuses reached once it commits.
-    async fn apply_all(&self, envelopes: &[&EventEnvelope]) -> Result<(), StoreError> {
+    async fn apply_all(
+        &self,
+        envelopes: &[&EventEnvelope],
+        own_spans: bool,
+    ) -> Result<(), StoreError> {
         let mut tx = self.store.begin().await?;
         let mut reached = Vec::new();
         for envelope in envelopes {
@@ -252,14 +285,24 @@ impl DonationStatusConsumer {
                     continue;
                 }
             };
-            let now = crate::domain::now();
-            if !tx
-                .insert_inbox(STATUS_CONSUMER.name, envelope.event_id, now)
-                .await?
-            {
-                continue; // already processed: a redelivery
-            }
-            reached.extend(follow_payment(tx.as_mut(), &event).await?);
+            // In a batch, each event's part runs in its own span, continuing the trace that
+            // published it (a single event already runs in the one the runtime opened).
+            let span = if own_spans {
+                consume_span(self, envelope)
+            } else {
+                tracing::Span::none()
+            };
+            let applied = async {
+                let now = crate::domain::now();
+                if !tx
+                    .insert_inbox(STATUS_CONSUMER.name, envelope.event_id, now)
+                    .await?
+                {
+                    return Ok(None); // already processed: a redelivery
+                }
+                follow_payment(tx.as_mut(), &event).await
+            };
+            reached.extend(applied.instrument(span).await?);
         }
         tx.commit().await?;
         for status in reached {
@@ -328,8 +371,12 @@ impl Handler for DonationStatusConsumer {
         Ok(self.apply(event).await?)
     }
 
+    fn applies_batches(&self) -> bool {
+        true
+    }
+
     /// One transaction for the whole batch.
     async fn handle_batch(&self, events: &[&EventEnvelope]) -> Result<(), HandlerError> {
-        Ok(self.apply_all(events).await?)
+        Ok(self.apply_all(events, true).await?)
     }
 }

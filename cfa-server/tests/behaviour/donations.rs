@@ -7,6 +7,7 @@ use crate::helpers::TestContext;
 use crate::tests;
 
 tests![
+    older_clients_may_leave_out_the_reason_and_name_the_intent,
     a_donation_is_created_pending_with_exact_minor_units,
     amounts_that_cannot_be_represented_exactly_are_refused,
     donations_to_unknown_or_closed_campaigns_are_refused,
@@ -297,17 +298,6 @@ async fn the_operator_status_override_is_audited_and_follows_the_life_cycle(ctx:
     let path = format!("/api/v1/donations/{id}/status");
     let before = app.store.outbox_stats().await.expect("stats").pending;
 
-    let no_reason = app
-        .send(
-            Method::PATCH,
-            &path,
-            Some(&json!({"status": "COMPLETED"})),
-            &[],
-        )
-        .await;
-    assert_eq!(no_reason.status, 422);
-    assert_eq!(no_reason.json["field"], "reason");
-
     let stale = app
         .send(
             Method::PATCH,
@@ -446,4 +436,66 @@ async fn operator_endpoints_need_a_key_once_keys_are_configured(ctx: TestContext
         !audit[0].actor.contains("new-key"),
         "the key itself is never stored"
     );
+}
+
+async fn older_clients_may_leave_out_the_reason_and_name_the_intent(ctx: TestContext) {
+    let app = ctx
+        .spawn_app_with(|s| s.auth.api_keys = vec!["ops".into()])
+        .await;
+    let campaign = app.create_campaign("Legacy", 500.0).await;
+    let donate = |email: &'static str| {
+        let app = &app;
+        let campaign = &campaign;
+        async move {
+            app.donate(campaign, email, "10").await.json["id"]
+                .as_str()
+                .expect("id")
+                .to_string()
+        }
+    };
+    let patch = |id: String, body: serde_json::Value| {
+        let app = &app;
+        async move {
+            app.send_as_operator(
+                Method::PATCH,
+                &format!("/api/v1/donations/{id}/status"),
+                Some(&body),
+            )
+            .await
+        }
+    };
+    let quiet = donate("ada@example.org").await;
+    let failed = patch(quiet.clone(), json!({"status": "FAILED"})).await;
+    assert_eq!(failed.status, 200, "{:?}", failed.json);
+    let audit = app
+        .store
+        .status_audit(quiet.parse().expect("uuid"))
+        .await
+        .expect("audit");
+    assert!(
+        audit[0].reason.starts_with("no reason given by "),
+        "the trail says who gave no reason: {:?}",
+        audit[0].reason
+    );
+
+    let named = donate("bob@example.org").await;
+    let completed = patch(
+        named.clone(),
+        json!({"status": "COMPLETED", "payment_intent_id": "pi_legacy_1"}),
+    )
+    .await;
+    assert_eq!(completed.status, 200, "{:?}", completed.json);
+    assert_eq!(completed.json["payment_intent_id"], "pi_legacy_1");
+    let other = patch(
+        named.clone(),
+        json!({"status": "REFUNDED", "payment_intent_id": "pi_legacy_2"}),
+    )
+    .await;
+    assert_eq!(other.status, 409, "another intent: {:?}", other.json);
+    let same = patch(
+        named,
+        json!({"status": "REFUNDED", "payment_intent_id": "pi_legacy_1"}),
+    )
+    .await;
+    assert_eq!(same.status, 200, "{:?}", same.json);
 }

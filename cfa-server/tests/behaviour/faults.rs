@@ -199,7 +199,7 @@ async fn a_cache_that_stops_answering_is_degraded_only_after_three_failed_probes
     for failed in 1..=2 {
         let ready = app.get("/ready").await;
         assert_eq!(ready.status, 200);
-        assert_eq!(ready.json["status"], "ready", "{:?}", ready.json);
+        assert_eq!(ready.json["status"], "healthy", "{:?}", ready.json);
         assert_eq!(ready.json["checks"]["cache"]["status"], "up");
         assert_eq!(ready.json["checks"]["cache"]["failed_probes"], failed);
     }

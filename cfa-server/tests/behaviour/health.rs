@@ -307,7 +307,7 @@ async fn health_and_readiness_name_the_backend(ctx: TestContext) {
     }
     let ready = app.get("/ready").await;
     assert_eq!(ready.status, 200, "{:?}", ready.json);
-    assert_eq!(ready.json["status"], "ready");
+    assert_eq!(ready.json["status"], "healthy");
     let backend = match ctx.backend {
         Backend::Sqlite => "sqlite",
         Backend::Postgres(_) | Backend::PostgresRabbit(..) | Backend::PostgresRedis(..) => {

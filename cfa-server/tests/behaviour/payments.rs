@@ -34,6 +34,7 @@ tests![
     a_voided_authorization_fails_the_donation,
     a_sandbox_that_duplicates_and_delays_every_webhook_still_applies_each_once,
     a_capture_that_overtakes_its_authorization_completes_at_once,
+    older_clients_asking_for_stripe_get_the_sandbox,
     unconfirmed_refunds_are_settled_from_the_providers_record,
     a_refund_made_at_the_provider_releases_what_no_longer_fits,
     an_operator_lists_webhook_deliveries_and_replays_a_rejected_one,
@@ -451,7 +452,7 @@ async fn intents_must_match_their_donation(ctx: TestContext) {
             "currency_mismatch",
         ),
         (
-            json!({"donation_id": fresh, "amount": 10, "gateway": "stripe"}),
+            json!({"donation_id": fresh, "amount": 10, "gateway": "paypal"}),
             422,
             "unsupported_gateway",
         ),
@@ -1366,5 +1367,24 @@ async fn a_redelivered_payment_event_changes_the_donation_once(ctx: TestContext)
         (d["status"].as_str(), d["version"].as_i64()),
         (Some("COMPLETED"), Some(2)),
         "completed once, version bumped once"
+    );
+}
+
+async fn older_clients_asking_for_stripe_get_the_sandbox(ctx: TestContext) {
+    let app = ctx.spawn_app().await;
+    let campaign = app.create_campaign("Legacy", 500.0).await;
+    let donation = app.donate(&campaign, "ada@example.org", "12").await;
+    let body = |gateway: &str| json!({"donation_id": donation.json["id"], "amount": 12, "gateway": gateway});
+    let unknown = app.post("/api/v1/payments/intent", &body("paypal")).await;
+    assert_eq!(
+        (unknown.status, unknown.code()),
+        (422, "unsupported_gateway"),
+        "a provider nothing serves is still refused"
+    );
+    let intent = app.post("/api/v1/payments/intent", &body("stripe")).await;
+    assert_eq!(intent.status, 201, "{:?}", intent.json);
+    assert_eq!(
+        intent.json["gateway"], "sandbox",
+        "the answer says who serves it"
     );
 }

@@ -36,6 +36,11 @@ pub struct ProviderIntent {
 pub trait PaymentProvider: Send + Sync + 'static {
     /// The gateway name clients pass (`sandbox`).
     fn name(&self) -> &'static str;
+    /// Whether an intent asking for `gateway` is served by this provider: its own name, and any
+    /// alias it stands in for.
+    fn serves(&self, gateway: &str) -> bool {
+        gateway.eq_ignore_ascii_case(self.name())
+    }
     /// Creates the provider's side of an intent, in the caller's transaction where the provider
     /// can take part in it.
     async fn create_intent(
