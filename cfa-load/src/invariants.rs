@@ -47,7 +47,7 @@ fn check(name: &str, checked: usize, failures: Vec<String>) -> Check {
     }
 }
 
-fn minor(amount: &Value) -> Option<i64> {
+pub(crate) fn minor(amount: &Value) -> Option<i64> {
     let text = match amount {
         Value::Number(n) => n.to_string(),
         Value::String(s) => s.clone(),

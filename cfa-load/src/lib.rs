@@ -8,6 +8,10 @@
 //!   and the mix.
 //! - [`truth`]: what the server acknowledged, so the end state is known.
 //! - [`proxy`]: the fault-injecting TCP proxy.
+//! - [`server`]: the server cfa-load starts behind its proxies, and kills.
+//! - [`timeline`]: the faults, each as baseline → fault → recovery, and what ran.
+//! - [`watch`]: each fault's own verdict, taken while the load goes on.
+//! - [`thresholds`]: with faults, thresholds judge the baseline and recovery phases only.
 //! - [`invariants`]: the checks, polled until they hold or a deadline passes.
 //! - [`run`]: one run — set-up, the attack with its fault timeline, the verdict.
 
@@ -15,4 +19,8 @@ pub mod invariants;
 pub mod proxy;
 pub mod run;
 pub mod scenarios;
+pub mod server;
+pub mod thresholds;
+pub mod timeline;
 pub mod truth;
+pub mod watch;

@@ -40,11 +40,13 @@ struct Cli {
     /// Campaigns to create for the run.
     #[arg(long)]
     campaigns: Option<usize>,
-    /// A fault, as target:fault — postgres|rabbitmq|redis : pass|latency:MS|reset|blackhole|outage,
-    /// or server:kill. Repeat for several, one after another.
+    /// A fault, as target:fault[@SECONDS] — postgres|rabbitmq|redis :
+    /// pass|latency:MS|reset|blackhole|outage|flap (one-second outages a second apart), or
+    /// server:kill (SIGKILL, started again after SECONDS). Repeat for several, one after another.
     #[arg(long = "fault")]
     faults: Vec<String>,
-    /// Seconds of each phase around a fault: baseline,fault,recovery.
+    /// Seconds of each phase around a fault: baseline,fault,recovery (the fault's when it names
+    /// none; the recovery lasts at least this, and until the fault's own verdict is in).
     #[arg(long)]
     phases: Option<String>,
     /// Start the server with this command (via sh -c), behind fault proxies for the backends
@@ -105,64 +107,70 @@ enum Failure {
 
 use Failure::Usage;
 
-async fn start(cli: Cli) -> Result<bool, Failure> {
-    // What each profile fills in: users, seconds, mix, campaigns, faults, thresholds.
-    let (users, seconds, mix, campaigns, faults, thresholds, converge): (
-        usize,
-        u64,
-        &str,
-        usize,
-        Vec<&str>,
-        Vec<&str>,
-        u64,
-    ) = match cli.profile {
-        Some(Profile::Smoke) => (
-            4,
-            15,
-            "journey=6,storm=2,totals=6,history=2",
-            3,
-            vec![],
-            vec!["error-rate<1%"],
-            60,
-        ),
-        Some(Profile::Stress) => (
-            32,
-            60,
-            "journey=4,storm=1,totals=12,history=3",
-            10,
-            vec![],
-            vec!["error-rate<1%", "p99<2s for POST baseline: /donations"],
-            120,
-        ),
-        Some(Profile::Chaos) => (
-            8,
-            0,
-            "journey=6,storm=2,totals=6,history=2",
-            5,
-            vec![
-                "postgres:outage",
-                "rabbitmq:outage",
-                "redis:outage",
-                "server:kill",
-            ],
-            vec!["error-rate<5% for POST baseline: /donations"],
-            180,
-        ),
-        None => (
-            4,
-            30,
-            "journey=6,storm=2,totals=6,history=2",
-            3,
-            vec![],
-            vec![],
-            60,
-        ),
+/// What a profile fills in when the command line does not.
+struct Defaults {
+    users: usize,
+    seconds: u64,
+    mix: &'static str,
+    campaigns: usize,
+    faults: &'static [&'static str],
+    phases: (u64, u64, u64),
+    thresholds: &'static [&'static str],
+    converge: u64,
+}
+
+fn defaults(profile: Option<Profile>) -> Defaults {
+    let base = Defaults {
+        users: 4,
+        seconds: 30,
+        mix: "journey=6,storm=2,totals=6,history=2",
+        campaigns: 3,
+        faults: &[],
+        phases: (10, 10, 10),
+        thresholds: &[],
+        converge: 60,
     };
-    let mix = Mix::parse(cli.mix.as_deref().unwrap_or(mix)).map_err(Usage)?;
-    let mut fault_list: Vec<Fault> = Vec::new();
+    match profile {
+        Some(Profile::Smoke) => Defaults {
+            seconds: 15,
+            thresholds: &["error-rate<1%"],
+            ..base
+        },
+        Some(Profile::Stress) => Defaults {
+            users: 32,
+            seconds: 60,
+            mix: "journey=4,storm=1,totals=12,history=3",
+            campaigns: 10,
+            thresholds: &["error-rate<1%", "p99<2s for POST baseline: /donations"],
+            converge: 120,
+            ..base
+        },
+        // Issue #15: each fault ends with every invariant holding within 15 s of its end.
+        Some(Profile::Chaos) => Defaults {
+            users: 8,
+            seconds: 0,
+            campaigns: 5,
+            faults: &[
+                "server:kill@5",
+                "rabbitmq:outage@30",
+                "redis:blackhole@30",
+                "postgres:outage@15",
+                "postgres:blackhole@15",
+                "postgres:flap@30",
+            ],
+            phases: (10, 15, 15),
+            thresholds: &["error-rate<5%"],
+            converge: 180,
+            ..base
+        },
+        None => base,
+    }
+}
+
+/// The faults to run: those given, or the profile's that the environment lets it apply.
+fn faults(cli: &Cli, profile: &[&str]) -> Result<Vec<Fault>, Failure> {
     let given: Vec<String> = if cli.faults.is_empty() {
-        // The chaos profile faults only what the environment lets it proxy.
-        faults
+        profile
             .iter()
             .filter(|f| match f.split(':').next() {
                 Some("postgres") => std::env::var_os("CFA_DATABASE_URL").is_some(),
@@ -175,37 +183,44 @@ async fn start(cli: Cli) -> Result<bool, Failure> {
     } else {
         cli.faults.clone()
     };
-    for f in &given {
-        fault_list.push(Fault::parse(f).map_err(Usage)?);
-    }
-    let phase_seconds = match &cli.phases {
-        Some(p) => {
-            let parts: Vec<u64> = p.split(',').filter_map(|x| x.trim().parse().ok()).collect();
-            match parts[..] {
-                [b, f, r] => (b, f, r),
-                _ => {
-                    return Err(Usage(format!(
-                        "--phases `{p}`: write baseline,fault,recovery seconds, e.g. 10,10,10"
-                    )));
-                }
-            }
-        }
-        None => (10, 10, 10),
+    given
+        .iter()
+        .map(|f| Fault::parse(f).map_err(Usage))
+        .collect()
+}
+
+fn phases(text: Option<&str>, default: (u64, u64, u64)) -> Result<(u64, u64, u64), Failure> {
+    let Some(p) = text else {
+        return Ok(default);
     };
+    let parts: Vec<u64> = p.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+    match parts[..] {
+        [b, f, r] => Ok((b, f, r)),
+        _ => Err(Usage(format!(
+            "--phases `{p}`: write baseline,fault,recovery seconds, e.g. 10,10,10"
+        ))),
+    }
+}
+
+async fn start(cli: Cli) -> Result<bool, Failure> {
+    let d = defaults(cli.profile);
+    let mix = Mix::parse(cli.mix.as_deref().unwrap_or(d.mix)).map_err(Usage)?;
+    let fault_list = faults(&cli, d.faults)?;
+    let phase_seconds = phases(cli.phases.as_deref(), d.phases)?;
     let mut goose = cli.goose;
     let host = goose
         .host
         .clone()
         .unwrap_or_else(|| "http://127.0.0.1:8000".to_string());
     goose.host = Some(host.clone());
-    let users = goose.users.unwrap_or(users);
+    let users = goose.users.unwrap_or(d.users);
     let run_time = goose
         .run_time
         .is_none()
-        .then_some(seconds)
+        .then_some(d.seconds)
         .filter(|s| *s > 0);
     if goose.threshold.is_empty() {
-        goose.threshold = thresholds.iter().map(|t| t.to_string()).collect();
+        goose.threshold = d.thresholds.iter().map(|t| t.to_string()).collect();
     }
     let plan = Plan {
         host,
@@ -213,13 +228,13 @@ async fn start(cli: Cli) -> Result<bool, Failure> {
         seed: cli
             .seed
             .unwrap_or_else(|| chrono::Utc::now().timestamp_micros() as u64),
-        campaigns: cli.campaigns.unwrap_or(campaigns),
+        campaigns: cli.campaigns.unwrap_or(d.campaigns),
         webhook_secret: cli.webhook_secret,
         api_key: cli.api_key,
         faults: fault_list,
         phase_seconds,
         server_cmd: cli.server_cmd,
-        converge: Duration::from_secs(cli.converge.unwrap_or(converge)),
+        converge: Duration::from_secs(cli.converge.unwrap_or(d.converge)),
         verdict: cli.verdict,
         profile: cli.profile.map(|p| match p {
             Profile::Smoke => "smoke".to_string(),

@@ -23,7 +23,8 @@ pub enum Mode {
     },
     /// Resets every open connection, and every new one as soon as it is accepted.
     Reset,
-    /// Accepts and reads, but forwards nothing either way: peers hang until their timeouts.
+    /// A freeze: accepts, but forwards nothing either way while it lasts (peers hang until
+    /// their timeouts); what was sent meanwhile goes through when it ends, as over TCP.
     Blackhole,
     /// Nothing listens: new connections are refused, open ones closed.
     Outage,
@@ -168,7 +169,7 @@ async fn serve(inbound: TcpStream, upstream: String, mut mode: watch::Receiver<M
 async fn pump(
     from: &mut tokio::net::tcp::OwnedReadHalf,
     to: &mut tokio::net::tcp::OwnedWriteHalf,
-    mode: watch::Receiver<Mode>,
+    mut mode: watch::Receiver<Mode>,
 ) {
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
@@ -176,10 +177,19 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        let current = *mode.borrow();
+        let mut current = *mode.borrow();
+        if current == Mode::Blackhole {
+            // A freeze: the chunk is held, and as nothing more is read the sender's buffers
+            // fill, as TCP holds data through a partition. It goes on when the freeze ends, so
+            // a connection outlives a freeze shorter than its peers' timeouts, as a real one
+            // does (dropping the bytes would leave both ends waiting for each other forever).
+            let Ok(after) = mode.wait_for(|m| *m != Mode::Blackhole).await else {
+                return;
+            };
+            current = *after;
+        }
         match current {
-            // Swallowed: neither side hears from the other.
-            Mode::Blackhole => continue,
+            Mode::Reset | Mode::Outage => return,
             Mode::Latency { ms } => tokio::time::sleep(Duration::from_millis(ms)).await,
             _ => {}
         }

@@ -1,55 +1,27 @@
-//! One load run: set-up, the goose attack with faults on a timeline, then the invariant verdict.
+//! One load run: set-up, the goose attack with faults on a timeline, then the verdict — each
+//! fault's own ([`crate::watch`]) and the invariants over the whole run.
 
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cfa_cli::client::Client;
 use goose::config::GooseConfiguration;
+use goose::metrics::GooseMetrics;
 use goose::prelude::*;
-use serde::Serialize;
+use goose::threshold::ThresholdResult;
 use serde_json::json;
+use tokio::sync::watch;
 
 use crate::invariants::{self, Report};
-use crate::proxy::{FaultProxy, Mode};
-use crate::scenarios::{self, Mix, PHASES, Shared};
-
-/// A fault: which dependency, and what happens to it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Fault {
-    /// `postgres`, `rabbitmq`, `redis`, or `server` (killed with SIGKILL and started again).
-    pub target: String,
-    /// What the proxy does (for `server`: `kill`).
-    pub mode: String,
-}
-
-impl Fault {
-    /// Parses `postgres:outage`, `redis:latency:300`, `server:kill`.
-    pub fn parse(text: &str) -> Result<Fault, String> {
-        let (target, mode) = text
-            .split_once(':')
-            .ok_or_else(|| format!("`{text}`: write target:fault, e.g. postgres:outage"))?;
-        match target {
-            "postgres" | "rabbitmq" | "redis" => {
-                Mode::parse(mode)?;
-            }
-            "server" if mode == "kill" => {}
-            "server" => return Err("the server fault is `server:kill`".into()),
-            other => {
-                return Err(format!(
-                    "`{other}` is not a fault target; use postgres, rabbitmq, redis or server"
-                ));
-            }
-        }
-        Ok(Fault {
-            target: target.into(),
-            mode: mode.into(),
-        })
-    }
-}
+use crate::proxy::FaultProxy;
+use crate::scenarios::{self, Mix, Shared};
+use crate::server::{ManagedServer, wait_healthy};
+use crate::timeline::{self, Ran, Timeline};
+pub use crate::timeline::{Fault, PhaseRecord};
+use crate::watch::{CONVERGE_WAIT, FaultOutcome};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -60,7 +32,7 @@ pub struct Plan {
     pub mix: Mix,
     /// Seed.
     pub seed: u64,
-    /// Campaigns to create first.
+    /// Campaigns to create first (for each fault's cycle, with faults).
     pub campaigns: usize,
     /// Webhook secret.
     pub webhook_secret: Option<String>,
@@ -68,7 +40,8 @@ pub struct Plan {
     pub api_key: Option<String>,
     /// Faults, one after another, each as baseline → fault → recovery.
     pub faults: Vec<Fault>,
-    /// Seconds of each phase.
+    /// Seconds of each phase: baseline, fault (unless the fault names its own), and the least
+    /// recovery (it lasts until the fault's verdict is in).
     pub phase_seconds: (u64, u64, u64),
     /// Command that starts the server (run through `sh -c`), if cfa-load manages it.
     pub server_cmd: Option<String>,
@@ -78,111 +51,6 @@ pub struct Plan {
     pub verdict: PathBuf,
     /// Profile name, for the verdict.
     pub profile: Option<String>,
-}
-
-/// One phase as it happened.
-#[derive(Clone, Debug, Serialize)]
-pub struct PhaseRecord {
-    /// baseline / fault / recovery.
-    pub phase: String,
-    /// The fault active in it.
-    pub fault: Option<Fault>,
-    /// Seconds since the start of the load.
-    pub start_seconds: f64,
-    /// Seconds since the start of the load.
-    pub end_seconds: f64,
-}
-
-/// The server process cfa-load manages, with proxies in front of its backends.
-struct ManagedServer {
-    cmd: String,
-    log: PathBuf,
-    env: Vec<(String, String)>,
-    child: Option<Child>,
-}
-
-impl ManagedServer {
-    fn start(&mut self) -> anyhow::Result<()> {
-        // `exec`, so the process killed is the server itself, not a shell around it.
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .with_context(|| format!("cannot open {}", self.log.display()))?;
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(format!("exec {}", self.cmd))
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot start the server with `{}`", self.cmd))?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    /// Whether the process started is still running (a server that could not bind its port
-    /// exits at once, and the load would then measure some other server).
-    fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for ManagedServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Rewrites `scheme://user@host:port/rest` to go through `proxy`; returns the upstream too.
-fn through(url: &str, proxy: &str) -> Option<(String, String)> {
-    let (scheme, rest) = url.split_once("://")?;
-    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-    let (userinfo, hostport) = authority
-        .rsplit_once('@')
-        .map_or(("", authority), |(u, h)| (u, h));
-    let default_port = match scheme {
-        "postgres" | "postgresql" => 5432,
-        "amqp" => 5672,
-        "redis" => 6379,
-        _ => return None,
-    };
-    let upstream = if hostport.contains(':') {
-        hostport.to_string()
-    } else {
-        format!("{hostport}:{default_port}")
-    };
-    let at = if userinfo.is_empty() {
-        String::new()
-    } else {
-        format!("{userinfo}@")
-    };
-    let slash = if path.is_empty() && !rest.contains('/') {
-        ""
-    } else {
-        "/"
-    };
-    Some((format!("{scheme}://{at}{proxy}{slash}{path}"), upstream))
-}
-
-async fn wait_healthy(client: &Client, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if client.get("/health").await.is_ok() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
 }
 
 fn git_revision() -> Option<String> {
@@ -195,55 +63,17 @@ fn git_revision() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Runs the load and writes the verdict; returns whether everything passed.
-pub async fn run(
-    plan: Plan,
-    goose_config: GooseConfiguration,
-    run_time: Option<u64>,
-    users: usize,
-) -> anyhow::Result<bool> {
-    let client = Client::new(&plan.host, plan.api_key.clone(), Duration::from_secs(10));
-    // The proxies, and the server behind them, when cfa-load starts it.
-    let mut proxies: Vec<(String, FaultProxy)> = Vec::new();
-    let mut server = None;
-    if let Some(cmd) = &plan.server_cmd {
-        let mut env = Vec::new();
-        for (target, var) in [
-            ("postgres", "CFA_DATABASE_URL"),
-            ("rabbitmq", "CFA_AMQP_URL"),
-            ("redis", "CFA_REDIS_URL"),
-        ] {
-            let Ok(url) = std::env::var(var) else {
-                continue;
-            };
-            let Some((_, upstream)) = through(&url, "") else {
-                continue;
-            };
-            let proxy = FaultProxy::start("127.0.0.1:0", &upstream).await?;
-            let Some((proxied, _)) = through(&url, &proxy.listen.to_string()) else {
-                continue;
-            };
-            eprintln!(
-                "cfa-load: {target} through the fault proxy on {}",
-                proxy.listen
-            );
-            env.push((var.to_string(), proxied));
-            proxies.push((target.to_string(), proxy));
+/// The server cfa-load starts, if any, and the proxies in front of its backends; every fault
+/// must be one they can apply.
+async fn launch(plan: &Plan) -> anyhow::Result<(Option<ManagedServer>, Vec<(String, FaultProxy)>)> {
+    let (server, proxies) = match &plan.server_cmd {
+        Some(cmd) => {
+            let log = plan.verdict.with_file_name("cfa-load-server.log");
+            let (server, proxies) = ManagedServer::launch(cmd, log).await?;
+            (Some(server), proxies)
         }
-        let log = plan.verdict.with_file_name("cfa-load-server.log");
-        eprintln!(
-            "cfa-load: starting the server (`{cmd}`), its output in {}",
-            log.display()
-        );
-        let mut managed = ManagedServer {
-            cmd: cmd.clone(),
-            log,
-            env,
-            child: None,
-        };
-        managed.start()?;
-        server = Some(managed);
-    }
+        None => (None, Vec::new()),
+    };
     for fault in &plan.faults {
         if fault.target == "server" {
             anyhow::ensure!(
@@ -259,8 +89,18 @@ pub async fn run(
             );
         }
     }
-    let healthy = wait_healthy(&client, Duration::from_secs(60)).await;
-    if let Some(managed) = server.as_mut() {
+    Ok((server, proxies))
+}
+
+/// Waits for the server, then creates the campaigns: one set, or one per fault's cycle and
+/// one for the last recovery.
+async fn prepare(
+    plan: &Plan,
+    client: &Client,
+    server: Option<&mut ManagedServer>,
+) -> anyhow::Result<Arc<Shared>> {
+    let healthy = wait_healthy(client, Duration::from_secs(60)).await;
+    if let Some(managed) = server {
         anyhow::ensure!(
             managed.running(),
             "the server started with --server-cmd exited; see {} (is another server already on {}?)",
@@ -273,13 +113,20 @@ pub async fn run(
         "the server at {} does not answer /health; start it (cfa-server run) or pass --server-cmd",
         plan.host
     );
-    // Set-up: the campaigns every scenario works on.
     let shared = Arc::new(Shared::new(
         plan.seed,
         plan.webhook_secret.clone(),
         plan.api_key.clone(),
     ));
-    for i in 0..plan.campaigns {
+    let sets = if plan.faults.is_empty() {
+        1
+    } else {
+        shared
+            .set_size
+            .store(plan.campaigns, std::sync::atomic::Ordering::Relaxed);
+        plan.faults.len() + 1
+    };
+    for i in 0..plan.campaigns * sets {
         let c = client
             .post(
                 "/api/v1/campaigns",
@@ -291,103 +138,161 @@ pub async fn run(
             .truth
             .campaign(c["id"].as_str().unwrap_or_default().to_string());
     }
-    // The timeline runs beside goose.
-    let (b, f, r) = plan.phase_seconds;
-    let timeline_seconds = plan.faults.len() as u64 * (b + f + r);
-    let mut attack = *GooseAttack::initialize_with_config(goose_config)?
+    Ok(shared)
+}
+
+/// Goose, set up; with faults, the rules over every request are returned to be judged on
+/// the baseline and recovery phases, and the timeline ends the load rather than a run time.
+fn attack(
+    plan: &Plan,
+    mut config: GooseConfiguration,
+    run_time: Option<u64>,
+    users: usize,
+    shared: &Arc<Shared>,
+) -> anyhow::Result<(GooseAttack, Vec<String>)> {
+    let mut ours = Vec::new();
+    if !plan.faults.is_empty() {
+        let (goose_rules, phase_rules) =
+            crate::thresholds::split(&config.threshold).map_err(anyhow::Error::msg)?;
+        config.threshold = goose_rules;
+        ours = phase_rules;
+        // A fault must not stop the load: goose judges its rules at the end only.
+        config.no_threshold_abort = true;
+        config.threshold_abort_delay = None;
+    }
+    let mut attack = *GooseAttack::initialize_with_config(config)?
         .set_default(GooseDefault::Host, plan.host.as_str())?
         .set_default(GooseDefault::Users, users)?
         .set_default(GooseDefault::IncreaseRate, "8")?
         .set_default(GooseDefault::Timeout, "30")?;
-    let run_seconds = run_time.unwrap_or(0).max(timeline_seconds);
-    if run_seconds > 0 {
-        attack = *attack.set_default(GooseDefault::RunTime, run_seconds as usize)?;
+    if let Some(seconds) = run_time.filter(|_| plan.faults.is_empty()) {
+        attack = *attack.set_default(GooseDefault::RunTime, seconds as usize)?;
     }
-    for scenario in scenarios::scenarios(&shared, &plan.mix)? {
+    for scenario in scenarios::scenarios(shared, &plan.mix)? {
         attack = attack.register_scenario(scenario);
     }
-    let start = Instant::now();
-    let timeline = {
-        let shared = shared.clone();
-        let faults = plan.faults.clone();
-        let proxies = proxies.clone();
-        let mut server = server.take();
-        tokio::spawn(async move {
-            let mut phases = Vec::new();
-            let mut last_fault_end = None;
-            for fault in &faults {
-                for (i, seconds) in [b, f, r].into_iter().enumerate() {
-                    if i == 1 {
-                        let name = format!("{}-{}", fault.target, fault.mode.replace(':', "-"));
-                        *shared.fault_name.write().unwrap_or_else(|p| p.into_inner()) = name;
-                    }
-                    shared.phase.store(i, Ordering::Relaxed);
-                    let begin = start.elapsed().as_secs_f64();
-                    if i == 1 {
-                        if fault.target == "server" {
-                            if let Some(s) = server.as_mut() {
-                                s.kill();
-                            }
-                        } else if let Some((_, p)) =
-                            proxies.iter().find(|(t, _)| *t == fault.target)
-                        {
-                            p.set(Mode::parse(&fault.mode).unwrap_or(Mode::Pass));
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_secs(seconds)).await;
-                    if i == 1 {
-                        if fault.target == "server" {
-                            if let Some(s) = server.as_mut() {
-                                let _ = s.start();
-                            }
-                        } else if let Some((_, p)) =
-                            proxies.iter().find(|(t, _)| *t == fault.target)
-                        {
-                            p.set(Mode::Pass);
-                        }
-                        last_fault_end = Some(start.elapsed().as_secs_f64());
-                    }
-                    phases.push(PhaseRecord {
-                        phase: PHASES[i].into(),
-                        fault: (i == 1).then(|| fault.clone()),
-                        start_seconds: begin,
-                        end_seconds: start.elapsed().as_secs_f64(),
-                    });
-                }
-            }
-            (phases, last_fault_end, server)
-        })
-    };
+    Ok((attack, ours))
+}
+
+/// The attack and the timeline side by side: the timeline's end stops goose, and goose's end
+/// (a run time, Ctrl-C) cuts the timeline short.
+async fn execute(
+    attack: GooseAttack,
+    timeline: Timeline,
+) -> (Result<GooseMetrics, GooseError>, Ran) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let has_faults = !timeline.faults.is_empty();
+    let timeline = tokio::spawn(async move {
+        let ran = timeline.run(stop_rx).await;
+        if has_faults {
+            goose::trigger_killswitch("the fault timeline ended");
+        }
+        ran
+    });
     let outcome = attack.execute().await;
-    let (phases, last_fault_end, server) = timeline.await.unwrap_or((Vec::new(), None, None));
-    let _keep_server_alive = server;
-    for (_, p) in &proxies {
-        p.set(Mode::Pass);
-    }
-    let load_end = start.elapsed().as_secs_f64();
-    let (threshold_results, goose_error) = match outcome {
-        Ok(metrics) => (metrics.thresholds.clone(), None),
+    let _ = stop_tx.send(true);
+    let ran = timeline.await.unwrap_or_else(|_| Ran {
+        phases: Vec::new(),
+        found: Vec::new(),
+        last_fault_end: None,
+        server: None,
+    });
+    (outcome, ran)
+}
+
+/// Goose's threshold results and any error that ended the run.
+fn goose_results(
+    outcome: Result<GooseMetrics, GooseError>,
+) -> (Vec<ThresholdResult>, Option<GooseMetrics>, Option<String>) {
+    match outcome {
+        Ok(metrics) => (metrics.thresholds.clone(), Some(metrics), None),
         Err(GooseError::ThresholdsFailed { failed, metrics }) => {
             let mut all = metrics.thresholds.clone();
             if all.is_empty() {
                 all = failed;
             }
-            (all, None)
+            (all, Some(*metrics.0), None)
         }
-        Err(e) => (Vec::new(), Some(e.to_string())),
+        Err(e) => (Vec::new(), None, Some(e.to_string())),
+    }
+}
+
+/// Runs the load and writes the verdict; returns whether everything passed.
+pub async fn run(
+    plan: Plan,
+    goose_config: GooseConfiguration,
+    run_time: Option<u64>,
+    users: usize,
+) -> anyhow::Result<bool> {
+    let client = Client::new(&plan.host, plan.api_key.clone(), Duration::from_secs(10));
+    let (mut server, proxies) = launch(&plan).await?;
+    let shared = prepare(&plan, &client, server.as_mut()).await?;
+    let (attack, phase_rules) = attack(&plan, goose_config, run_time, users, &shared)?;
+    // A proxy closes when its last handle goes: these stay until the verdict is in.
+    let _keep_proxies_alive = proxies.clone();
+    let start = Instant::now();
+    let timeline = Timeline {
+        faults: plan.faults.clone(),
+        phase_seconds: plan.phase_seconds,
+        proxies,
+        server,
+        shared: shared.clone(),
+        client: client.clone(),
+        start,
     };
-    // The verdict, after convergence.
+    let (outcome, mut ran) = execute(attack, timeline).await;
+    let _keep_server_alive = ran.server.take();
+    let load_end = start.elapsed().as_secs_f64();
+    // The last phase's requests ran until the load ended; without faults, all is baseline.
+    if ran.phases.is_empty() {
+        ran.phases.push(PhaseRecord {
+            phase: scenarios::PHASES[0].into(),
+            fault: None,
+            start_seconds: 0.0,
+            end_seconds: load_end,
+            cut_short: false,
+        });
+    }
+    if let Some(last) = ran.phases.last_mut() {
+        last.end_seconds = last.end_seconds.max(load_end);
+    }
+    let (mut thresholds, metrics, goose_error) = goose_results(outcome);
+    let calm: f64 = ran
+        .phases
+        .iter()
+        .filter(|p| p.fault.is_none())
+        .map(|p| p.end_seconds - p.start_seconds)
+        .sum();
+    for rule in &phase_rules {
+        let empty = GooseMetrics::default();
+        let metrics = metrics.as_ref().unwrap_or(&empty);
+        thresholds.push(crate::thresholds::judge(rule, metrics, calm));
+    }
+    let statuses = shared.statuses();
+    let faults: Vec<FaultOutcome> = ran
+        .found
+        .drain(..)
+        .map(|(fault, phase, found)| timeline::outcome(&fault, found, statuses.get(&phase)))
+        .collect();
+    // The checker waits out the server's leases after a crash, with margin.
+    let converge = if plan.faults.is_empty() {
+        plan.converge
+    } else {
+        plan.converge.max(CONVERGE_WAIT)
+    };
     let _ = wait_healthy(&client, Duration::from_secs(30)).await;
     let (campaigns, donations, anomalies) = shared.truth.snapshot();
     let verify_start = start.elapsed().as_secs_f64();
-    let report: Report =
-        invariants::verify(&client, &campaigns, &donations, &anomalies, plan.converge).await;
-    let converged_after_last_fault = report
+    let report = invariants::verify(&client, &campaigns, &donations, &anomalies, converge).await;
+    let after_last_fault = report
         .converged_after_seconds
-        .zip(last_fault_end)
+        .zip(ran.last_fault_end)
         .map(|(c, end)| verify_start + c - end);
-    let thresholds_ok = threshold_results.iter().all(|t| t.passed);
-    let ok = report.ok && thresholds_ok && goose_error.is_none();
+    let ok = report.ok
+        && thresholds.iter().all(|t| t.passed)
+        && goose_error.is_none()
+        && faults.iter().all(|f| f.ok)
+        && faults.len() == plan.faults.len();
     let verdict = json!({
         "ok": ok,
         "profile": plan.profile,
@@ -396,34 +301,47 @@ pub async fn run(
         "host": plan.host,
         "mix": plan.mix,
         "users": users,
-        "phases": phases,
+        "phases": ran.phases,
         "faults": plan.faults,
+        "fault_outcomes": faults,
         "load_seconds": load_end,
-        "thresholds": threshold_results,
+        "thresholds": thresholds,
         "goose_error": goose_error,
         "invariants": report,
         "acknowledged_donations": donations.len(),
         "campaigns": campaigns.len(),
         "convergence_seconds_after_load": report.converged_after_seconds,
-        "convergence_seconds_after_last_fault": converged_after_last_fault,
+        "convergence_seconds_after_last_fault": after_last_fault,
     });
-    // The ground truth itself, for whoever has to explain a failed invariant.
+    write(&plan, &verdict, &campaigns, &donations, &anomalies)?;
+    summary(&verdict, &report, &thresholds, &faults, &plan);
+    Ok(ok)
+}
+
+/// verdict.json, and the ground truth beside it for whoever has to explain a failure.
+fn write(
+    plan: &Plan,
+    verdict: &serde_json::Value,
+    campaigns: &[String],
+    donations: &[crate::truth::Donation],
+    anomalies: &[String],
+) -> anyhow::Result<()> {
     let truth_path = plan.verdict.with_file_name("truth.json");
     let truth = json!({"campaigns": campaigns, "donations": donations, "anomalies": anomalies});
     std::fs::write(&truth_path, serde_json::to_vec_pretty(&truth)?)
         .with_context(|| format!("cannot write {}", truth_path.display()))?;
-    std::fs::write(&plan.verdict, serde_json::to_vec_pretty(&verdict)?)
-        .with_context(|| format!("cannot write {}", plan.verdict.display()))?;
-    summary(&verdict, &report, &threshold_results, &plan);
-    Ok(ok)
+    std::fs::write(&plan.verdict, serde_json::to_vec_pretty(verdict)?)
+        .with_context(|| format!("cannot write {}", plan.verdict.display()))
 }
 
 fn summary(
     verdict: &serde_json::Value,
     report: &Report,
-    thresholds: &[goose::threshold::ThresholdResult],
+    thresholds: &[ThresholdResult],
+    faults: &[FaultOutcome],
     plan: &Plan,
 ) {
+    let mark = |ok: bool| if ok { "ok" } else { "FAIL" };
     println!();
     println!(
         "== cfa-load verdict: {} ==",
@@ -437,13 +355,28 @@ fn summary(
         "seed {}  mix {:?}  acknowledged donations {}  campaigns {}",
         plan.seed, plan.mix, verdict["acknowledged_donations"], verdict["campaigns"]
     );
-    for c in &report.checks {
+    for f in faults {
+        let converged = f
+            .converged_seconds_after_fault
+            .map_or("NOT converged".to_string(), |s| {
+                format!("converged {s:.1} s after")
+            });
         println!(
-            "  [{}] {} ({} checked)",
-            if c.ok { "ok" } else { "FAIL" },
-            c.name,
-            c.checked
+            "  [{}] fault {}: {} acknowledged, {} lost, {} double-counted, {} stuck, {converged}; non-2xx during it {:?}",
+            mark(f.ok),
+            f.fault,
+            f.acknowledged_donations,
+            f.lost,
+            f.double_counted,
+            f.stuck,
+            f.non_2xx_during_fault
         );
+        for failure in &f.failures {
+            println!("        {failure}");
+        }
+    }
+    for c in &report.checks {
+        println!("  [{}] {} ({} checked)", mark(c.ok), c.name, c.checked);
         for f in &c.failures {
             println!("        {f}");
         }
@@ -451,7 +384,7 @@ fn summary(
     for t in thresholds {
         println!(
             "  [{}] threshold {} (observed {})",
-            if t.passed { "ok" } else { "FAIL" },
+            mark(t.passed),
             t.rule,
             t.observed
         );

@@ -110,6 +110,13 @@ async fn blackhole_swallows_traffic_until_it_ends() {
     proxy.set(Mode::Pass);
     let mut fresh = TcpStream::connect(proxy.listen).await.expect("connect");
     assert!(round_trip(&mut fresh, Duration::from_secs(2)).await.is_ok());
+    // The frozen connection goes on where it stopped: the held ping's echo arrives.
+    let mut held = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut held))
+        .await
+        .expect("the held ping is delivered once the freeze ends")
+        .expect("read");
+    assert_eq!(&held, b"ping");
 }
 
 #[tokio::test]
