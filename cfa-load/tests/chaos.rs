@@ -277,5 +277,21 @@ fn judge(verdict: &Value, code: Option<i32>, context: &str) -> Result<(), Failed
     if phases.len() != 3 * FAULTS.len() || faulted != FAULTS.len() {
         return fail(format!("phases recorded: {phases:?}"));
     }
+    // The table docs/LOAD.md keeps, for the CI log.
+    eprintln!(
+        "fault | acknowledged | lost | double-counted | stuck | converged after | non-2xx during"
+    );
+    for o in &outcomes {
+        eprintln!(
+            "{} | {} | {} | {} | {} | {} s | {}",
+            o["fault"].as_str().unwrap_or("?"),
+            o["acknowledged_donations"],
+            o["lost"],
+            o["double_counted"],
+            o["stuck"],
+            o["converged_seconds_after_fault"],
+            o["non_2xx_during_fault"]
+        );
+    }
     Ok(())
 }
