@@ -190,6 +190,21 @@ mod tests {
         app.clone().oneshot(request).await.expect("answered")
     }
 
+    /// Sends a request that takes the only slot, and returns once it holds it.
+    async fn occupy(
+        app: &Router,
+        admission: &Admission,
+    ) -> tokio::task::JoinHandle<axum::response::Response> {
+        let first = tokio::spawn({
+            let app = app.clone();
+            async move { call(&app).await }
+        });
+        while admission.slots.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        first
+    }
+
     async fn until_waiting(admission: &Admission, n: usize) {
         while admission.waiting.load(Ordering::Acquire) < n {
             tokio::task::yield_now().await;
@@ -201,13 +216,7 @@ mod tests {
         let admission = admission(1, Duration::from_secs(60));
         let release = Arc::new(Notify::new());
         let app = held(admission.clone(), release.clone());
-        let first = tokio::spawn({
-            let app = app.clone();
-            async move { call(&app).await }
-        });
-        while admission.slots.available_permits() > 0 {
-            tokio::task::yield_now().await;
-        }
+        let first = occupy(&app, &admission).await;
         let second = tokio::spawn({
             let app = app.clone();
             async move { call(&app).await }
@@ -236,13 +245,7 @@ mod tests {
         let admission = admission(10, Duration::from_millis(20));
         let release = Arc::new(Notify::new());
         let app = held(admission.clone(), release.clone());
-        let first = tokio::spawn({
-            let app = app.clone();
-            async move { call(&app).await }
-        });
-        while admission.slots.available_permits() > 0 {
-            tokio::task::yield_now().await;
-        }
+        let first = occupy(&app, &admission).await;
         let late = call(&app).await;
         assert_eq!(late.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(late.headers().contains_key("retry-after"));
