@@ -167,6 +167,17 @@ pub(crate) fn consumed(handler: &dyn Handler, event: &EventEnvelope) {
     crate::metrics::consumer_lag(handler.name(), lag.max(0) as f64 / 1000.0);
 }
 
+/// The span for one event's part of [`Handler::handle_batch`] run by a consumer that applies
+/// batches: its own `consume` span in a batch, none (the current span goes on) for a single
+/// event, which the runtime already runs in one.
+pub fn part_span(handler: &dyn Handler, event: &EventEnvelope, in_batch: bool) -> tracing::Span {
+    if in_batch {
+        consume_span(handler, event)
+    } else {
+        tracing::Span::none()
+    }
+}
+
 /// The `consume` span of `handler` processing `event`: a child of the span that published the
 /// event (so the trace goes on from the request that caused it).
 pub fn consume_span(handler: &dyn Handler, event: &EventEnvelope) -> tracing::Span {

@@ -15,7 +15,7 @@ use crate::domain::email::DonorEmail;
 use crate::domain::event::{DomainEvent, DonationEvent, EventEnvelope, PaymentEvent};
 use crate::domain::money::{Currency, MAX_DONATION_MAJOR};
 use crate::domain::payment::PaymentStatus;
-use crate::messaging::consumer::{Handler, HandlerError, consume_span};
+use crate::messaging::consumer::{Handler, HandlerError, part_span};
 use crate::storage::{StatusAudit, Store, StoreError, Tx};
 use tracing::Instrument as _;
 
@@ -272,7 +272,7 @@ impl DonationStatusConsumer {
     async fn apply_all(
         &self,
         envelopes: &[&EventEnvelope],
-        own_spans: bool,
+        in_batch: bool,
     ) -> Result<(), StoreError> {
         let mut tx = self.store.begin().await?;
         let mut reached = Vec::new();
@@ -285,13 +285,8 @@ impl DonationStatusConsumer {
                     continue;
                 }
             };
-            // In a batch, each event's part runs in its own span, continuing the trace that
-            // published it (a single event already runs in the one the runtime opened).
-            let span = if own_spans {
-                consume_span(self, envelope)
-            } else {
-                tracing::Span::none()
-            };
+            // Each event's part continues the trace that published it.
+            let span = part_span(self, envelope, in_batch);
             let applied = async {
                 let now = crate::domain::now();
                 if !tx

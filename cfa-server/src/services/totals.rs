@@ -19,7 +19,7 @@ use super::ConsumerSpec;
 use crate::config::Role;
 use crate::domain::donation::DonationStatus;
 use crate::domain::event::{CampaignEvent, DomainEvent, DonationEvent, EventEnvelope};
-use crate::messaging::consumer::{Handler, HandlerError, consume_span};
+use crate::messaging::consumer::{Handler, HandlerError, part_span};
 use crate::storage::{CampaignTotals, Contribution, Store, StoreError, Tx};
 use tracing::Instrument as _;
 
@@ -286,18 +286,13 @@ impl TotalsConsumer {
     async fn apply_all(
         &self,
         envelopes: &[&EventEnvelope],
-        own_spans: bool,
+        in_batch: bool,
     ) -> Result<(), StoreError> {
         let mut tx = self.store.begin().await?;
         let mut changed = Vec::new();
         for envelope in envelopes {
-            // In a batch, each event's part runs in its own span, continuing the trace that
-            // published it (a single event already runs in the one the runtime opened).
-            let span = if own_spans {
-                consume_span(self, envelope)
-            } else {
-                tracing::Span::none()
-            };
+            // Each event's part continues the trace that published it.
+            let span = part_span(self, envelope, in_batch);
             if let Some(campaign) = apply_in(tx.as_mut(), envelope).instrument(span).await?
                 && !changed.contains(&campaign)
             {
