@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Outbox relay throughput to RabbitMQ with publisher confirms: fills the outbox with the relay
-# off (wrk POSTing donations for $FILL), then starts a server with the relay on and times how
-# long the outbox takes to drain. PostgreSQL and RabbitMQ as on the development machine.
-# Usage: bench/relay.sh [PG_ADMIN_URL] [AMQP_URL]
+# How fast the outbox drains: fills it with the relay off (wrk POSTing donations for $FILL),
+# then starts a server with the relay on and times until it is empty. On RabbitMQ (the default)
+# that is the relay's throughput with publisher confirms; with AMQP_URL=in-process it is the
+# whole in-process pipeline, since that bus counts an event published only once every consumer
+# has committed it. PostgreSQL as on the development machine; $BIN compares builds.
+# Usage: bench/relay.sh [PG_ADMIN_URL] [AMQP_URL | in-process]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 admin=${1:-postgres://postgres@127.0.0.1:5432/postgres}
 amqp=${2:-amqp://guest:guest@127.0.0.1:5672/%2f}
 fill=${FILL:-10s}
 port=${PORT:-8106}
-bin="${CARGO_TARGET_DIR:-$HOME/.cache/cfa-target}/release/cfa-server"
+bin=${BIN:-"${CARGO_TARGET_DIR:-$HOME/.cache/cfa-target}/release/cfa-server"}
 [ -x "$bin" ] || { echo "build first: cargo build --release -p cfa-server" >&2; exit 2; }
 db=cfa_bench_$$
 ns="bench$$."
@@ -17,7 +19,12 @@ psql "$admin" -qc "CREATE DATABASE $db" >/dev/null
 url=${admin%/*}/$db
 work=$(mktemp -d)
 export CFA_LISTEN=127.0.0.1:$port CFA_DATA_DIR=$work CFA_LOG__LEVEL=warn CFA_GATEWAY__RATE_LIMIT__ENABLED=false CFA_DATABASE_URL=$url
-export CFA_AMQP_URL=$amqp CFA_AMQP__NAMESPACE=$ns
+if [ "$amqp" = in-process ]; then
+  bus="in-process bus: every consumer committed"
+else
+  export CFA_AMQP_URL=$amqp CFA_AMQP__NAMESPACE=$ns
+  bus="publisher confirms"
+fi
 pid=
 cleanup() {
   [ -n "$pid" ] && { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
@@ -40,4 +47,4 @@ echo "== outbox holds $total events; starting the relay"
 start=$(date +%s.%N)
 while [ "$(pending)" -gt 0 ]; do sleep 0.2; done
 end=$(date +%s.%N)
-python3 -c "t=$end-$start; print(f'drained {$total} events in {t:.2f} s: {$total/t:.0f} events/s (publisher confirms, one relay)')"
+python3 -c "t=$end-$start; print(f'drained {$total} events in {t:.2f} s: {$total/t:.0f} events/s ($bus, one relay)')"
