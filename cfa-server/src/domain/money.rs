@@ -41,6 +41,30 @@ pub const MAX_DONATION_MAJOR: i64 = 1_000_000;
 /// The largest campaign goal, in major units.
 pub const MAX_GOAL_MAJOR: i64 = 1_000_000_000;
 
+/// Why an amount is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AmountError {
+    /// Not a positive decimal number within the limit, or more than two decimals.
+    #[error("{0}")]
+    Invalid(String),
+    /// Decimals in a currency without a minor unit (`JPY`): refused because of the currency,
+    /// which may be the stored campaign's rather than one the request names.
+    #[error("{0} amounts have no decimal places")]
+    WholeUnits(&'static str),
+}
+
+impl From<String> for AmountError {
+    fn from(message: String) -> Self {
+        AmountError::Invalid(message)
+    }
+}
+
+impl From<&str> for AmountError {
+    fn from(message: &str) -> Self {
+        AmountError::Invalid(message.to_string())
+    }
+}
+
 /// An ISO 4217 currency the platform supports.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Currency {
@@ -69,6 +93,19 @@ impl Currency {
                     known.join(", ")
                 )
             })
+    }
+
+    /// The codes of every supported currency, as the OpenAPI document lists them.
+    pub fn codes() -> impl Iterator<Item = &'static str> {
+        CURRENCIES.iter().map(|(code, _)| *code)
+    }
+
+    /// The codes of the currencies without a minor unit (`JPY`): their amounts are whole.
+    pub fn whole_unit_codes() -> impl Iterator<Item = &'static str> {
+        CURRENCIES
+            .iter()
+            .filter(|(_, exponent)| *exponent == 0)
+            .map(|(code, _)| *code)
     }
 
     /// The three-letter code.
@@ -118,25 +155,25 @@ impl Currency {
     /// Parses the exact text of a JSON number into minor units of this currency, refusing
     /// anything that is not strictly positive, has more decimals than the currency's minor unit
     /// (and at most two), or exceeds `max_major`.
-    pub fn parse_amount(&self, text: &str, max_major: i64) -> Result<i64, String> {
+    pub fn parse_amount(&self, text: &str, max_major: i64) -> Result<i64, AmountError> {
         let text = text.trim();
         if text.starts_with('"') {
             return Err("must be a JSON number such as 25.00, not a string".into());
         }
         let value =
             parse_exact(text).ok_or_else(|| format!("must be a decimal number, got {text}"))?;
-        let allowed = self.exponent.min(2);
-        if value.normalize().scale() > allowed {
-            return Err(match allowed {
-                0 => format!("{} amounts have no decimal places", self.code),
-                n => format!("must have at most {n} decimal places"),
-            });
+        let scale = value.normalize().scale();
+        if scale > 2 {
+            return Err("must have at most 2 decimal places".into());
+        }
+        if scale > self.exponent {
+            return Err(AmountError::WholeUnits(self.code));
         }
         if value <= Decimal::ZERO {
             return Err("must be greater than 0".into());
         }
         if value > Decimal::from(max_major) {
-            return Err(format!("must be at most {max_major}"));
+            return Err(format!("must be at most {max_major}").into());
         }
         (value * Decimal::from(10_i64.pow(self.exponent)))
             .to_i64()
@@ -201,7 +238,9 @@ mod tests {
     }
 
     fn usd(text: &str) -> Result<i64, String> {
-        Currency::USD.parse_amount(text, MAX_DONATION_MAJOR)
+        Currency::USD
+            .parse_amount(text, MAX_DONATION_MAJOR)
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -243,7 +282,15 @@ mod tests {
     fn zero_decimal_currencies_refuse_fractions() {
         let jpy = Currency::parse("jpy").expect("JPY is supported");
         assert_eq!(jpy.parse_amount("500", MAX_DONATION_MAJOR), Ok(500));
-        assert!(jpy.parse_amount("500.5", MAX_DONATION_MAJOR).is_err());
+        assert_eq!(
+            jpy.parse_amount("500.5", MAX_DONATION_MAJOR),
+            Err(AmountError::WholeUnits("JPY")),
+            "refused for the currency, so the API can say `currency_precision`"
+        );
+        assert!(matches!(
+            jpy.parse_amount("500.555", MAX_DONATION_MAJOR),
+            Err(AmountError::Invalid(_))
+        ));
         assert_eq!(jpy.format_minor(500), "500");
     }
 

@@ -220,7 +220,7 @@ async fn list(State(state): State<AppState>, _operator: Operator) -> Result<Resp
     path = "/api/v1/admin/dead-letters/{id}/replay",
     tag = "admin",
     operation_id = "replay_dead_letter",
-    params(("id" = String, Path, description = "`outbox:<row>` or `<consumer>:<event id>`")),
+    params(("id" = String, Path, pattern = "^(outbox:[0-9]{1,18}|(?!outbox:)[^:]+:.+)$", description = "`outbox:<row>` or `<consumer>:<event id>`")),
     security(("operator_key" = [])),
     responses(
         (status = 202, description = "`{id, status: \"replayed\"}`", body = serde_json::Value),

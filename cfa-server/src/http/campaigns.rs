@@ -34,17 +34,24 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[schema(as = CampaignRequest)]
 struct CampaignRequest {
-    /// The campaign's title.
-    #[schema(example = "Clean water for Kibera")]
+    /// The campaign's title: 1 to 200 characters, no control characters; surrounding spaces
+    /// are trimmed.
+    #[schema(
+        example = "Clean water for Kibera",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     title: String,
-    /// The goal, a decimal number with at most two decimals.
-    #[schema(value_type = f64, example = 5000.00)]
+    /// The goal, a decimal number with at most as many decimals as the currency has (two for
+    /// most, none for `JPY` and `KRW`), > 0 and ≤ 1,000,000,000.
+    #[schema(value_type = f64, example = 5000.00, exclusive_minimum = 0, maximum = 1_000_000_000, multiple_of = 0.01)]
     goal_amount: Box<RawValue>,
     /// ISO 4217 code; `USD` by default. Fixed once the campaign exists.
-    #[schema(example = "USD")]
+    #[schema(value_type = Option<super::params::CurrencyCode>, example = "USD")]
     currency: Option<String>,
     /// `ACTIVE` (the default) or `CLOSED`.
-    #[schema(example = "ACTIVE")]
+    #[schema(value_type = Option<super::params::CampaignStatusName>, example = "ACTIVE")]
     status: Option<String>,
 }
 
@@ -99,7 +106,7 @@ fn draft(req: &CampaignRequest) -> Result<CampaignDraft, ApiError> {
     currency
         .unwrap_or(Currency::USD)
         .parse_amount(req.goal_amount.get(), MAX_GOAL_MAJOR)
-        .map_err(|m| ApiError::field("goal_amount", m))?;
+        .map_err(|e| ApiError::amount("goal_amount", e))?;
     let status = req
         .status
         .as_deref()
@@ -117,7 +124,7 @@ fn draft(req: &CampaignRequest) -> Result<CampaignDraft, ApiError> {
 impl From<CampaignError> for ApiError {
     fn from(e: CampaignError) -> Self {
         match e {
-            CampaignError::InvalidGoal(m) => ApiError::field("goal_amount", m),
+            CampaignError::InvalidGoal(e) => ApiError::amount("goal_amount", e),
             CampaignError::CurrencyImmutable(_) => ApiError::Unprocessable {
                 code: "currency_immutable",
                 field: Some("currency"),
@@ -213,7 +220,7 @@ async fn put(
     tag = "campaigns",
     operation_id = "list_campaigns",
     params(
-        ("status" = Option<String>, Query, description = "`ACTIVE` or `CLOSED`"),
+        ("status" = Option<super::params::CampaignStatusName>, Query, description = "`ACTIVE` or `CLOSED`"),
         PageParams,
     ),
     responses(

@@ -44,15 +44,17 @@ pub fn router() -> OpenApiRouter<AppState> {
 struct CreateDonation {
     /// An `ACTIVE` campaign.
     campaign_id: Uuid,
-    #[schema(example = "ada@example.org")]
+    #[schema(example = "ada@example.org", format = "email", max_length = 254)]
     donor_email: String,
-    /// At most 200 characters.
+    /// At most 200 characters, no control characters; blank means none.
+    #[schema(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     donor_name: Option<String>,
-    /// A decimal number with at most two decimals, > 0 and ≤ 1,000,000.
-    #[schema(value_type = f64, example = 25.00)]
+    /// A decimal number with at most as many decimals as the currency has (two for most, none
+    /// for `JPY` and `KRW`), > 0 and ≤ 1,000,000.
+    #[schema(value_type = f64, example = 25.00, exclusive_minimum = 0, maximum = 1_000_000, multiple_of = 0.01)]
     amount: Box<RawValue>,
     /// ISO 4217 code; must be the campaign's (its currency by default).
-    #[schema(example = "USD")]
+    #[schema(value_type = Option<super::params::CurrencyCode>, example = "USD")]
     currency: Option<String>,
     /// Any JSON object, kept with the donation.
     #[schema(value_type = Option<Object>)]
@@ -133,7 +135,7 @@ impl From<DonationError> for ApiError {
                 field: Some("currency"),
                 message,
             },
-            DonationError::InvalidAmount(m) => ApiError::field("amount", m),
+            DonationError::InvalidAmount(e) => ApiError::amount("amount", e),
             DonationError::NotFound(_) => ApiError::NotFound(message),
             DonationError::VersionMismatch { .. }
             | DonationError::ChangedConcurrently(_)
@@ -184,7 +186,7 @@ async fn create(
     currency
         .unwrap_or(Currency::USD)
         .parse_amount(req.amount.get(), MAX_DONATION_MAJOR)
-        .map_err(|m| ApiError::field("amount", m))?;
+        .map_err(|e| ApiError::amount("amount", e))?;
     let mut owned =
         match begin_idempotent(&state, &headers, "POST /api/v1/donations", &body.document).await? {
             Begin::Replay(saved) => return Ok(replayed(saved)),
@@ -211,22 +213,23 @@ async fn create(
     Ok(response)
 }
 
-/// The request's JSON object (`metadata`, else the seed's `extra_data`; none is `{}`).
+/// The request's JSON object (`metadata`, else the seed's `extra_data`; none is `{}`). Each of
+/// the two that is sent must be an object or `null`, whichever is used.
 fn metadata(req: &CreateDonation) -> Result<Value, ApiError> {
-    let (field, metadata) = match (&req.metadata, &req.extra_data) {
-        (Some(m), _) => ("metadata", m.clone()),
-        (None, Some(m)) => ("extra_data", m.clone()),
-        (None, None) => ("metadata", json!({})),
-    };
-    let metadata = match metadata {
-        Value::Null => json!({}),
-        Value::Object(map) => Value::Object(map),
-        _ => return Err(ApiError::field(field, "must be a JSON object")),
-    };
-    if contains_nul(&metadata) {
-        return Err(ApiError::field(field, "must not contain NUL characters"));
+    for (field, value) in [("metadata", &req.metadata), ("extra_data", &req.extra_data)] {
+        match value {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(_)) if contains_nul(value.as_ref().unwrap_or(&Value::Null)) => {
+                return Err(ApiError::field(field, "must not contain NUL characters"));
+            }
+            Some(Value::Object(_)) => {}
+            Some(_) => return Err(ApiError::field(field, "must be a JSON object or null")),
+        }
     }
-    Ok(metadata)
+    let sent = |value: &Option<Value>| value.clone().filter(Value::is_object);
+    Ok(sent(&req.metadata)
+        .or_else(|| sent(&req.extra_data))
+        .unwrap_or_else(|| json!({})))
 }
 
 /// Whether any key or string in a JSON document holds a NUL character (which PostgreSQL's JSONB
@@ -277,9 +280,9 @@ async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<R
     operation_id = "donation_history",
     params(
         ("token" = Option<String>, Query, description = "The signed link from a receipt; no operator key needed"),
-        ("donor_email" = Option<String>, Query, description = "Operator: the donor's e-mail address"),
-        ("status" = Option<String>, Query, description = "`PENDING`, `COMPLETED`, `FAILED` or `REFUNDED`"),
-        ("campaign_id" = Option<Uuid>, Query, description = "Only this campaign's donations"),
+        ("donor_email" = Option<String>, Query, format = "email", description = "Operator: the donor's e-mail address"),
+        ("status" = Option<super::params::DonationStatusName>, Query, description = "`PENDING`, `COMPLETED`, `FAILED` or `REFUNDED`"),
+        ("campaign_id" = Option<Uuid>, Query, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Only this campaign's donations"),
         PageParams,
     ),
     security(("operator_key" = []), ()),
@@ -338,11 +341,13 @@ async fn history(
 struct SetStatus {
     /// The new status; it must follow the life cycle (`PENDING` → `COMPLETED` | `FAILED`,
     /// `COMPLETED` → `REFUNDED`).
-    #[schema(example = "FAILED")]
+    #[schema(value_type = super::params::DonationStatusName, example = "FAILED")]
     status: String,
     /// Why, for the audit trail; without one the trail records that the operator key gave none.
     reason: Option<String>,
     /// Refuse (409) unless the donation is at this version.
+    #[serde(default, deserialize_with = "super::params::whole_number")]
+    #[schema(minimum = 1)]
     expected_version: Option<i64>,
     /// The payment intent the donation belongs to: recorded if it has none, 409 if it has
     /// another (as the older services' clients send it).

@@ -162,6 +162,28 @@ pub struct ErrorBody<'a> {
     field: Option<&'a str>,
 }
 
+impl ApiError {
+    /// A refused amount: `validation_error`, or `currency_precision` when only the currency's
+    /// lack of a minor unit refuses it (the currency may be the stored campaign's, so the
+    /// request alone cannot be checked against it).
+    pub fn amount(field: &'static str, e: crate::domain::money::AmountError) -> ApiError {
+        match e {
+            crate::domain::money::AmountError::WholeUnits(_) => ApiError::Unprocessable {
+                code: "currency_precision",
+                field: Some(field),
+                message: e.to_string(),
+            },
+            crate::domain::money::AmountError::Invalid(m) => ApiError::field(field, m),
+        }
+    }
+}
+
+/// Whether an optional body was left out: nothing but whitespace, or JSON `null`.
+pub fn absent_body(body: &[u8]) -> bool {
+    let body = body.trim_ascii();
+    body.is_empty() || body == b"null"
+}
+
 /// The message of a 5xx, kept out of the response and logged by the middleware.
 #[derive(Clone, Debug)]
 pub struct InternalMessage(pub String);

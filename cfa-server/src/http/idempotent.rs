@@ -23,7 +23,12 @@ pub struct IdempotencyKeyHeader {
     /// byte (`Idempotent-Replayed: true`); the same key with another request is 422
     /// `idempotency_key_reused`; while the first is in flight, 409 `idempotency_in_flight`.
     /// Kept 24 hours.
-    #[param(rename = "Idempotency-Key")]
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[!-~]+$"
+    )]
     idempotency_key: Option<String>,
 }
 

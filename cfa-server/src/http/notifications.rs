@@ -26,8 +26,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     tag = "notifications",
     operation_id = "list_notifications",
     params(
-        ("donation_id" = Option<Uuid>, Query, description = "Only this donation's notifications"),
-        ("status" = Option<String>, Query, description = "`PENDING`, `SENT` or `DEAD`"),
+        ("donation_id" = Option<Uuid>, Query, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Only this donation's notifications"),
+        ("status" = Option<super::params::NotificationStatusName>, Query, description = "`PENDING`, `SENT` or `DEAD`"),
         PageParams,
     ),
     security(("operator_key" = [])),
@@ -52,7 +52,7 @@ async fn list(
         .map_err(|_| ApiError::field("donation_id", "must be a UUID"))?;
     let status = match query.get("status").map(|s| s.to_ascii_uppercase()) {
         None => None,
-        Some(s) if ["PENDING", "SENT", "DEAD"].contains(&s.as_str()) => Some(s),
+        Some(s) if crate::storage::NOTIFICATION_STATUSES.contains(&s.as_str()) => Some(s),
         Some(_) => return Err(ApiError::field("status", "must be PENDING, SENT or DEAD")),
     };
     let rows = state

@@ -158,10 +158,10 @@ struct CreateIntent {
     /// A `PENDING` donation with no live payment.
     donation_id: Uuid,
     /// The donation's amount, as a decimal number.
-    #[schema(value_type = f64, example = 25.00)]
+    #[schema(value_type = f64, example = 25.00, exclusive_minimum = 0, maximum = 1_000_000, multiple_of = 0.01)]
     amount: Box<RawValue>,
     /// The donation's currency (its currency by default).
-    #[schema(example = "USD")]
+    #[schema(value_type = Option<super::params::CurrencyCode>, example = "USD")]
     currency: Option<String>,
     /// The provider; the configured one (`sandbox`) by default. The sandbox also answers to
     /// `stripe`, the name older clients send; the response says which provider served it.
@@ -185,7 +185,7 @@ impl From<IntentError> for ApiError {
             IntentError::CurrencyMismatch { .. } => {
                 unprocessable("currency_mismatch", Some("currency"))
             }
-            IntentError::InvalidAmount(m) => ApiError::field("amount", m),
+            IntentError::InvalidAmount(e) => ApiError::amount("amount", e),
             IntentError::AmountMismatch { .. } => unprocessable("amount_mismatch", Some("amount")),
             IntentError::PaymentExists { .. } => {
                 unprocessable("payment_exists", Some("donation_id"))
@@ -201,7 +201,7 @@ impl From<RefundError> for ApiError {
         let message = e.to_string();
         match e {
             RefundError::NotFound(_) => ApiError::NotFound(message),
-            RefundError::InvalidAmount(m) => ApiError::field("amount", m),
+            RefundError::InvalidAmount(e) => ApiError::amount("amount", e),
             RefundError::NotCaptured(_)
             | RefundError::ExceedsRefundable(_)
             | RefundError::ProviderRefused(_) => ApiError::InvalidRefund(message),
@@ -281,7 +281,7 @@ async fn create_intent(
     requested_currency
         .unwrap_or(Currency::USD)
         .parse_amount(req.amount.get(), MAX_DONATION_MAJOR)
-        .map_err(|m| ApiError::field("amount", m))?;
+        .map_err(|e| ApiError::amount("amount", e))?;
     let provider = state
         .provider
         .clone()
@@ -427,7 +427,7 @@ async fn history(
 #[schema(as = RefundRequest)]
 struct RefundRequest {
     /// How much to refund, as a decimal number; by default all that is left.
-    #[schema(value_type = Option<f64>, example = 10.00)]
+    #[schema(value_type = Option<f64>, example = 10.00, exclusive_minimum = 0, maximum = 1_000_000, multiple_of = 0.01)]
     amount: Option<Box<RawValue>>,
 }
 
@@ -464,7 +464,7 @@ async fn refund(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|_| ApiError::PayloadTooLarge)?;
-    let parsed: ApiJson<RefundRequest> = if body.iter().all(u8::is_ascii_whitespace) {
+    let parsed: ApiJson<RefundRequest> = if super::error::absent_body(&body) {
         parse_json(b"{}")?
     } else {
         parse_json(&body)?

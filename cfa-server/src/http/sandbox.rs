@@ -84,7 +84,7 @@ async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<R
 struct Confirm {
     /// `succeed` (AUTHORIZED then CAPTURED), `decline` (FAILED) or `authorize_only`
     /// (AUTHORIZED; capture it later).
-    #[schema(example = "succeed")]
+    #[schema(example = "succeed", value_type = super::params::SandboxOutcome)]
     outcome: String,
 }
 

@@ -160,6 +160,9 @@ async fn show(
 #[schema(as = TotalsRefreshRequest)]
 struct RefreshRequest {
     /// One campaign; every campaign by default.
+    #[schema(
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     campaign_id: Option<Uuid>,
 }
 
@@ -188,7 +191,7 @@ async fn refresh(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|_| ApiError::PayloadTooLarge)?;
-    let request = if body.iter().all(u8::is_ascii_whitespace) {
+    let request = if super::error::absent_body(&body) {
         RefreshRequest { campaign_id: None }
     } else {
         parse_json::<RefreshRequest>(&body)?.value

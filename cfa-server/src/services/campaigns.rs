@@ -38,7 +38,7 @@ pub enum PutOutcome {
 pub enum CampaignError {
     /// The goal is not a valid amount of the campaign's currency.
     #[error("{0}")]
-    InvalidGoal(String),
+    InvalidGoal(crate::domain::money::AmountError),
     /// The draft names another currency than the existing campaign's.
     #[error("a campaign's currency cannot change (it is {0})")]
     CurrencyImmutable(Currency),

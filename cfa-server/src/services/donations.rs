@@ -75,7 +75,7 @@ pub enum DonationError {
     },
     /// The amount is not a valid amount of the campaign's currency.
     #[error("{0}")]
-    InvalidAmount(String),
+    InvalidAmount(crate::domain::money::AmountError),
     /// No donation has this id.
     #[error("donation {0} not found")]
     NotFound(Uuid),

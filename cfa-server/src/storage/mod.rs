@@ -47,7 +47,9 @@ pub use self::campaigns::{CampaignStore, CampaignTx};
 pub use self::donations::{DonationStore, DonationTx, HistoryFilter, StatusAudit};
 pub use self::idempotency::{IdempotencyRecord, IdempotencyStore, IdempotencyTx};
 pub use self::inbox::InboxTx;
-pub use self::notifications::{Notification, NotificationStore, NotificationTx, SendOutcome};
+pub use self::notifications::{
+    NOTIFICATION_STATUSES, Notification, NotificationStore, NotificationTx, SendOutcome,
+};
 pub use self::outbox::{GivenBack, OutboxRow, OutboxStats, OutboxStore, OutboxTx};
 pub use self::payments::{PaymentStore, PaymentTx, Refund, WebhookRecord};
 pub use self::totals::{CampaignTotals, Contribution, TotalsStore, TotalsTx};

@@ -3,6 +3,9 @@
 //! [`NotificationTx`] queues one in the transaction of the event that caused it;
 //! [`NotificationStore`] is the senders' side (claims, attempts) and the operators' (listing).
 
+/// Every status a notification can have, in life-cycle order.
+pub const NOTIFICATION_STATUSES: &[&str] = &["PENDING", "SENT", "DEAD"];
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;

@@ -46,7 +46,7 @@ pub enum IntentError {
     },
     /// The amount is not a valid amount of the donation's currency.
     #[error("{0}")]
-    InvalidAmount(String),
+    InvalidAmount(crate::domain::money::AmountError),
     /// The amount is not the donation's.
     #[error("the donation is for {} {currency}, the intent must be too", currency.format_minor(*expected))]
     AmountMismatch {

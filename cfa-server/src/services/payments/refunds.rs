@@ -28,7 +28,7 @@ pub enum RefundError {
     NotCaptured(PaymentStatus),
     /// The amount is not a valid amount of the payment's currency.
     #[error("{0}")]
-    InvalidAmount(String),
+    InvalidAmount(crate::domain::money::AmountError),
     /// More than is left to refund.
     #[error("{0}")]
     ExceedsRefundable(String),

@@ -368,7 +368,8 @@ fn with_refund(
             .ok_or_else(|| "must be a positive integer".to_string()),
         (Value::Null, Value::Number(n)) => payment
             .currency
-            .parse_amount(&n.to_string(), MAX_DONATION_MAJOR),
+            .parse_amount(&n.to_string(), MAX_DONATION_MAJOR)
+            .map_err(|e| e.to_string()),
         _ => Err("data.amount is required (a decimal number)".to_string()),
     }
     .map_err(|m| malformed(format!("data.amount: {m}"), Some("data.amount")))?;
@@ -406,7 +407,8 @@ fn same_money(
         (Value::Null, Value::Number(n)) => Some(
             payment
                 .currency
-                .parse_amount(&n.to_string(), MAX_DONATION_MAJOR),
+                .parse_amount(&n.to_string(), MAX_DONATION_MAJOR)
+                .map_err(|e| e.to_string()),
         ),
         _ => None,
     };

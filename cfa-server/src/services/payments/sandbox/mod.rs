@@ -52,6 +52,13 @@ pub enum ConfirmOutcome {
 }
 
 impl ConfirmOutcome {
+    /// Every outcome.
+    pub const ALL: [ConfirmOutcome; 3] = [
+        ConfirmOutcome::Succeed,
+        ConfirmOutcome::Decline,
+        ConfirmOutcome::AuthorizeOnly,
+    ];
+
     /// `succeed`, `decline` or `authorize_only`.
     pub fn as_str(self) -> &'static str {
         match self {
