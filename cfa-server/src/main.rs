@@ -129,8 +129,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Openapi => {
-            let document = cfa_server::http::openapi()
-                .to_pretty_json()
+            let document = serde_json::to_string_pretty(&cfa_server::http::openapi::document())
                 .context("serialising the OpenAPI document")?;
             println!("{document}");
             Ok(())

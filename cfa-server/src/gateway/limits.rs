@@ -62,14 +62,18 @@ impl RateLimits {
     }
 }
 
-/// The middleware.
+/// Whether requests to `path` are rate limited: everything but the probes.
+pub fn applies_to(path: &str) -> bool {
+    !(path == "/health" || path == "/ready" || path.ends_with("/health"))
+}
+
+/// The middleware: 429 with `Retry-After` once a client's bucket is empty.
 pub async fn limit(
     State(limits): State<Arc<RateLimits>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let path = request.uri().path();
-    if path == "/health" || path == "/ready" || path.ends_with("/health") {
+    if !applies_to(request.uri().path()) {
         return next.run(request).await;
     }
     let verdict = match limits.keys.verified(request.headers()) {

@@ -123,11 +123,12 @@ impl Admission {
 }
 
 /// Whether a request of `method` on the route `template` (with `query`) needs a database turn.
-fn needs_a_turn(method: &Method, template: &str, query: Option<&str>) -> bool {
+pub(crate) fn needs_a_turn(method: &Method, template: &str, query: Option<&str>) -> bool {
     let probe = matches!(
         template,
         "/health" | "/ready" | "/version" | "/metrics" | "/api/v1/openapi.json"
-    ) || template.ends_with("/health");
+    ) || template.ends_with("/health")
+        || template.starts_with(super::docs::PATH);
     let cached_totals = method == Method::GET
         && template == "/api/v1/totals/campaigns/{id}"
         && !query.is_some_and(|q| q.contains("realtime=true"));

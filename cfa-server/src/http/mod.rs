@@ -10,7 +10,8 @@
 //! - [`health`]: `/health`, `/ready` and the per-service aliases.
 //! - [`campaigns`], [`donations`], [`payments`], [`totals`], [`notifications`]: the resources.
 //! - [`sandbox`]: the built-in sandbox provider's API.
-//! - [`mod@openapi`]: the OpenAPI document and `GET /api/v1/openapi.json`.
+//! - [`mod@openapi`]: the OpenAPI document and `GET /api/v1/openapi.json`; [`docs`]: the
+//!   document browsable at `/docs` (Swagger UI, embedded).
 //! - `metrics`: `GET /metrics` and the gauges read at scrape time.
 //! - [`idempotent`]: the `Idempotency-Key` header, replays and refusals.
 //! - [`params`]: paging, path ids and amounts, parsed and written the same way everywhere.
@@ -24,6 +25,7 @@ pub mod admin;
 pub mod admission;
 pub mod auth;
 pub mod campaigns;
+pub mod docs;
 pub mod donations;
 pub mod error;
 pub mod health;
@@ -175,6 +177,7 @@ pub fn app(state: AppState) -> Router {
     let settings = state.settings.clone();
     let server = &settings.server;
     let (mut router, _) = api(|role| server.runs(role)).split_for_parts();
+    router = router.merge(docs::router());
     // Applied around the fallback too, so the gateway's proxied requests are limited.
     let rate_limits = state
         .limits

@@ -13,6 +13,8 @@ tests![
     the_openapi_document_lists_every_endpoint_and_marks_the_operator_ones,
     metrics_count_requests_by_route_template_and_the_outbox,
     the_version_names_the_build_without_a_key,
+    every_status_a_layer_answers_is_documented_on_the_operation,
+    the_document_is_browsable_at_docs_without_a_cdn,
 ];
 
 async fn the_version_names_the_build_without_a_key(ctx: TestContext) {
@@ -361,4 +363,104 @@ async fn unknown_routes_and_methods_get_json_errors(ctx: TestContext) {
         reply.header("x-request-id").is_some(),
         "every response carries a request id"
     );
+}
+
+async fn every_status_a_layer_answers_is_documented_on_the_operation(ctx: TestContext) {
+    let app = ctx
+        .spawn_app_with(|s| s.auth.api_keys = vec!["k".into()])
+        .await;
+    let document = app.get("/api/v1/openapi.json").await.json;
+    let paths = document["paths"].as_object().expect("paths");
+    let mut operations = 0;
+    for (path, item) in paths {
+        for (method, op) in item.as_object().expect("path item") {
+            operations += 1;
+            let responses = &op["responses"];
+            let documents = |status: &str| responses[status].is_object();
+            assert!(documents("503"), "{method} {path} documents 503");
+            let probe = matches!(path.as_str(), "/health" | "/ready") || path.ends_with("/health");
+            assert_eq!(
+                documents("429"),
+                !probe,
+                "{method} {path}: 429 unless a probe"
+            );
+            if !probe {
+                assert!(
+                    responses["429"]["headers"]["Retry-After"].is_object(),
+                    "{method} {path}: 429 names Retry-After"
+                );
+            }
+            if op["requestBody"].is_object() {
+                for status in ["400", "413", "415"] {
+                    assert!(documents(status), "{method} {path} documents {status}");
+                }
+            }
+        }
+    }
+    assert!(operations > 25, "{operations} operations");
+    let create = &document["paths"]["/api/v1/donations"]["post"]["responses"];
+    assert!(
+        create["503"]["headers"]["Retry-After"].is_object(),
+        "a route that waits for the database documents `overloaded` with Retry-After"
+    );
+
+    // What the document promises is what the server answers.
+    let reply = app
+        .send_raw(
+            reqwest::Method::POST,
+            "/api/v1/donations",
+            Some("text/plain"),
+            b"{}".to_vec(),
+        )
+        .await;
+    assert_eq!(reply.status, 415, "{:?}", reply.json);
+    assert_eq!(reply.code(), "unsupported_media_type");
+    let reply = app
+        .send_raw(
+            reqwest::Method::POST,
+            "/api/v1/donations",
+            Some("application/json"),
+            b"{not json".to_vec(),
+        )
+        .await;
+    assert_eq!(reply.status, 400, "{:?}", reply.json);
+    let reply = app
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/totals/refresh",
+            Some(&serde_json::json!({})),
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, 401, "{:?}", reply.json);
+}
+
+async fn the_document_is_browsable_at_docs_without_a_cdn(ctx: TestContext) {
+    let app = ctx.spawn_app().await;
+    let reply = app.get("/docs/").await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/html")),
+        "{:?}",
+        reply.header("content-type")
+    );
+    let page = String::from_utf8_lossy(&reply.bytes).to_string();
+    assert!(page.contains("swagger-ui"), "{page}");
+    assert!(
+        !page.contains("https://"),
+        "nothing is loaded from elsewhere: {page}"
+    );
+    let init = app.get("/docs/swagger-initializer.js").await;
+    assert_eq!(init.status, 200);
+    let script = String::from_utf8_lossy(&init.bytes).to_string();
+    assert!(
+        script.contains("/api/v1/openapi.json"),
+        "the UI shows our document: {script}"
+    );
+    let bundle = app.get("/docs/swagger-ui-bundle.js").await;
+    assert_eq!(bundle.status, 200);
+    assert!(bundle.bytes.len() > 100_000, "the bundle is embedded");
+    assert_eq!(app.get("/docs/no-such-file.js").await.status, 404);
 }
