@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cfa_load::run::{Fault, Plan, run};
 use cfa_load::scenarios::Mix;
-use clap::{Parser, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use goose::config::GooseConfiguration;
 
 /// Load, faults and an invariant verdict for CareForAll.
@@ -70,9 +70,31 @@ enum Profile {
     Chaos,
 }
 
+/// The heading goose's own options are listed under, after cfa-load's.
+const GOOSE_HEADING: &str = "Goose options (as in any goose load test; see goose's book)";
+
+/// The command line, with goose's options (spread by goose over six headings, each with pages
+/// of long help) under one heading and one line each, after cfa-load's own.
+fn command() -> clap::Command {
+    let goose: Vec<clap::Id> = GooseConfiguration::augment_args(clap::Command::new("goose"))
+        .get_arguments()
+        .map(|a| a.get_id().clone())
+        .collect();
+    Cli::command().mut_args(|arg| {
+        if goose.contains(arg.get_id()) {
+            arg.help_heading(GOOSE_HEADING).long_help(None)
+        } else {
+            arg
+        }
+    })
+}
+
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     if cli.goose.version {
         println!("cfa-load {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
@@ -250,6 +272,31 @@ async fn start(cli: Cli) -> Result<bool, Failure> {
 #[cfg(test)]
 mod tests {
     use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn help_lists_our_options_then_gooses_under_one_heading() {
+        // goose's own --help alone ran to 664 lines over six headings.
+        let help = super::command().render_long_help().to_string();
+        let lines = help.lines().count();
+        assert!(lines < 300, "--help is {lines} lines:\n{help}");
+        let short = super::command().render_help().to_string();
+        assert!(short.lines().count() < 130, "-h:\n{short}");
+        for heading in [
+            "Load test:",
+            "Reports:",
+            "Console and Goose log:",
+            "Information:",
+        ] {
+            assert!(
+                !help.contains(heading),
+                "{heading} is goose's own heading:\n{help}"
+            );
+        }
+        let ours = help.find("--profile").expect("ours");
+        let goose = help.find(super::GOOSE_HEADING).expect("goose's heading");
+        let users = help.find("-u, --users").expect("goose's --users");
+        assert!(ours < goose && goose < users, "{help}");
+    }
 
     #[test]
     fn our_flags_and_gooses_live_together() {

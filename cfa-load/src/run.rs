@@ -2,7 +2,6 @@
 //! fault's own ([`crate::watch`]) and the invariants over the whole run.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,14 +52,14 @@ pub struct Plan {
     pub profile: Option<String>,
 }
 
-fn git_revision() -> Option<String> {
-    let out = Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+/// The build of the server under load, from its `GET /version` (`{"version", "git_revision"}`):
+/// the verdict names what was measured, not the directory cfa-load ran in. `null` fields when
+/// the server does not say (an older build).
+pub async fn server_build(client: &Client) -> serde_json::Value {
+    match client.get("/version").await {
+        Ok(v) => json!({"version": v["version"], "git_revision": v["git_revision"]}),
+        Err(_) => json!({"version": null, "git_revision": null}),
+    }
 }
 
 /// The server cfa-load starts, if any, and the proxies in front of its backends; every fault
@@ -160,6 +159,10 @@ fn attack(
         config.no_threshold_abort = true;
         config.threshold_abort_delay = None;
     }
+    // goose's own tables cut request names at 24 characters, so `POST baseline: /donations`
+    // and `POST baseline: /donations (retry)` look alike: cfa-load prints its own (see
+    // [`request_table`]); goose's reports (--report-file) keep every detail.
+    config.no_print_metrics = true;
     let mut attack = *GooseAttack::initialize_with_config(config)?
         .set_default(GooseDefault::Host, plan.host.as_str())?
         .set_default(GooseDefault::Users, users)?
@@ -227,6 +230,7 @@ pub async fn run(
     let client = Client::new(&plan.host, plan.api_key.clone(), Duration::from_secs(10));
     let (mut server, proxies) = launch(&plan).await?;
     let shared = prepare(&plan, &client, server.as_mut()).await?;
+    let build = server_build(&client).await;
     let (attack, phase_rules) = attack(&plan, goose_config, run_time, users, &shared)?;
     // A proxy closes when its last handle goes: these stay until the verdict is in.
     let _keep_proxies_alive = proxies.clone();
@@ -297,9 +301,10 @@ pub async fn run(
         "ok": ok,
         "profile": plan.profile,
         "seed": plan.seed,
-        "git_revision": git_revision(),
+        "git_revision": build["git_revision"],
+        "server_version": build["version"],
         "host": plan.host,
-        "mix": plan.mix,
+        "mix": plan.mix.to_string(),
         "users": users,
         "phases": ran.phases,
         "faults": plan.faults,
@@ -314,6 +319,9 @@ pub async fn run(
         "convergence_seconds_after_last_fault": after_last_fault,
     });
     write(&plan, &verdict, &campaigns, &donations, &anomalies)?;
+    if let Some(metrics) = &metrics {
+        print!("{}", request_table(metrics));
+    }
     summary(&verdict, &report, &thresholds, &faults, &plan);
     Ok(ok)
 }
@@ -352,9 +360,17 @@ fn summary(
         }
     );
     println!(
-        "seed {}  mix {:?}  acknowledged donations {}  campaigns {}",
+        "seed {}  mix {}  acknowledged donations {}  campaigns {}",
         plan.seed, plan.mix, verdict["acknowledged_donations"], verdict["campaigns"]
     );
+    if let Some(revision) = verdict["git_revision"].as_str() {
+        println!(
+            "server {} built from {revision}",
+            verdict["server_version"]
+                .as_str()
+                .unwrap_or("(version unknown)")
+        );
+    }
     for f in faults {
         let converged = f
             .converged_seconds_after_fault
@@ -397,4 +413,53 @@ fn summary(
         println!("  converged {s:.1} s after the last fault ended");
     }
     println!("  verdict written to {}", plan.verdict.display());
+}
+
+/// Every request of the run with its whole name (method, phase and route), as k6 prints its
+/// end-of-test summary: count, failures and response times in milliseconds.
+pub fn request_table(metrics: &GooseMetrics) -> String {
+    let mut rows: Vec<(&String, &goose::metrics::GooseRequestMetricAggregate)> =
+        metrics.requests.iter().collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    let mut out = format!(
+        "\n  {:width$}  {:>8}  {:>6}  {:>8}  {:>7}  {:>7}  {:>7}  {:>7}\n",
+        "request", "count", "fail", "avg ms", "p50", "p95", "p99", "max"
+    );
+    let ms = |us: u64| format!("{:.0}", us as f64 / 1000.0);
+    for (name, r) in &rows {
+        let t = &r.raw_data;
+        out.push_str(&format!(
+            "  {name:width$}  {:>8}  {:>6}  {:>8.1}  {:>7}  {:>7}  {:>7}  {:>7}\n",
+            r.success_count + r.fail_count,
+            r.fail_count,
+            t.average_ms(),
+            ms(t.percentile_us(0.50)),
+            ms(t.percentile_us(0.95)),
+            ms(t.percentile_us(0.99)),
+            ms(t.maximum_time_us),
+        ));
+    }
+    let together = crate::thresholds::combined(metrics, |_| true);
+    let all = &together.times;
+    out.push_str(&format!(
+        "  {:width$}  {:>8}  {:>6}  {:>8.1}  {:>7}  {:>7}  {:>7}  {:>7}\n",
+        "all",
+        together.requests,
+        together.failures,
+        all.average_ms(),
+        ms(all.percentile_us(0.50)),
+        ms(all.percentile_us(0.95)),
+        ms(all.percentile_us(0.99)),
+        ms(all.maximum_time_us),
+    ));
+    out
 }

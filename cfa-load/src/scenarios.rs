@@ -125,6 +125,17 @@ pub struct Mix {
     pub history: usize,
 }
 
+/// The mix as `--mix` takes it, so a run can be repeated from its summary.
+impl std::fmt::Display for Mix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "journey={},storm={},totals={},history={}",
+            self.journey, self.storm, self.totals, self.history
+        )
+    }
+}
+
 impl Mix {
     /// Parses `name=weight,…`; names not given weigh 0.
     pub fn parse(text: &str) -> Result<Mix, String> {

@@ -34,21 +34,27 @@ fn outside_faults(key: &str) -> bool {
         .is_some_and(|(_, name)| name.starts_with("baseline: ") || name.starts_with("recovery: "))
 }
 
-/// The baseline and recovery requests together.
-struct Together {
-    requests: usize,
-    failures: usize,
-    times: GooseRequestMetricTimingData,
+/// Requests counted together.
+pub(crate) struct Together {
+    pub(crate) requests: usize,
+    pub(crate) failures: usize,
+    pub(crate) times: GooseRequestMetricTimingData,
 }
 
+/// The baseline and recovery requests together.
 fn together(metrics: &GooseMetrics) -> Together {
+    combined(metrics, outside_faults)
+}
+
+/// The requests whose goose key `keep` accepts, together.
+pub(crate) fn combined(metrics: &GooseMetrics, keep: impl Fn(&str) -> bool) -> Together {
     let mut buckets: BTreeMap<u64, usize> = BTreeMap::new();
     let mut all = Together {
         requests: 0,
         failures: 0,
         times: GooseRequestMetricTimingData::default(),
     };
-    for (_, r) in metrics.requests.iter().filter(|(k, _)| outside_faults(k)) {
+    for (_, r) in metrics.requests.iter().filter(|(k, _)| keep(k)) {
         all.requests += r.success_count + r.fail_count;
         all.failures += r.fail_count;
         let t = &r.raw_data;

@@ -57,6 +57,8 @@ async fn the_smoke_profile_passes_against_the_all_in_one_server() {
         report_path.to_str().expect("path"),
         "--quiet",
     ]);
+    // Outside any git checkout: the revision comes from the server, not from where cfa-load ran.
+    command.current_dir(dir.path());
     let out = tokio::task::spawn_blocking(move || command.output().expect("run cfa-load"))
         .await
         .expect("join");
@@ -67,11 +69,30 @@ async fn the_smoke_profile_passes_against_the_all_in_one_server() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("cfa-load verdict: PASS"), "{stdout}");
+    assert!(
+        stdout.contains("mix journey=6,storm=2,totals=6,history=2 "),
+        "the mix as --mix takes it: {stdout}"
+    );
+    // Whole request names, not goose's 24 characters (`POST baseline: /payme..`).
+    for request in [
+        "POST baseline: /payments/intent ",
+        "POST baseline: /sandbox/confirm ",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.trim_start().starts_with(request)),
+            "{request}: {stdout}"
+        );
+    }
     let verdict: Value =
         serde_json::from_slice(&std::fs::read(&verdict_path).expect("verdict")).expect("json");
     assert_eq!(verdict["ok"], true);
     assert_eq!(verdict["seed"], 42);
     assert_eq!(verdict["profile"], "smoke");
+    let client = Client::new(&url, None, Duration::from_secs(10));
+    let build = client.get("/version").await.expect("the server's build");
+    assert!(build["git_revision"].is_string(), "{build}");
+    assert_eq!(verdict["git_revision"], build["git_revision"], "{verdict}");
+    assert_eq!(verdict["server_version"], build["version"], "{verdict}");
     assert!(
         verdict["acknowledged_donations"].as_u64().unwrap_or(0) > 10,
         "{verdict}"

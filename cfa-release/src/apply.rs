@@ -1,24 +1,28 @@
 //! Carrying out a plan: optional changelog and manifest edits in one release commit, then every
 //! tag at once. Safe to run again: what is already done is recognised and left alone.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use git2::Oid;
 use serde::Serialize;
 
 use crate::Error;
+use crate::changelog::{self, Notes, Style};
 use crate::config::Config;
 use crate::git::Git;
-use crate::plan::Plan;
+use crate::plan::{ComponentPlan, Plan};
 
 /// How to apply.
 #[derive(Clone, Debug, Default)]
 pub struct ApplyOptions {
     /// Refuse unless HEAD is this commit (a full id or a prefix).
     pub expect_head: Option<String>,
-    /// Prepend each release's section to the component's `CHANGELOG.md`.
+    /// Insert each release's section in the component's `CHANGELOG.md`, before its newest
+    /// release and in its style.
     pub changelog: bool,
-    /// Set `package.version` in each released component's Cargo.toml (and `Cargo.lock`).
+    /// Set `package.version` in each released component's Cargo.toml (and `Cargo.lock`), and
+    /// the version its dependents (and `[workspace.dependencies]`) require of it.
     pub bump_manifests: bool,
 }
 
@@ -129,10 +133,25 @@ pub fn apply(
             )));
         }
     }
+    // What each released package becomes, for the dependents that require a version of it.
+    let bumped: BTreeMap<String, String> = releases
+        .iter()
+        .zip(&components)
+        .filter_map(|(r, c)| Some((c.package.clone()?, r.new_version.clone()?)))
+        .collect();
+    let mut manifests = Vec::new();
     if options.bump_manifests {
         for component in &components {
             if let Some(manifest) = &component.manifest {
                 manifest_version_is_own(&git.root().join(manifest))?;
+            }
+        }
+        for file in git.files(head)? {
+            if file == "Cargo.toml" || file.ends_with("/Cargo.toml") {
+                let path = PathBuf::from(file);
+                if rewrite_requirements(git.root(), &path, &bumped, false)? {
+                    manifests.push(path);
+                }
             }
         }
     }
@@ -154,7 +173,7 @@ pub fn apply(
             };
             if write_files && options.changelog {
                 touch(&component.changelog, &mut backups);
-                if write_changelog(&git.root().join(&component.changelog), &r.changelog)? {
+                if write_changelog(&git.root().join(&component.changelog), r)? {
                     files.push(component.changelog.clone());
                 }
             }
@@ -173,6 +192,18 @@ pub fn apply(
                     {
                         files.push(PathBuf::from("Cargo.lock"));
                     }
+                }
+            }
+        }
+        if write_files {
+            for manifest in &manifests {
+                let full = git.root().join(manifest);
+                if !backups.iter().any(|(p, _)| p == manifest) {
+                    backups.push((manifest.clone(), std::fs::read(&full).ok()));
+                }
+                rewrite_requirements(git.root(), manifest, &bumped, true)?;
+                if !files.contains(manifest) {
+                    files.push(manifest.clone());
                 }
             }
         }
@@ -245,31 +276,157 @@ fn manifest_version_is_own(path: &Path) -> Result<(), Error> {
     }
 }
 
-/// Prepends `section` under the file's title; `false` when the file already has it.
-fn write_changelog(path: &Path, section: &str) -> Result<bool, Error> {
-    let heading = section.lines().next().unwrap_or_default();
-    let version_heading = heading.rsplit_once(" (").map_or(heading, |(h, _)| h);
+/// Inserts the release's section before the file's newest release, in the file's own style;
+/// `false` when the file already has that version.
+fn write_changelog(path: &Path, release: &ComponentPlan) -> Result<bool, Error> {
+    let version = release.new_version.as_deref().unwrap_or_default();
     let existing = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(Error::Io(format!("cannot read {}: {e}", path.display()))),
     };
-    if existing
-        .lines()
-        .any(|l| l == heading || l.starts_with(&format!("{version_heading} (")))
-    {
+    if changelog::has_release(&existing, version) {
         return Ok(false);
     }
-    let text = match existing.split_once('\n') {
-        Some((title, rest)) if title.starts_with("# ") => {
-            format!("{title}\n\n{section}\n{}", rest.trim_start_matches('\n'))
-        }
-        _ if existing.is_empty() => format!("# Changelog\n\n{section}"),
-        _ => format!("# Changelog\n\n{section}\n{existing}"),
+    // A plan written before plans carried their notes has only the rendered section.
+    let section = if release.notes == Notes::default() {
+        release.changelog.clone()
+    } else {
+        Style::of(&existing).render(&release.name, version, &release.notes)
     };
-    std::fs::write(path, text)
+    std::fs::write(path, changelog::insert(&existing, &section))
         .map_err(|e| Error::Io(format!("cannot write {}: {e}", path.display())))?;
     Ok(true)
+}
+
+/// The dependency tables of a manifest: `[dependencies]`, `[dev-dependencies]`,
+/// `[build-dependencies]`, their `[target.*]` forms, and `[workspace.dependencies]`.
+fn dependency_tables(doc: &mut toml_edit::DocumentMut) -> Vec<&mut dyn toml_edit::TableLike> {
+    const KINDS: [&str; 3] = ["dependencies", "dev-dependencies", "build-dependencies"];
+    let mut tables: Vec<&mut dyn toml_edit::TableLike> = Vec::new();
+    for (key, item) in doc.as_table_mut().iter_mut() {
+        match key.get() {
+            k if KINDS.contains(&k) => tables.extend(item.as_table_like_mut()),
+            "workspace" => {
+                if let Some(d) = item
+                    .as_table_like_mut()
+                    .and_then(|w| w.get_mut("dependencies"))
+                    .and_then(|d| d.as_table_like_mut())
+                {
+                    tables.push(d);
+                }
+            }
+            "target" => {
+                for (_, target) in item
+                    .as_table_like_mut()
+                    .into_iter()
+                    .flat_map(|t| t.iter_mut())
+                {
+                    for (kind, deps) in target
+                        .as_table_like_mut()
+                        .into_iter()
+                        .flat_map(|t| t.iter_mut())
+                    {
+                        if KINDS.contains(&kind.get()) {
+                            tables.extend(deps.as_table_like_mut());
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    tables
+}
+
+/// Rewrites the `version` that path dependencies on a bumped package require of it (`core =
+/// { path = "../core", version = "0.36.15" }` → `"0.36.16"`), keeping its operator; a
+/// requirement too complex to rewrite that the new version does not meet is refused. With
+/// `write` false nothing is written: the answer is whether anything would change.
+fn rewrite_requirements(
+    root: &Path,
+    manifest: &Path,
+    bumped: &BTreeMap<String, String>,
+    write: bool,
+) -> Result<bool, Error> {
+    if bumped.is_empty() {
+        return Ok(false);
+    }
+    let path = root.join(manifest);
+    let Ok(mut doc) = edit(&path) else {
+        // Not a manifest cargo can read either; nothing of ours to keep resolving.
+        return Ok(false);
+    };
+    let mut changed = false;
+    for table in dependency_tables(&mut doc) {
+        for (key, item) in table.iter_mut() {
+            let Some(spec) = item.as_table_like_mut() else {
+                continue;
+            };
+            let package = spec
+                .get("package")
+                .and_then(|p| p.as_str())
+                .unwrap_or(key.get())
+                .to_string();
+            let Some(new) = bumped.get(&package) else {
+                continue;
+            };
+            if spec.get("path").is_none() {
+                continue;
+            }
+            let Some(old) = spec
+                .get("version")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            let Some(rewritten) = requirement(&old, new).map_err(|why| {
+                Error::Refused(format!(
+                    "{} requires {package} `{old}`, which {why} {new}; write a plain version there (e.g. \"{new}\") or drop --bump-manifests; nothing was changed",
+                    manifest.display()
+                ))
+            })?
+            else {
+                continue;
+            };
+            if let Some(value) = spec.get_mut("version").and_then(|v| v.as_value_mut()) {
+                let decor = value.decor().clone();
+                *value = toml_edit::Value::from(rewritten);
+                *value.decor_mut() = decor;
+                changed = true;
+            }
+        }
+    }
+    if changed && write {
+        save(&path, &doc)?;
+    }
+    Ok(changed)
+}
+
+/// The requirement `old` rewritten for `new`: `None` when it is already `new`, or a range the
+/// new version meets; an error saying why when it cannot be rewritten.
+fn requirement(old: &str, new: &str) -> Result<Option<String>, &'static str> {
+    let trimmed = old.trim();
+    let operator: String = trimmed
+        .chars()
+        .take_while(|c| matches!(c, '=' | '^' | '~'))
+        .collect();
+    let bare = trimmed[operator.len()..].trim();
+    let simple = !bare.is_empty()
+        && bare
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'));
+    if simple {
+        return Ok((bare != new).then(|| format!("{operator}{new}")));
+    }
+    let req = semver::VersionReq::parse(trimmed).map_err(|_| "is not a version requirement for")?;
+    let version = semver::Version::parse(new).map_err(|_| "cannot be compared with")?;
+    if req.matches(&version) {
+        Ok(None)
+    } else {
+        Err("is a range that cannot be rewritten to take")
+    }
 }
 
 fn edit(path: &Path) -> Result<toml_edit::DocumentMut, Error> {

@@ -97,10 +97,66 @@ pub fn check(git: &Git, range: &str) -> Result<(usize, Vec<Violation>), Error> {
         })
     };
     let commits = git.range(resolve(from)?, resolve(to)?)?;
+    lint_commits(git, &commits)
+}
+
+/// The newest release tag of each component on the history of HEAD (in its own format or an
+/// older one), which `check --since-release` starts after. None at all is refused, with the
+/// likely reason: a shallow clone, a release branch rebased away from its tags, or no release.
+pub fn release_tags(git: &Git, config: &Config) -> Result<Vec<(String, git2::Oid)>, Error> {
+    let head = git.head()?;
+    let tags = crate::plan::version_tags(config, &git.tags()?)?;
+    let mut newest = Vec::new();
+    let mut unreachable = 0;
+    for component_tags in &tags {
+        let mut best: Option<&crate::git::VersionTag> = None;
+        for tag in component_tags {
+            if !git.reachable(head, tag.commit)? {
+                unreachable += 1;
+            } else if best.is_none_or(|b| tag.version > b.version) {
+                best = Some(tag);
+            }
+        }
+        newest.extend(best.map(|t| (t.name.clone(), t.commit)));
+    }
+    if newest.is_empty() {
+        let why = if git.is_shallow() {
+            "this clone is shallow; fetch the whole history and the tags (git fetch --unshallow --tags, or actions/checkout with fetch-depth: 0)".to_string()
+        } else if unreachable > 0 {
+            format!(
+                "{unreachable} release tags exist, but none is on the history of HEAD (was the branch rebased or squashed after the release?); pass --range instead"
+            )
+        } else {
+            "no component has been released yet; cut the first release (cfa-release apply) or pass --range".to_string()
+        };
+        return Err(Error::Refused(format!(
+            "no release tag to check from: {why}"
+        )));
+    }
+    Ok(newest)
+}
+
+/// Lints every non-merge commit of HEAD's history after the newest release tags.
+pub fn check_since_release(
+    git: &Git,
+    config: &Config,
+) -> Result<(Vec<String>, usize, Vec<Violation>), Error> {
+    let tags = release_tags(git, config)?;
+    let hide: Vec<git2::Oid> = tags.iter().map(|(_, c)| *c).collect();
+    let commits = git.since(git.head()?, &hide)?;
+    let (checked, violations) = lint_commits(git, &commits)?;
+    Ok((
+        tags.into_iter().map(|(n, _)| n).collect(),
+        checked,
+        violations,
+    ))
+}
+
+fn lint_commits(git: &Git, commits: &[git2::Oid]) -> Result<(usize, Vec<Violation>), Error> {
     let mut violations = Vec::new();
     let mut checked = 0;
     for id in commits {
-        let commit = git.commit(id)?;
+        let commit = git.commit(*id)?;
         if commit.parents.len() > 1 {
             continue;
         }

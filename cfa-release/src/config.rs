@@ -12,6 +12,7 @@ use semver::Version;
 use serde::Deserialize;
 
 use crate::Error;
+use crate::tag::TagFormat;
 
 /// The file as written.
 #[derive(Debug, Deserialize)]
@@ -27,6 +28,8 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct Defaults {
     initial_version: Option<String>,
+    tag: Option<String>,
+    features_always_increment_minor: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +47,8 @@ struct ComponentFile {
     #[serde(default)]
     scopes: Vec<String>,
     initial_version: Option<String>,
+    tag: Option<String>,
+    features_always_increment_minor: Option<bool>,
 }
 
 /// Why a component depends on another.
@@ -78,8 +83,19 @@ pub struct Component {
     pub image: Option<String>,
     /// Commit scopes that name it (its own name always does).
     pub scopes: Vec<String>,
-    /// The version of its first release.
+    /// The version of its first release: its own `initial_version`, else its manifest's
+    /// version, else `defaults.initial_version`.
     pub initial_version: Version,
+    /// The version its Cargo manifest declares, if it has one.
+    pub manifest_version: Option<Version>,
+    /// How its tags are named.
+    pub tag: TagFormat,
+    /// On `0.x`, a feature moves the minor (`true`) or the patch (`false`, release-plz's default).
+    pub features_always_increment_minor: bool,
+    /// The `[workspace.dependencies]` keys its normal and build dependencies inherit.
+    pub workspace_dependencies: BTreeSet<String>,
+    /// The `[workspace.package]` keys its manifest inherits (`edition.workspace = true`, …).
+    pub workspace_package: BTreeSet<String>,
 }
 
 impl Component {
@@ -129,7 +145,17 @@ impl Config {
             Some(v) => semver(v, "defaults.initial_version")?,
             None => Version::new(0, 1, 0),
         };
-        let workspace_paths = workspace_dependency_paths(root);
+        let default_tag = match &file.defaults.tag {
+            Some(t) => {
+                TagFormat::parse(t).map_err(|e| Error::Config(format!("defaults.tag: {e}")))?
+            }
+            None => TagFormat::default(),
+        };
+        let default_minor = file
+            .defaults
+            .features_always_increment_minor
+            .unwrap_or(false);
+        let workspace = Workspace::read(root);
         let mut components = Vec::new();
         let mut names = BTreeSet::new();
         for (i, c) in file.components.into_iter().enumerate() {
@@ -173,11 +199,12 @@ impl Config {
                 .iter()
                 .map(|d| (d.clone(), Because::Configured))
                 .collect();
-            let (package, cargo_deps) = match &manifest {
-                Some(m) => read_manifest(root, m, &workspace_paths)
+            let read = match &manifest {
+                Some(m) => read_manifest(root, m, &workspace)
                     .map_err(|e| Error::Config(format!("{at}.manifest: {e}")))?,
-                None => (None, Vec::new()),
+                None => ManifestInfo::default(),
             };
+            let cargo_deps = read.paths;
             let changelog = match c.changelog {
                 Some(p) => PathBuf::from(p),
                 None => match &manifest {
@@ -187,7 +214,16 @@ impl Config {
             };
             let initial_version = match &c.initial_version {
                 Some(v) => semver(v, &format!("{at}.initial_version"))?,
-                None => default_initial.clone(),
+                None => read
+                    .version
+                    .clone()
+                    .unwrap_or_else(|| default_initial.clone()),
+            };
+            let tag = match &c.tag {
+                Some(t) => {
+                    TagFormat::parse(t).map_err(|e| Error::Config(format!("{at}.tag: {e}")))?
+                }
+                None => default_tag.clone(),
             };
             components.push((
                 Component {
@@ -198,11 +234,18 @@ impl Config {
                     exclude_set,
                     depends_on,
                     manifest,
-                    package,
+                    package: read.package,
                     changelog,
                     image: c.image,
                     scopes: c.scopes,
                     initial_version,
+                    manifest_version: read.version,
+                    tag,
+                    features_always_increment_minor: c
+                        .features_always_increment_minor
+                        .unwrap_or(default_minor),
+                    workspace_dependencies: read.workspace_dependencies,
+                    workspace_package: read.workspace_package,
                 },
                 cargo_deps,
             ));
@@ -228,6 +271,17 @@ impl Config {
             }
         }
         let mut components: Vec<Component> = components.into_iter().map(|(c, _)| c).collect();
+        let unnamed: Vec<&str> = components
+            .iter()
+            .filter(|c| !c.tag.is_named())
+            .map(|c| c.name.as_str())
+            .collect();
+        if unnamed.len() > 1 {
+            return Err(Error::Config(format!(
+                "components {} would share their tags (a tag format without {{name}}); give all but one of them a `tag` with {{name}}",
+                unnamed.join(", ")
+            )));
+        }
         for c in &components {
             for d in c.depends_on.keys() {
                 if !names.contains(d) {
@@ -297,44 +351,130 @@ fn normalize(path: &Path) -> PathBuf {
     out
 }
 
-/// `[workspace.dependencies]` entries with a `path`, relative to the root.
-fn workspace_dependency_paths(root: &Path) -> BTreeMap<String, PathBuf> {
-    let Ok(text) = std::fs::read_to_string(root.join("Cargo.toml")) else {
-        return BTreeMap::new();
-    };
-    let Ok(table) = text.parse::<toml::Table>() else {
-        return BTreeMap::new();
-    };
-    let deps = table
-        .get("workspace")
-        .and_then(|w| w.get("dependencies"))
-        .and_then(|d| d.as_table());
-    deps.into_iter()
-        .flatten()
-        .filter_map(|(name, spec)| {
-            let path = spec.get("path")?.as_str()?;
-            Some((name.clone(), normalize(Path::new(path))))
-        })
-        .collect()
+/// What the root manifest declares for its members.
+#[derive(Debug, Default)]
+struct Workspace {
+    /// `[workspace.dependencies]` entries with a `path`, relative to the root.
+    paths: BTreeMap<String, PathBuf>,
+    /// `[workspace.package] version`.
+    version: Option<Version>,
 }
 
-/// The package name of a manifest and the directories (relative to the root) of its path
-/// dependencies.
+impl Workspace {
+    fn read(root: &Path) -> Workspace {
+        let Ok(text) = std::fs::read_to_string(root.join("Cargo.toml")) else {
+            return Workspace::default();
+        };
+        let Ok(table) = text.parse::<toml::Table>() else {
+            return Workspace::default();
+        };
+        let workspace = table.get("workspace");
+        let deps = workspace
+            .and_then(|w| w.get("dependencies"))
+            .and_then(|d| d.as_table());
+        let paths = deps
+            .into_iter()
+            .flatten()
+            .filter_map(|(name, spec)| {
+                let path = spec.get("path")?.as_str()?;
+                Some((name.clone(), normalize(Path::new(path))))
+            })
+            .collect();
+        let version = workspace
+            .and_then(|w| w.get("package"))
+            .and_then(|p| p.get("version"))
+            .and_then(|v| v.as_str())
+            .and_then(|v| Version::parse(v).ok());
+        Workspace { paths, version }
+    }
+}
+
+/// What a component's manifest says about it.
+#[derive(Debug, Default)]
+struct ManifestInfo {
+    package: Option<String>,
+    version: Option<Version>,
+    /// Directories (relative to the root) of its path dependencies.
+    paths: Vec<PathBuf>,
+    workspace_dependencies: BTreeSet<String>,
+    workspace_package: BTreeSet<String>,
+}
+
+/// The keys of `[workspace.dependencies]` and `[workspace.package]` that differ between two
+/// texts of the root manifest (`None`: the file did not exist), as `section key` pairs.
+pub fn workspace_changes(old: Option<&str>, new: Option<&str>) -> Vec<(&'static str, String)> {
+    let parse = |text: Option<&str>| text.and_then(|t| t.parse::<toml::Table>().ok());
+    let (old, new) = (parse(old), parse(new));
+    let mut changed = Vec::new();
+    for section in ["dependencies", "package"] {
+        let table = |doc: &Option<toml::Table>| {
+            doc.as_ref()
+                .and_then(|d| d.get("workspace"))
+                .and_then(|w| w.get(section))
+                .and_then(|t| t.as_table())
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (a, b) = (table(&old), table(&new));
+        let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        for key in keys {
+            if a.get(key) != b.get(key) {
+                changed.push((section, key.clone()));
+            }
+        }
+    }
+    changed
+}
+
+impl Component {
+    /// The workspace keys among `changes` (from [`workspace_changes`]) that change what this
+    /// component ships, written as `[workspace.dependencies] tokio`.
+    pub fn inherits(&self, changes: &[(&'static str, String)]) -> Vec<String> {
+        changes
+            .iter()
+            .filter(|(section, key)| match *section {
+                "dependencies" => self.workspace_dependencies.contains(key),
+                _ => self.workspace_package.contains(key),
+            })
+            .map(|(section, key)| format!("[workspace.{section}] {key}"))
+            .collect()
+    }
+}
+
+/// The package name and version of a manifest, the directories (relative to the root) of its
+/// path dependencies, and what it inherits from the workspace.
 fn read_manifest(
     root: &Path,
     manifest: &Path,
-    workspace: &BTreeMap<String, PathBuf>,
-) -> Result<(Option<String>, Vec<PathBuf>), String> {
+    workspace: &Workspace,
+) -> Result<ManifestInfo, String> {
     let text = std::fs::read_to_string(root.join(manifest))
         .map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
     let table: toml::Table = text
         .parse()
         .map_err(|e| format!("{} is not valid TOML: {e}", manifest.display()))?;
-    let package = table
-        .get("package")
+    let package_table = table.get("package").and_then(|p| p.as_table());
+    let package = package_table
         .and_then(|p| p.get("name"))
         .and_then(|n| n.as_str())
         .map(str::to_string);
+    let mut info = ManifestInfo {
+        package,
+        ..ManifestInfo::default()
+    };
+    for (key, value) in package_table.into_iter().flatten() {
+        if value.get("workspace").and_then(|w| w.as_bool()) == Some(true) {
+            info.workspace_package.insert(key.clone());
+        }
+    }
+    info.version = match package_table.and_then(|p| p.get("version")) {
+        Some(toml::Value::String(v)) => Some(
+            Version::parse(v)
+                .map_err(|e| format!("package.version `{v}` is not a semantic version ({e})"))?,
+        ),
+        Some(_) => workspace.version.clone(),
+        None => None,
+    };
     let dir = manifest.parent().unwrap_or(Path::new(""));
     let mut sections: Vec<&toml::Table> = ["dependencies", "build-dependencies"]
         .iter()
@@ -349,20 +489,24 @@ fn read_manifest(
             }
         }
     }
-    let mut paths = Vec::new();
     for section in sections {
         for (name, spec) in section {
             if let Some(path) = spec.get("path").and_then(|p| p.as_str()) {
-                paths.push(normalize(&dir.join(path)));
+                info.paths.push(normalize(&dir.join(path)));
             } else if spec.get("workspace").and_then(|w| w.as_bool()) == Some(true) {
                 let key = spec.get("package").and_then(|p| p.as_str()).unwrap_or(name);
-                if let Some(path) = workspace.get(key).or_else(|| workspace.get(name)) {
-                    paths.push(path.clone());
+                info.workspace_dependencies.insert(name.clone());
+                if let Some(path) = workspace
+                    .paths
+                    .get(key)
+                    .or_else(|| workspace.paths.get(name))
+                {
+                    info.paths.push(path.clone());
                 }
             }
         }
     }
-    Ok((package, paths))
+    Ok(info)
 }
 
 #[cfg(test)]

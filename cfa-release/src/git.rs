@@ -28,12 +28,14 @@ pub struct CommitInfo {
 /// A version tag of a component.
 #[derive(Clone, Debug)]
 pub struct VersionTag {
-    /// `<component>-v<version>`.
+    /// The tag's name (`<component>-v<version>` by default).
     pub name: String,
     /// The version it names.
     pub version: Version,
     /// The commit it points at.
     pub commit: Oid,
+    /// The tag format it was read with, when not the component's own (an older convention).
+    pub foreign: Option<String>,
 }
 
 /// A repository with a work tree.
@@ -123,43 +125,36 @@ impl Git {
         })
     }
 
-    /// The version tags of `component` (`<component>-v<semver>`), on any branch. A tag with the
-    /// component's prefix that is not semver is an error, not something to skip silently.
-    pub fn version_tags(&self, component: &str, others: &[&str]) -> Result<Vec<VersionTag>, Error> {
-        let prefix = format!("{component}-v");
-        // `cli-v2-v1.0.0` belongs to a component called `cli-v2`, not to `cli`.
-        let theirs: Vec<String> = others
-            .iter()
-            .filter(|o| o.len() > component.len() && o.starts_with(&prefix))
-            .map(|o| format!("{o}-v"))
-            .collect();
-        let names = self.repo.tag_names(Some(&format!("{prefix}*")))?;
+    /// Every tag that points (through annotations) at a commit, with that commit.
+    pub fn tags(&self) -> Result<Vec<(String, Oid)>, Error> {
+        let names = self.repo.tag_names(None)?;
         let mut tags = Vec::new();
         for name in names.iter() {
             let Some(name) = name? else { continue };
-            let Some(text) = name.strip_prefix(&prefix) else {
-                continue;
-            };
-            if theirs.iter().any(|t| name.starts_with(t.as_str())) {
-                continue;
+            let reference = self.repo.find_reference(&format!("refs/tags/{name}"))?;
+            // A tag of a tree or a blob names no release.
+            if let Ok(commit) = reference.peel_to_commit() {
+                tags.push((name.to_string(), commit.id()));
             }
-            let version = Version::parse(text).map_err(|e| {
-                Error::Refused(format!(
-                    "tag {name} is not `{prefix}<semantic version>` ({e}); delete or rename it (git tag -d {name})"
-                ))
-            })?;
-            let commit = self
-                .repo
-                .find_reference(&format!("refs/tags/{name}"))?
-                .peel_to_commit()?
-                .id();
-            tags.push(VersionTag {
-                name: name.to_string(),
-                version,
-                commit,
-            });
         }
         Ok(tags)
+    }
+
+    /// The content of `path` in a commit's tree, if it has that file.
+    pub fn file_at(&self, commit: Oid, path: &str) -> Result<Option<Vec<u8>>, Error> {
+        let tree = self.repo.find_commit(commit)?.tree()?;
+        let Ok(entry) = tree.get_path(Path::new(path)) else {
+            return Ok(None);
+        };
+        Ok(entry
+            .to_object(&self.repo)?
+            .as_blob()
+            .map(|b| b.content().to_vec()))
+    }
+
+    /// Whether the history was cut short (`git clone --depth N`).
+    pub fn is_shallow(&self) -> bool {
+        self.repo.is_shallow()
     }
 
     /// Whether `ancestor` is `head` or in its history.
@@ -197,6 +192,17 @@ impl Git {
         walk.set_sorting(Sort::TOPOLOGICAL)?;
         walk.push(to)?;
         walk.hide(from)?;
+        Ok(walk.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Every commit reachable from `to` but from none of `hide` (all parents), newest first.
+    pub fn since(&self, to: Oid, hide: &[Oid]) -> Result<Vec<Oid>, Error> {
+        let mut walk = self.repo.revwalk()?;
+        walk.set_sorting(Sort::TOPOLOGICAL)?;
+        walk.push(to)?;
+        for h in hide {
+            walk.hide(*h)?;
+        }
         Ok(walk.collect::<Result<Vec<_>, _>>()?)
     }
 

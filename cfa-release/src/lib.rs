@@ -14,15 +14,19 @@
 //! - [`version`]: next versions, pre-releases and image tags (pure).
 //! - [`git`]: the git2 wrapper.
 //! - [`plan`]: the read-only release plan.
+//! - [`tag`]: tag formats (`{name}-v{version}`, `v{version}`, …), both ways.
+//! - [`changelog`]: release notes in the style of the file they go into (pure).
 //! - [`apply`]: changelogs, manifests and tags.
 //! - [`changes`]: `changed` (what CI should test) and `check` (the commit-message lint).
 
 pub mod apply;
+pub mod changelog;
 pub mod changes;
 pub mod config;
 pub mod conventional;
 pub mod git;
 pub mod plan;
+pub mod tag;
 pub mod version;
 
 /// Everything that can go wrong, each with what to do about it.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use cfa_release::apply::{ApplyOptions, apply};
-use cfa_release::changes::{changed_in_plan, changed_since, check};
+use cfa_release::changes::{changed_in_plan, changed_since, check, check_since_release};
 use cfa_release::config::Config;
 use cfa_release::git::Git;
 use cfa_release::plan::{Plan, PlanRequest, plan};
@@ -84,14 +84,19 @@ enum Command {
         #[arg(long)]
         pre: Option<String>,
     },
-    /// Lints the commit messages of a range (for pull requests).
+    /// Lints the commit messages of a range (for pull requests), or of everything since the
+    /// last release.
     #[command(
-        after_help = "Examples:\n  cfa-release check --range origin/main..HEAD\n  cfa-release check --range HEAD~3"
+        after_help = "Examples:\n  cfa-release check --range origin/main..HEAD\n  cfa-release check --range HEAD~3\n  cfa-release check --since-release   # CI on main: every commit after the newest tags"
     )]
     Check {
         /// `from..to`, or one revision meaning `rev..HEAD`.
         #[arg(long, default_value = "origin/main..HEAD")]
         range: String,
+        /// Check every commit of HEAD's history after the newest release tag of each component
+        /// (works in a fresh `git clone`, which brings the tags; not in a shallow one).
+        #[arg(long, conflicts_with = "range")]
+        since_release: bool,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -265,6 +270,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match &c.new_version {
                 Some(v) => {
                     println!("  bump: {} → {v}", format!("{:?}", c.bump).to_lowercase());
+                    if let Some(id) = &c.decided_by {
+                        println!("  decided by: {}", &id[..7.min(id.len())]);
+                    }
                     for r in &c.reasons {
                         println!("    because {r}");
                     }
@@ -279,18 +287,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ),
             }
         }
-        Command::Check { range, output } => {
-            let (checked, violations) = check(&git, &range)?;
+        Command::Check {
+            range,
+            since_release,
+            output,
+        } => {
+            let (after, checked, violations) = if since_release {
+                check_since_release(&git, &config)?
+            } else {
+                let (checked, violations) = check(&git, &range)?;
+                (Vec::new(), checked, violations)
+            };
             match output {
-                Output::Json => {
-                    json(&serde_json::json!({"checked": checked, "violations": violations}))?
-                }
+                Output::Json => json(&serde_json::json!({
+                    "checked": checked,
+                    "violations": violations,
+                    "after_tags": after,
+                }))?,
                 Output::Text => {
                     for v in &violations {
                         println!("{} {}\n    {}", &v.id[..7], v.summary, v.problem);
                     }
+                    let since = if after.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" after {}", after.join(", "))
+                    };
                     println!(
-                        "{checked} commits checked, {} not conventional",
+                        "{checked} commits checked{since}, {} not conventional",
                         violations.len()
                     );
                 }

@@ -1,17 +1,19 @@
 //! The release plan: for every component, what changed since its last tag, the bump that asks
 //! for, the new version, its changelog and image tags, and why. Read-only.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use git2::Oid;
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::config::Config;
+use crate::changelog::{Note, Notes, Section, Style};
+use crate::config::{self, Config};
 use crate::conventional::{self, Level, Meaning};
-use crate::git::{CommitInfo, Git};
-use crate::version::{self, History};
+use crate::git::{CommitInfo, Git, VersionTag};
+use crate::tag::{KNOWN, TagFormat};
+use crate::version::{self, History, Policy};
 
 /// What the caller asks for.
 #[derive(Clone, Debug, Default)]
@@ -62,12 +64,19 @@ pub struct ComponentPlan {
     pub new_tag: Option<String>,
     /// The bump level.
     pub bump: Level,
-    /// Why, one line each.
+    /// Why, one line each; the first is what decided the bump.
     pub reasons: Vec<String>,
+    /// The commit that decided the bump (the oldest of those asking for the highest level),
+    /// when a commit did.
+    #[serde(default)]
+    pub decided_by: Option<String>,
     /// Every commit since the last tag that touched it, newest first, with its effect.
     pub commits: Vec<CommitEffect>,
     /// The changelog section (Markdown) of the new version.
     pub changelog: String,
+    /// The same notes unrendered, for `apply --changelog` to write in each file's own style.
+    #[serde(default)]
+    pub notes: Notes,
     /// Image tags: `vX.Y.Z`, and the floating `vX.Y`, `vX`, `latest` it earns.
     pub image_tags: Vec<String>,
     /// Full image references, when the component names an image.
@@ -87,35 +96,16 @@ pub struct CommitEffect {
     pub effect: String,
 }
 
+/// Components touched only through the root manifest's workspace tables, with the keys.
+type Via = BTreeMap<usize, Vec<String>>;
+
 /// A commit (or, inside a merge, one merged commit) with the components it touched.
 struct Unit {
     id: Oid,
     summary: String,
     meaning: Meaning,
     touched: BTreeSet<usize>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Section {
-    Breaking,
-    Features,
-    Fixes,
-    Performance,
-    Reverts,
-    Other,
-}
-
-impl Section {
-    fn title(self) -> &'static str {
-        match self {
-            Section::Breaking => "Breaking changes",
-            Section::Features => "Features",
-            Section::Fixes => "Fixes",
-            Section::Performance => "Performance",
-            Section::Reverts => "Reverts",
-            Section::Other => "Other changes",
-        }
-    }
+    via: Via,
 }
 
 struct Entry {
@@ -130,6 +120,20 @@ struct Assessment {
     level: Level,
     effects: Vec<CommitEffect>,
     entries: Vec<Entry>,
+}
+
+impl Assessment {
+    fn notes(&self) -> Vec<Note> {
+        self.entries
+            .iter()
+            .map(|e| Note {
+                section: e.section,
+                scope: e.scope.clone(),
+                text: e.text.clone(),
+                commit: short(e.id),
+            })
+            .collect()
+    }
 }
 
 /// Reads commits once, whatever number of components ask about them.
@@ -154,12 +158,47 @@ impl<'a> Planner<'a> {
             .collect()
     }
 
-    fn unit(&self, commit: &CommitInfo, touched: BTreeSet<usize>) -> Unit {
+    /// The components a commit touched: through their files, or through a change to the root
+    /// manifest's `[workspace.dependencies]` or `[workspace.package]` that they inherit.
+    fn touched_by(&self, commit: &CommitInfo) -> Result<(BTreeSet<usize>, Via), Error> {
+        let paths = self.git.changed_paths(commit)?;
+        let mut touched = self.touched(&paths);
+        let mut via = BTreeMap::new();
+        if paths.iter().any(|p| p == "Cargo.toml") {
+            let read = |id: Option<Oid>| -> Result<Option<String>, Error> {
+                Ok(match id {
+                    Some(id) => self
+                        .git
+                        .file_at(id, "Cargo.toml")?
+                        .map(|b| String::from_utf8_lossy(&b).into_owned()),
+                    None => None,
+                })
+            };
+            let old = read(commit.parents.first().copied())?;
+            let new = read(Some(commit.id))?;
+            let changes = config::workspace_changes(old.as_deref(), new.as_deref());
+            for (i, c) in self.config.components.iter().enumerate() {
+                let keys = c.inherits(&changes);
+                if !keys.is_empty() && touched.insert(i) {
+                    via.insert(i, keys);
+                }
+            }
+        }
+        Ok((touched, via))
+    }
+
+    fn unit(&self, commit: &CommitInfo, touched: BTreeSet<usize>, via: &Via) -> Unit {
+        let via = via
+            .iter()
+            .filter(|(i, _)| touched.contains(i))
+            .map(|(i, k)| (*i, k.clone()))
+            .collect();
         Unit {
             id: commit.id,
             summary: commit.summary.clone(),
             meaning: conventional::parse(&commit.message),
             touched,
+            via,
         }
     }
 
@@ -171,7 +210,7 @@ impl<'a> Planner<'a> {
             return Ok(units.clone());
         }
         let commit = self.git.commit(id)?;
-        let touched = self.touched(&self.git.changed_paths(&commit)?);
+        let (touched, via) = self.touched_by(&commit)?;
         let mut units = Vec::new();
         if commit.parents.len() > 1 && !touched.is_empty() {
             let mut covered = BTreeSet::new();
@@ -180,23 +219,20 @@ impl<'a> Planner<'a> {
                 if merged.parents.len() > 1 {
                     continue;
                 }
-                let own: BTreeSet<usize> = self
-                    .touched(&self.git.changed_paths(&merged)?)
-                    .intersection(&touched)
-                    .copied()
-                    .collect();
+                let (theirs, their_via) = self.touched_by(&merged)?;
+                let own: BTreeSet<usize> = theirs.intersection(&touched).copied().collect();
                 if own.is_empty() {
                     continue;
                 }
                 covered.extend(own.iter().copied());
-                units.push(self.unit(&merged, own));
+                units.push(self.unit(&merged, own, &their_via));
             }
             let rest: BTreeSet<usize> = touched.difference(&covered).copied().collect();
             if !rest.is_empty() {
-                units.push(self.unit(&commit, rest));
+                units.push(self.unit(&commit, rest, &via));
             }
         } else if !touched.is_empty() {
-            units.push(self.unit(&commit, touched));
+            units.push(self.unit(&commit, touched, &via));
         }
         let units = std::rc::Rc::new(units);
         self.units.insert(id, units.clone());
@@ -358,6 +394,12 @@ impl<'a> Planner<'a> {
                     }
                 }
             };
+            let effect = match u.via.get(&ci) {
+                Some(keys) if level > Level::None => {
+                    format!("{effect}; through {}, which it uses", keys.join(", "))
+                }
+                _ => effect,
+            };
             a.level = a.level.max(level);
             a.effects.push(CommitEffect {
                 id: u.id.to_string(),
@@ -379,6 +421,122 @@ fn level_name(level: Level) -> &'static str {
     }
 }
 
+/// Every tag of the repository that names a version of a component: in the component's own
+/// format, or in another well-known one (marked `foreign`, an older convention). A tag in a
+/// component's own named format whose version is not semver is an error, not skipped.
+pub fn version_tags(
+    config: &Config,
+    tags: &[(String, Oid)],
+) -> Result<Vec<Vec<VersionTag>>, Error> {
+    let mut out: Vec<Vec<VersionTag>> = vec![Vec::new(); config.components.len()];
+    let known: Vec<TagFormat> = KNOWN
+        .iter()
+        .filter_map(|k| TagFormat::parse(k).ok())
+        .collect();
+    let single = config.components.len() == 1;
+    for (name, commit) in tags {
+        let own = config
+            .components
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.tag.version_text(&c.name, name).map(|(t, n)| (i, t, n)))
+            .max_by_key(|(_, _, n)| *n);
+        if let Some((i, text, _)) = own {
+            let component = &config.components[i];
+            match semver::Version::parse(text) {
+                Ok(version) => {
+                    out[i].push(VersionTag {
+                        name: name.clone(),
+                        version,
+                        commit: *commit,
+                        foreign: None,
+                    });
+                    continue;
+                }
+                Err(e) if component.tag.is_named() => {
+                    return Err(Error::Refused(format!(
+                        "tag {name} is not `{}` with a semantic version ({e}); delete or rename it (git tag -d {name})",
+                        component.tag
+                    )));
+                }
+                Err(_) => {}
+            }
+        }
+        let foreign = config
+            .components
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| known.iter().map(move |f| (i, c, f)))
+            .filter(|(_, c, f)| **f != c.tag && (f.is_named() || single))
+            .filter_map(|(i, c, f)| {
+                let (text, n) = f.version_text(&c.name, name)?;
+                let version = semver::Version::parse(text).ok()?;
+                Some((i, f, version, n))
+            })
+            .max_by_key(|(_, _, _, n)| *n);
+        if let Some((i, format, version, _)) = foreign {
+            out[i].push(VersionTag {
+                name: name.clone(),
+                version,
+                commit: *commit,
+                foreign: Some(format.to_string()),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Where one component stands: its tags on the history of HEAD.
+struct Standing<'t> {
+    last: Option<&'t VersionTag>,
+    stable: Option<&'t VersionTag>,
+    history: History,
+}
+
+fn standing<'t>(git: &Git, head: Oid, tags: &'t [VersionTag]) -> Result<Standing<'t>, Error> {
+    let mut reachable = Vec::new();
+    for tag in tags {
+        if git.reachable(head, tag.commit)? {
+            reachable.push(tag);
+        }
+    }
+    // Two tags of one version (an old format and the new): the component's own wins.
+    let rank = |t: &&VersionTag| (t.version.clone(), t.foreign.is_none());
+    let last = reachable.iter().copied().max_by_key(rank);
+    let stable = reachable
+        .iter()
+        .copied()
+        .filter(|t| t.version.pre.is_empty())
+        .max_by_key(rank);
+    let history = History {
+        stable: stable.map(|t| t.version.clone()),
+        last: last.map(|t| t.version.clone()),
+        all: tags.iter().map(|t| t.version.clone()).collect(),
+    };
+    Ok(Standing {
+        last,
+        stable,
+        history,
+    })
+}
+
+/// The reasons of a component's commits, the one that decided the bump first: the oldest of
+/// the commits asking for the highest level (the newest is not the one that decided).
+fn commit_reasons(effects: &[CommitEffect]) -> (Vec<String>, Option<String>) {
+    let top = effects.iter().map(|e| e.bump).max().unwrap_or(Level::None);
+    let decided = effects
+        .iter()
+        .rposition(|e| e.bump == top && top > Level::None);
+    let line = |e: &CommitEffect| format!("{} {} ({})", &e.id[..7], e.summary, e.effect);
+    let mut reasons: Vec<String> = decided.map(|i| line(&effects[i])).into_iter().collect();
+    for (i, e) in effects.iter().enumerate() {
+        if e.bump > Level::None && Some(i) != decided {
+            reasons.push(line(e));
+        }
+    }
+    (reasons, decided.map(|i| effects[i].id.clone()))
+}
+
 /// Makes the plan for HEAD.
 pub fn plan(git: &Git, config: &Config, request: &PlanRequest) -> Result<Plan, Error> {
     if let Some(pre) = &request.pre {
@@ -395,12 +553,11 @@ pub fn plan(git: &Git, config: &Config, request: &PlanRequest) -> Result<Plan, E
         units: HashMap::new(),
     };
     let mut released: BTreeMap<String, String> = BTreeMap::new();
-    let names: Vec<&str> = config.components.iter().map(|c| c.name.as_str()).collect();
+    let all_tags = version_tags(config, &git.tags()?)?;
     let files = git.files(head)?;
     let mut warnings = Vec::new();
     let mut components = Vec::new();
     for (ci, component) in config.components.iter().enumerate() {
-        let tags = git.version_tags(&component.name, &names)?;
         if !files.iter().any(|f| component.owns(f)) {
             warnings.push(format!(
                 "{}: no file at HEAD matches its paths ({}); check release.toml",
@@ -408,131 +565,18 @@ pub fn plan(git: &Git, config: &Config, request: &PlanRequest) -> Result<Plan, E
                 component.paths.join(", ")
             ));
         }
-        let mut reachable = Vec::new();
-        for tag in &tags {
-            if git.reachable(head, tag.commit)? {
-                reachable.push(tag);
-            }
-        }
-        let last = reachable.iter().max_by(|a, b| a.version.cmp(&b.version));
-        let stable = reachable
-            .iter()
-            .filter(|t| t.version.pre.is_empty())
-            .max_by(|a, b| a.version.cmp(&b.version));
-        let history = History {
-            stable: stable.map(|t| t.version.clone()),
-            last: last.map(|t| t.version.clone()),
-            all: tags.iter().map(|t| t.version.clone()).collect(),
-        };
-        let commits = git.first_parent_since(head, last.map(|t| t.commit))?;
-        let mut assessment = planner.assess(ci, &commits)?;
-        let mut level = assessment.level;
-        let mut release = level > Level::None;
-        // While on pre-releases, the target is measured from the last stable version, and a
-        // stable release after candidates lists everything since that version.
-        if let Some(last) = last
-            && !last.version.pre.is_empty()
-        {
-            let since_stable = git.first_parent_since(head, stable.map(|t| t.commit))?;
-            let whole = planner.assess(ci, &since_stable)?;
-            level = level.max(whole.level);
-            if request.pre.is_none() {
-                assessment = whole;
-            }
-        }
-        let mut reasons = Vec::new();
-        for effect in &assessment.effects {
-            if effect.bump > Level::None {
-                reasons.push(format!(
-                    "{} {} ({})",
-                    &effect.id[..7],
-                    effect.summary,
-                    effect.effect
-                ));
-            }
-        }
-        let mut dependencies = Vec::new();
-        for dep in component.depends_on.keys() {
-            if let Some(v) = released.get(dep) {
-                reasons.push(format!(
-                    "depends on {dep}, which is released as {v} → patch"
-                ));
-                dependencies.push(format!("{dep} {v}"));
-                level = level.max(Level::Patch);
-                release = true;
-            }
-        }
-        match last {
-            None => {
-                release = true;
-                reasons.insert(
-                    0,
-                    format!(
-                        "first release (no {}-v* tag on the history of HEAD)",
-                        component.name
-                    ),
-                );
-            }
-            Some(last) if !last.version.pre.is_empty() && request.pre.is_none() => {
-                release = true;
-                reasons.push(format!(
-                    "promotes the pre-release {} to a release",
-                    last.version
-                ));
-            }
-            _ => {}
-        }
-        let new_version: Option<Version> = release.then(|| {
-            version::next(
-                &history,
-                &component.initial_version,
-                level,
-                request.pre.as_deref(),
-            )
-        });
-        let mut plan = ComponentPlan {
-            name: component.name.clone(),
-            package: component.package.clone(),
-            release,
-            old_version: last.map(|t| t.version.to_string()),
-            old_tag: last.map(|t| t.name.clone()),
-            new_version: new_version.as_ref().map(Version::to_string),
-            new_tag: new_version
-                .as_ref()
-                .map(|v| format!("{}-v{v}", component.name)),
-            bump: if release { level } else { Level::None },
-            reasons: if release { reasons } else { Vec::new() },
-            commits: assessment.effects.clone(),
-            changelog: String::new(),
-            image_tags: Vec::new(),
-            images: Vec::new(),
-        };
-        if let Some(new) = &new_version {
-            let tag = format!("{}-v{new}", component.name);
-            if let Some(existing) = git.tag_target(&tag)?
-                && existing != head
-            {
-                warnings.push(format!(
-                    "{tag} already exists on {}; apply accepts it only as the release commit of this HEAD",
-                    short(existing)
-                ));
-            }
-            released.insert(component.name.clone(), new.to_string());
-            plan.changelog = changelog(
-                &component.name,
-                new,
-                &date,
-                &assessment.entries,
-                &dependencies,
-            );
-            plan.image_tags = version::image_tags(new, &history.all);
-            if let Some(image) = &component.image {
-                plan.images = plan
-                    .image_tags
-                    .iter()
-                    .map(|t| format!("{image}:{t}"))
-                    .collect();
-            }
+        let s = standing(git, head, &all_tags[ci])?;
+        let plan = plan_component(
+            &mut planner,
+            ci,
+            &s,
+            request,
+            &released,
+            &date,
+            &mut warnings,
+        )?;
+        if let Some(new) = &plan.new_version {
+            released.insert(component.name.clone(), new.clone());
         }
         components.push(plan);
     }
@@ -545,41 +589,159 @@ pub fn plan(git: &Git, config: &Config, request: &PlanRequest) -> Result<Plan, E
     })
 }
 
-/// The Markdown section of one release.
-fn changelog(
-    name: &str,
-    version: &Version,
+/// One component's part of the plan, given what the components before it release.
+fn plan_component(
+    planner: &mut Planner<'_>,
+    ci: usize,
+    s: &Standing<'_>,
+    request: &PlanRequest,
+    released: &BTreeMap<String, String>,
     date: &str,
-    entries: &[Entry],
-    dependencies: &[String],
-) -> String {
-    let mut out = format!("## {name} {version} ({date})\n");
-    let mut seen = HashSet::new();
-    let mut sections: BTreeMap<Section, Vec<String>> = BTreeMap::new();
-    for e in entries {
-        let line = match &e.scope {
-            Some(scope) => format!("- **{scope}:** {} ({})", e.text, short(e.id)),
-            None => format!("- {} ({})", e.text, short(e.id)),
+    warnings: &mut Vec<String>,
+) -> Result<ComponentPlan, Error> {
+    let (git, config) = (planner.git, planner.config);
+    let component = &config.components[ci];
+    let head = git.head()?;
+    let commits = git.first_parent_since(head, s.last.map(|t| t.commit))?;
+    let mut assessment = planner.assess(ci, &commits)?;
+    let mut level = assessment.level;
+    let mut release = level > Level::None;
+    // While on pre-releases, the target is measured from the last stable version, and a
+    // stable release after candidates lists everything since that version.
+    if let Some(last) = s.last
+        && !last.version.pre.is_empty()
+    {
+        let since_stable = git.first_parent_since(head, s.stable.map(|t| t.commit))?;
+        let whole = planner.assess(ci, &since_stable)?;
+        level = level.max(whole.level);
+        if request.pre.is_none() {
+            assessment = whole;
+        }
+    }
+    let (mut reasons, decided_by) = commit_reasons(&assessment.effects);
+    let mut dependencies = Vec::new();
+    for dep in component.depends_on.keys() {
+        if let Some(v) = released.get(dep) {
+            reasons.push(format!(
+                "depends on {dep}, which is released as {v} → patch"
+            ));
+            dependencies.push(format!("{dep} {v}"));
+            level = level.max(Level::Patch);
+            release = true;
+        }
+    }
+    match s.last {
+        None => {
+            release = true;
+            reasons.insert(
+                0,
+                format!(
+                    "first release (no {} tag on the history of HEAD)",
+                    component.tag.pattern(&component.name)
+                ),
+            );
+        }
+        Some(last) if !last.version.pre.is_empty() && request.pre.is_none() => {
+            release = true;
+            reasons.push(format!(
+                "promotes the pre-release {} to a release",
+                last.version
+            ));
+        }
+        _ => {}
+    }
+    let policy = Policy {
+        features_always_increment_minor: component.features_always_increment_minor,
+    };
+    let new_version: Option<Version> = release.then(|| {
+        version::next(
+            &s.history,
+            &component.initial_version,
+            level,
+            request.pre.as_deref(),
+            policy,
+        )
+    });
+    let new_tag = new_version
+        .as_ref()
+        .map(|v| component.tag.render(&component.name, v));
+    warn_about_versions(
+        component,
+        s,
+        new_version.as_ref(),
+        new_tag.as_deref(),
+        warnings,
+    );
+    let mut plan = ComponentPlan {
+        name: component.name.clone(),
+        package: component.package.clone(),
+        release,
+        old_version: s.last.map(|t| t.version.to_string()),
+        old_tag: s.last.map(|t| t.name.clone()),
+        new_version: new_version.as_ref().map(Version::to_string),
+        new_tag: new_tag.clone(),
+        bump: if release { level } else { Level::None },
+        decided_by: if release { decided_by } else { None },
+        reasons: if release { reasons } else { Vec::new() },
+        commits: assessment.effects.clone(),
+        changelog: String::new(),
+        notes: Notes::default(),
+        image_tags: Vec::new(),
+        images: Vec::new(),
+    };
+    if let (Some(new), Some(tag)) = (&new_version, &new_tag) {
+        if let Some(existing) = git.tag_target(tag)?
+            && existing != head
+        {
+            warnings.push(format!(
+                "{tag} already exists on {}; apply accepts it only as the release commit of this HEAD",
+                short(existing)
+            ));
+        }
+        plan.notes = Notes {
+            date: date.to_string(),
+            entries: assessment.notes(),
+            dependencies,
         };
-        if seen.insert(line.clone()) {
-            sections.entry(e.section).or_default().push(line);
+        plan.changelog = Style::default().render(&component.name, &new.to_string(), &plan.notes);
+        plan.image_tags = version::image_tags(new, &s.history.all);
+        if let Some(image) = &component.image {
+            plan.images = plan
+                .image_tags
+                .iter()
+                .map(|t| format!("{image}:{t}"))
+                .collect();
         }
     }
-    for (section, lines) in sections {
-        out.push_str(&format!("\n### {}\n\n", section.title()));
-        for line in lines {
-            out.push_str(&line);
-            out.push('\n');
-        }
+    Ok(plan)
+}
+
+/// Warnings a release-plz user would want before tagging: a last release read from a tag in
+/// an older format, and a version below the one the manifest already declares.
+fn warn_about_versions(
+    component: &config::Component,
+    s: &Standing<'_>,
+    new: Option<&Version>,
+    new_tag: Option<&str>,
+    warnings: &mut Vec<String>,
+) {
+    let name = &component.name;
+    if let Some(last) = s.last
+        && let Some(format) = &last.foreign
+    {
+        warnings.push(format!(
+            "{name}: its last release is read from {} (format `{format}`), not from a `{}` tag; the next tag is {}; set tag = \"{format}\" in release.toml to keep the old format",
+            last.name,
+            component.tag,
+            new_tag.unwrap_or("written in the new format")
+        ));
     }
-    if !dependencies.is_empty() {
-        out.push_str("\n### Dependencies\n\n");
-        for d in dependencies {
-            out.push_str(&format!("- {d}\n"));
-        }
+    let planned = new.or(s.last.map(|t| &t.version));
+    if let (Some(planned), Some(manifest)) = (planned, &component.manifest_version)
+        && planned < manifest
+    {
+        warnings.push(format!(
+            "{name}: the plan says {planned} but its manifest already says {manifest}; its releases may be tagged in a format cfa-release does not know (set `tag` in release.toml, e.g. \"v{{version}}\"), or the manifest was bumped by hand"
+        ));
     }
-    if entries.is_empty() && dependencies.is_empty() {
-        out.push_str("\nNo changes of its own.\n");
-    }
-    out
 }

@@ -15,12 +15,24 @@ pub struct History {
     pub all: Vec<Version>,
 }
 
-/// `version` moved by `level`; on `0.x` a major-level change moves the minor.
-pub fn bump(version: &Version, level: Level) -> Version {
+/// How `0.x` versions move, as release-plz (and its `next_version`) moves them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Policy {
+    /// On `0.x`, a feature moves the minor; otherwise (the default) the patch, and only a
+    /// breaking change moves the minor.
+    pub features_always_increment_minor: bool,
+}
+
+/// `version` moved by `level`; on `0.x` a breaking change moves the minor, and a feature the
+/// patch unless the policy says features always move the minor.
+pub fn bump(version: &Version, level: Level, policy: Policy) -> Version {
     let (major, minor, patch) = (version.major, version.minor, version.patch);
     match level {
         Level::None => Version::new(major, minor, patch),
         Level::Patch => Version::new(major, minor, patch + 1),
+        Level::Minor if major == 0 && !policy.features_always_increment_minor => {
+            Version::new(0, minor, patch + 1)
+        }
         Level::Minor => Version::new(major, minor + 1, 0),
         Level::Major if major == 0 => Version::new(0, minor + 1, 0),
         Level::Major => Version::new(major + 1, 0, 0),
@@ -34,12 +46,18 @@ fn base(version: &Version) -> Version {
 /// The next version: `initial` for a first release, otherwise the last stable version moved by
 /// `level` (never below a pre-release already cut for a higher version). With `pre` (`rc`), the
 /// next free `-rc.N` of that version.
-pub fn next(history: &History, initial: &Version, level: Level, pre: Option<&str>) -> Version {
+pub fn next(
+    history: &History,
+    initial: &Version,
+    level: Level,
+    pre: Option<&str>,
+    policy: Policy,
+) -> Version {
     let target = match (&history.stable, &history.last) {
         (None, None) => base(initial),
         (None, Some(last)) => base(last).max(base(initial)),
         (Some(stable), last) => {
-            let bumped = bump(stable, level);
+            let bumped = bump(stable, level, policy);
             match last {
                 Some(last) if !last.pre.is_empty() && base(last) > *stable => {
                     bumped.max(base(last))
@@ -105,6 +123,10 @@ pub fn image_tags(new: &Version, existing: &[Version]) -> Vec<String> {
 mod tests {
     use super::*;
 
+    const P: Policy = Policy {
+        features_always_increment_minor: true,
+    };
+
     fn v(s: &str) -> Version {
         Version::parse(s).expect("version")
     }
@@ -119,16 +141,28 @@ mod tests {
 
     #[test]
     fn levels_move_the_right_digit_and_zero_x_keeps_its_major() {
+        let release_plz = Policy::default();
+        let minor = Policy {
+            features_always_increment_minor: true,
+        };
         let table = [
-            ("1.2.3", Level::Patch, "1.2.4"),
-            ("1.2.3", Level::Minor, "1.3.0"),
-            ("1.2.3", Level::Major, "2.0.0"),
-            ("0.4.1", Level::Major, "0.5.0"),
-            ("0.4.1", Level::Minor, "0.5.0"),
-            ("0.4.1", Level::Patch, "0.4.2"),
+            ("1.2.3", Level::Patch, release_plz, "1.2.4"),
+            ("1.2.3", Level::Minor, release_plz, "1.3.0"),
+            ("1.2.3", Level::Major, release_plz, "2.0.0"),
+            ("0.4.1", Level::Major, release_plz, "0.5.0"),
+            ("0.4.1", Level::Minor, release_plz, "0.4.2"),
+            ("0.3.159", Level::Minor, release_plz, "0.3.160"),
+            ("0.4.1", Level::Patch, release_plz, "0.4.2"),
+            ("0.4.1", Level::Minor, minor, "0.5.0"),
+            ("0.4.1", Level::Major, minor, "0.5.0"),
+            ("1.2.3", Level::Minor, minor, "1.3.0"),
         ];
-        for (from, level, to) in table {
-            assert_eq!(bump(&v(from), level), v(to), "{from} {level:?}");
+        for (from, level, policy, to) in table {
+            assert_eq!(
+                bump(&v(from), level, policy),
+                v(to),
+                "{from} {level:?} {policy:?}"
+            );
         }
     }
 
@@ -136,11 +170,11 @@ mod tests {
     fn a_first_release_takes_the_initial_version() {
         let initial = v("0.1.0");
         assert_eq!(
-            next(&History::default(), &initial, Level::Minor, None),
+            next(&History::default(), &initial, Level::Minor, None, P),
             initial
         );
         assert_eq!(
-            next(&History::default(), &initial, Level::Minor, Some("rc")),
+            next(&History::default(), &initial, Level::Minor, Some("rc"), P),
             v("0.1.0-rc.1")
         );
     }
@@ -150,21 +184,21 @@ mod tests {
         let initial = v("0.1.0");
         let h = history(Some("1.2.0"), Some("1.2.0"), &["1.2.0"]);
         assert_eq!(
-            next(&h, &initial, Level::Minor, Some("rc")),
+            next(&h, &initial, Level::Minor, Some("rc"), P),
             v("1.3.0-rc.1")
         );
         let h = history(Some("1.2.0"), Some("1.3.0-rc.1"), &["1.2.0", "1.3.0-rc.1"]);
         assert_eq!(
-            next(&h, &initial, Level::Patch, Some("rc")),
+            next(&h, &initial, Level::Patch, Some("rc"), P),
             v("1.3.0-rc.2")
         );
         assert_eq!(
-            next(&h, &initial, Level::None, None),
+            next(&h, &initial, Level::None, None, P),
             v("1.3.0"),
             "promotion"
         );
         assert_eq!(
-            next(&h, &initial, Level::Major, Some("rc")),
+            next(&h, &initial, Level::Major, Some("rc"), P),
             v("2.0.0-rc.1"),
             "a breaking change during the candidates raises the target"
         );

@@ -927,3 +927,511 @@ fn components_whose_names_share_a_prefix_keep_their_own_tags_and_empty_globs_war
         "{plan}"
     );
 }
+
+/// The names of the tags pointing at `at`.
+fn tags_on(repo: &Repo, at: Oid) -> Vec<String> {
+    let mut names: Vec<String> = repo
+        .repo
+        .tag_names(None)
+        .expect("tags")
+        .iter()
+        .flatten()
+        .flatten()
+        .filter(|n| {
+            repo.repo
+                .revparse_single(n)
+                .and_then(|o| o.peel_to_commit())
+                .map(|c| c.id() == at)
+                .unwrap_or(false)
+        })
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names
+}
+
+fn warnings(plan: &Value) -> Vec<String> {
+    plan["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .map(|w| w.as_str().expect("text").to_string())
+        .collect()
+}
+
+#[test]
+fn tag_formats_come_from_release_toml() {
+    let mut repo = Repo::new();
+    repo.commit(
+        "chore: tag formats",
+        &[(
+            "release.toml",
+            &format!("[defaults]\ntag = \"{{name}}@{{version}}\"\n{CONFIG}")
+                .replace("name = \"cli\"\n", "name = \"cli\"\ntag = \"v{version}\"\n"),
+        )],
+    );
+    repo.checkout();
+    let apply = repo.release(&["apply", "--output", "json"]);
+    assert_eq!(apply.code, 0, "{}", apply.stderr);
+    assert_eq!(
+        tags_on(&repo, repo.head()),
+        ["core@0.1.0", "server@0.1.0", "v0.1.0"]
+    );
+    repo.commit(
+        "fix(cli): typo",
+        &[("cli/src/main.rs", "fn main() {30;}\n")],
+    );
+    let plan = repo.plan(&[]);
+    let cli = component(&plan, "cli");
+    assert_eq!(cli["old_tag"], "v0.1.0", "{plan}");
+    assert_eq!(cli["new_tag"], "v0.1.1");
+    assert_eq!(component(&plan, "core")["release"], false, "{plan}");
+    assert!(warnings(&plan).is_empty(), "{plan}");
+
+    let bad = repo.commit(
+        "chore: a bad format",
+        &[("release.toml", "[defaults]\ntag = \"{name}\"\n")],
+    );
+    let _ = bad;
+    repo.checkout();
+    let run = repo.release(&["plan"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("defaults.tag") && run.stderr.contains("{version}"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn tags_in_another_format_count_as_releases_with_a_warning() {
+    // Released as `core-v1.0.0` …, then release.toml moves to `{name}@{version}`.
+    let mut repo = Repo::new();
+    repo.released("1.0.0");
+    repo.commit(
+        "chore: new tag format",
+        &[(
+            "release.toml",
+            &format!("[defaults]\ntag = \"{{name}}@{{version}}\"\n{CONFIG}"),
+        )],
+    );
+    repo.commit(
+        "fix(cli): typo",
+        &[("cli/src/main.rs", "fn main() {31;}\n")],
+    );
+    repo.checkout();
+    let plan = repo.plan(&[]);
+    let cli = component(&plan, "cli");
+    assert_eq!(cli["old_version"], "1.0.0", "{plan}");
+    assert_eq!(cli["new_version"], "1.0.1");
+    assert_eq!(cli["new_tag"], "cli@1.0.1");
+    let w = warnings(&plan);
+    assert!(
+        w.iter()
+            .any(|w| w.contains("cli-v1.0.0") && w.contains("{name}-v{version}")),
+        "{w:?}"
+    );
+
+    // A single crate tagged `7.0.0` (cocogitto's history): 7.0.1, not a first release at 0.1.0.
+    let mut single = Repo::new();
+    single.commit(
+        "chore: one crate",
+        &[
+            (
+                "release.toml",
+                "[[components]]\nname = \"cli\"\npaths = [\"cli/**\"]\n",
+            ),
+            (
+                "cli/Cargo.toml",
+                "[package]\nname = \"cli\"\nversion = \"7.0.0\"\n",
+            ),
+        ],
+    );
+    let head = single.head();
+    single.tag("7.0.0", head);
+    single.commit("fix: a bug", &[("cli/src/main.rs", "fn main() {32;}\n")]);
+    single.checkout();
+    let plan = single.plan(&[]);
+    assert_eq!(new_version(&plan, "cli"), "7.0.1", "{plan}");
+    assert_eq!(component(&plan, "cli")["new_tag"], "cli-v7.0.1");
+
+    // The manifest is ahead of every tag cfa-release can read: the plan says so.
+    let mut ahead = Repo::new();
+    ahead.released("6.0.0");
+    ahead.commit(
+        "fix(cli): a bug",
+        &[
+            ("cli/src/main.rs", "fn main() {33;}\n"),
+            (
+                "cli/Cargo.toml",
+                "[package]\nname = \"cli\"\nversion = \"7.0.0\"\n",
+            ),
+        ],
+    );
+    ahead.checkout();
+    let plan = ahead.plan(&[]);
+    assert_eq!(new_version(&plan, "cli"), "6.0.1");
+    assert!(
+        warnings(&plan)
+            .iter()
+            .any(|w| w.contains("cli: the plan says 6.0.1 but its manifest already says 7.0.0")),
+        "{plan}"
+    );
+    let text = ahead.release(&["plan"]);
+    assert!(
+        text.stderr.contains("warning: cli: the plan says 6.0.1"),
+        "{}",
+        text.stderr
+    );
+
+    // With no tag at all, the first release is the manifest's version.
+    let mut fresh = Repo::new();
+    fresh.commit(
+        "chore: 7",
+        &[(
+            "cli/Cargo.toml",
+            "[package]\nname = \"cli\"\nversion = \"7.0.0\"\n",
+        )],
+    );
+    fresh.checkout();
+    assert_eq!(new_version(&fresh.plan(&[]), "cli"), "7.0.0");
+}
+
+#[test]
+fn on_zero_x_a_feature_is_a_patch_unless_features_always_increment_minor() {
+    let mut repo = Repo::new();
+    repo.released("0.3.159");
+    repo.commit(
+        "feat(cli): colours",
+        &[("cli/src/main.rs", "fn main() {34;}\n")],
+    );
+    repo.checkout();
+    assert_eq!(
+        new_version(&repo.plan(&[]), "cli"),
+        "0.3.160",
+        "release-plz's default"
+    );
+    repo.commit(
+        "chore: features move the minor",
+        &[(
+            "release.toml",
+            &format!("[defaults]\nfeatures_always_increment_minor = true\n{CONFIG}"),
+        )],
+    );
+    repo.checkout();
+    assert_eq!(new_version(&repo.plan(&[]), "cli"), "0.4.0");
+}
+
+#[test]
+fn the_why_names_the_commit_that_decided_the_bump() {
+    let mut repo = Repo::new();
+    repo.released("1.0.0");
+    let feat = repo.commit(
+        "feat(cli): colours",
+        &[("cli/src/main.rs", "fn main() {35;}\n")],
+    );
+    repo.commit(
+        "fix(cli): typo",
+        &[("cli/src/main.rs", "fn main() {36;}\n")],
+    );
+    repo.commit(
+        "docs(cli): usage",
+        &[("cli/src/main.rs", "fn main() {37;}\n")],
+    );
+    let plan = repo.plan(&[]);
+    let cli = component(&plan, "cli");
+    assert_eq!(cli["decided_by"], feat.to_string().as_str(), "{plan}");
+    assert!(
+        cli["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("feat(cli): colours")),
+        "{plan}"
+    );
+    let text = repo.release(&["plan"]);
+    let line = text
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("cli "))
+        .expect("cli's line");
+    assert!(line.contains("feat(cli): colours"), "{}", text.stdout);
+    let explain = repo.release(&["explain", "cli"]);
+    assert!(
+        explain
+            .stdout
+            .contains(&format!("decided by: {}", &feat.to_string()[..7])),
+        "{}",
+        explain.stdout
+    );
+}
+
+#[test]
+fn a_workspace_dependency_change_releases_the_components_that_use_it() {
+    let mut repo = Repo::new();
+    repo.commit(
+        "chore: a workspace",
+        &[
+            (
+                "Cargo.toml",
+                "[workspace]\nmembers = [\"core\", \"server\", \"cli\"]\n\n[workspace.dependencies]\nserde = \"1.0\"\nrand = \"0.8\"\n",
+            ),
+            (
+                "cli/Cargo.toml",
+                "[package]\nname = \"cli\"\nversion = \"0.1.0\"\n\n[dependencies]\nserde.workspace = true\n\n[dev-dependencies]\nrand.workspace = true\n",
+            ),
+        ],
+    );
+    repo.released("1.0.0");
+    repo.commit(
+        "build(deps): serde 1.0.228",
+        &[(
+            "Cargo.toml",
+            "[workspace]\nmembers = [\"core\", \"server\", \"cli\"]\n\n[workspace.dependencies]\nserde = \"1.0.228\"\nrand = \"0.8\"\n",
+        )],
+    );
+    repo.commit(
+        "build(deps): rand 0.9 for the tests",
+        &[(
+            "Cargo.toml",
+            "[workspace]\nmembers = [\"core\", \"server\", \"cli\"]\n\n[workspace.dependencies]\nserde = \"1.0.228\"\nrand = \"0.9\"\n",
+        )],
+    );
+    repo.checkout();
+    let plan = repo.plan(&[]);
+    let cli = component(&plan, "cli");
+    assert_eq!(cli["new_version"], "1.0.1", "{plan}");
+    assert_eq!(
+        cli["commits"].as_array().expect("commits").len(),
+        1,
+        "{plan}"
+    );
+    assert!(
+        cli["reasons"][0].as_str().is_some_and(
+            |r| r.contains("serde 1.0.228") && r.contains("[workspace.dependencies] serde")
+        ),
+        "{plan}"
+    );
+    for other in ["core", "server"] {
+        assert_eq!(component(&plan, other)["release"], false, "{plan}");
+    }
+}
+
+#[test]
+fn apply_changelog_goes_below_a_keep_a_changelog_preamble_in_its_style() {
+    let mut repo = Repo::new();
+    let keep = "# Changelog\n\nAll notable changes to this project will be documented in this file.\n\nThe format is based on [Keep a Changelog](https://keepachangelog.com/en/1.1.0/),\nand this project adheres to [Semantic Versioning](https://semver.org/spec/v2.0.0.html).\n\n## [Unreleased]\n\n## [1.0.0] - 2026-01-01\n\n### Added\n\n- the first commands\n";
+    repo.commit("docs(cli): changelog", &[("cli/CHANGELOG.md", keep)]);
+    repo.released("1.0.0");
+    repo.commit(
+        "feat(cli): colours",
+        &[("cli/src/main.rs", "fn main() {38;}\n")],
+    );
+    repo.commit(
+        "fix(cli): typo",
+        &[("cli/src/main.rs", "fn main() {39;}\n")],
+    );
+    repo.checkout();
+    let run = repo.release(&["apply", "--changelog"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let text = std::fs::read_to_string(repo.path().join("cli/CHANGELOG.md")).expect("changelog");
+    let (preamble, rest) = text.split_once("## [Unreleased]\n").expect("unreleased");
+    assert_eq!(
+        preamble,
+        keep.split_once("## [Unreleased]\n").expect("keep").0,
+        "the preamble is untouched"
+    );
+    assert!(
+        rest.starts_with("\n## [1.1.0] - 2026-01-01\n\n### Added\n\n- **cli:** colours ("),
+        "{text}"
+    );
+    assert!(rest.contains("### Fixed\n\n- **cli:** typo ("), "{text}");
+    assert!(
+        rest.find("## [1.1.0]") < rest.find("## [1.0.0] - 2026-01-01"),
+        "{text}"
+    );
+    assert_eq!(text.matches("## [").count(), 3, "{text}");
+}
+
+/// A Cargo workspace whose server and root pin the core crate's version next to its path.
+fn pinned_workspace(server_pin: &str) -> Repo {
+    let mut repo = Repo::new();
+    repo.commit(
+        "chore: a workspace",
+        &[
+            (
+                "Cargo.toml",
+                "[workspace]\nmembers = [\"core\", \"server\", \"cli\"]\nresolver = \"2\"\n\n[workspace.dependencies]\nacme-core = { path = \"core\", version = \"0.1.0\" }\n",
+            ),
+            (
+                "core/Cargo.toml",
+                "[package]\nname = \"acme-core\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+            ),
+            (
+                "server/Cargo.toml",
+                &format!(
+                    "[package]\nname = \"server\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nacme-core = {{ path = \"../core\", version = \"{server_pin}\" }}\n"
+                ),
+            ),
+            (
+                "cli/Cargo.toml",
+                "[package]\nname = \"cli\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nacme-core.workspace = true\n",
+            ),
+        ],
+    );
+    repo.released("0.1.0");
+    repo.commit(
+        "feat(core)!: a new storage layout",
+        &[("core/src/lib.rs", "// core 0.2\n")],
+    );
+    repo.checkout();
+    repo
+}
+
+fn cargo_metadata(repo: &Repo) -> std::process::Output {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["metadata", "--offline", "--format-version", "1"])
+        .arg("--manifest-path")
+        .arg(repo.path().join("Cargo.toml"))
+        .output()
+        .expect("run cargo metadata")
+}
+
+#[test]
+fn bump_manifests_rewrites_the_versions_dependents_pin_so_the_workspace_resolves() {
+    let repo = pinned_workspace("0.1.0");
+    let before = cargo_metadata(&repo);
+    assert!(
+        before.status.success(),
+        "{}",
+        String::from_utf8_lossy(&before.stderr)
+    );
+    let run = repo.release(&["apply", "--bump-manifests", "--output", "json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(new_version(&repo.plan(&[]), "core"), Value::Null);
+    let read = |p: &str| std::fs::read_to_string(repo.path().join(p)).expect(p);
+    assert!(read("core/Cargo.toml").contains("version = \"0.2.0\""));
+    assert!(
+        read("server/Cargo.toml")
+            .contains("acme-core = { path = \"../core\", version = \"0.2.0\" }"),
+        "{}",
+        read("server/Cargo.toml")
+    );
+    assert!(
+        read("Cargo.toml").contains("acme-core = { path = \"core\", version = \"0.2.0\" }"),
+        "{}",
+        read("Cargo.toml")
+    );
+    let after = cargo_metadata(&repo);
+    assert!(
+        after.status.success(),
+        "the released workspace resolves: {}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+    let statuses = repo.repo.statuses(None).expect("status");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s.status().is_empty() || s.status() == git2::Status::WT_NEW),
+        "every rewritten manifest is in the release commit"
+    );
+}
+
+#[test]
+fn bump_manifests_refuses_a_pin_it_cannot_rewrite_before_changing_anything() {
+    let repo = pinned_workspace(">=0.1, <0.2");
+    let head = repo.head();
+    let run = repo.release(&["apply", "--bump-manifests", "--changelog"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("server/Cargo.toml requires acme-core `>=0.1, <0.2`"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(repo.head(), head);
+    assert!(
+        repo.repo
+            .tag_names(Some("core-v0.2*"))
+            .expect("tags")
+            .is_empty()
+    );
+    assert!(!repo.path().join("core/CHANGELOG.md").exists());
+    let manifest = std::fs::read_to_string(repo.path().join("core/Cargo.toml")).expect("core");
+    assert!(manifest.contains("version = \"0.1.0\""), "{manifest}");
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let home = dir.join("git-home");
+    std::fs::create_dir_all(&home).expect("home");
+    Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", &home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .expect("run git")
+}
+
+#[test]
+fn check_since_release_lints_what_came_after_the_newest_tags_in_a_fresh_clone() {
+    let mut repo = Repo::new();
+    repo.commit("Fixed stuff before the first release", &[("cli/a", "1")]);
+    repo.checkout();
+    assert_eq!(repo.release(&["apply"]).code, 0);
+    repo.commit("feat(cli): ok", &[("cli/b", "1")]);
+    repo.commit("Fixed stuff", &[("cli/c", "1")]);
+    let clone = repo.dir.path().join("clone");
+    let out = git(
+        repo.dir.path(),
+        &["clone", "-q", repo.path().to_str().expect("path"), "clone"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let in_clone = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cfa-release"))
+            .args(args)
+            .current_dir(&clone)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .expect("run")
+    };
+    let run = in_clone(&["check", "--since-release", "--output", "json"]);
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: Value = serde_json::from_slice(&run.stdout).expect("json");
+    assert_eq!(report["checked"], 2, "{report}");
+    assert_eq!(report["violations"][0]["summary"], "Fixed stuff");
+    assert_eq!(report["after_tags"][0], "core-v0.1.0");
+    // The default range (origin/main..HEAD) sees nothing in a clone of main.
+    let default = in_clone(&["check"]);
+    assert_eq!(default.status.code(), Some(0));
+
+    // A shallow clone cannot see the tags: refused, saying how to fetch them.
+    let url = format!("file://{}", repo.path().display());
+    let out = git(
+        repo.dir.path(),
+        &["clone", "-q", "--depth", "1", &url, "shallow"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = Command::new(env!("CARGO_BIN_EXE_cfa-release"))
+        .args(["check", "--since-release"])
+        .current_dir(repo.dir.path().join("shallow"))
+        .output()
+        .expect("run");
+    assert_eq!(run.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("shallow"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
