@@ -138,7 +138,12 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             command: ConfigCommand::Check(common),
         } => {
             let settings = common.load()?;
-            println!("# configuration is valid; effective values (secrets masked):");
+            let (data_dir, holds) = data_location(&settings);
+            println!(
+                "# configuration is valid; data directory {} ({holds})",
+                data_dir.display()
+            );
+            println!("# effective values (secrets masked):");
             print!("{}", settings.to_masked_toml());
             Ok(())
         }
@@ -153,6 +158,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let database_url =
         cfa_server::config::mask_url(&settings.database.effective_url(settings.data_dir()));
     let open = settings.auth.api_keys.is_empty();
+    let (data_dir, data_holds) = data_location(&settings);
     let app = Application::build(settings)
         .await
         .context("starting cfa-server")?;
@@ -164,6 +170,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .collect();
     tracing::info!(
         listen = %format!("http://{}", app.local_addr()),
+        data_dir = %data_dir.display(),
+        data_dir_holds = %data_holds,
         roles = %roles.join(","),
         database = state.store.backend().as_str(),
         database_url = %database_url,
@@ -186,4 +194,36 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     // Blocking (bounded) work: off the async workers.
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     stopped
+}
+
+/// The data directory as an absolute path, and what this process keeps in it: an operator who
+/// reads the start-up line knows what to back up, and that a container's may be thrown away.
+fn data_location(settings: &Settings) -> (PathBuf, String) {
+    let dir = std::path::absolute(settings.data_dir())
+        .unwrap_or_else(|_| settings.data_dir().to_path_buf());
+    let mut holds = Vec::new();
+    if settings
+        .database
+        .effective_url(settings.data_dir())
+        .starts_with("sqlite:")
+    {
+        holds.push("the SQLite database cfa.db");
+    }
+    if settings.payments.webhook_secret.is_empty() {
+        holds.push("the generated webhook_secret");
+    }
+    if settings.notifications.history_link_secret.is_none() {
+        holds.push("the generated history_link_secret");
+    }
+    if settings.notifications.sender == cfa_server::config::MailSender::File
+        && settings.server.runs(cfa_server::config::Role::Notification)
+    {
+        holds.push("the mail sink mail/");
+    }
+    let holds = if holds.is_empty() {
+        "nothing: database, secrets and mail are elsewhere".to_string()
+    } else {
+        holds.join(", ")
+    };
+    (dir, holds)
 }

@@ -20,6 +20,16 @@ fn a_fresh_directory_starts_on_sqlite_logs_masked_and_stops_cleanly_on_sigterm()
     let announced: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
     assert_eq!(announced["database"], "sqlite");
     assert_eq!(announced["bus"], "in-process");
+    // Where its data is, absolute, and what is there (the default ./data, relative to where it
+    // was started).
+    let data_dir = dir.path().canonicalize().expect("tempdir").join("data");
+    assert_eq!(announced["data_dir"], data_dir.display().to_string());
+    let holds = announced["data_dir_holds"]
+        .as_str()
+        .expect("data_dir_holds");
+    for kept in ["cfa.db", "webhook_secret", "history_link_secret", "mail/"] {
+        assert!(holds.contains(kept), "{kept} is announced: {holds}");
+    }
     let base = announced["listen"]
         .as_str()
         .expect("listen address")
@@ -82,6 +92,13 @@ fn config_check_prints_the_effective_configuration_with_secrets_masked() {
     );
     let printed = String::from_utf8_lossy(&output.stdout);
     assert!(printed.contains("batch_size = 42"), "{printed}");
+    // The database is PostgreSQL, so the data directory holds no SQLite file.
+    let data_dir = dir.path().canonicalize().expect("tempdir").join("data");
+    assert!(
+        printed.contains(&format!("data directory {}", data_dir.display()))
+            && !printed.contains("cfa.db"),
+        "where the data is, and no SQLite file on PostgreSQL:\n{printed}"
+    );
     assert!(
         printed.contains("postgres://app:****@db.internal/cfa"),
         "{printed}"

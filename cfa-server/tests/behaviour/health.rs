@@ -312,9 +312,10 @@ async fn health_and_readiness_name_the_backend(ctx: TestContext) {
     assert_eq!(ready.json["status"], "healthy");
     let backend = match ctx.backend {
         Backend::Sqlite => "sqlite",
-        Backend::Postgres(_) | Backend::PostgresRabbit(..) | Backend::PostgresRedis(..) => {
-            "postgres"
-        }
+        Backend::Postgres(_)
+        | Backend::PostgresRabbit(..)
+        | Backend::PostgresRedis(..)
+        | Backend::Stack(..) => "postgres",
     };
     assert_eq!(ready.json["checks"]["database"]["backend"], backend);
     assert!(

@@ -23,6 +23,8 @@ pub enum Backend {
     PostgresRabbit(String, String),
     /// PostgreSQL as above, and Redis at this URL with keys prefixed for the test.
     PostgresRedis(String, String),
+    /// PostgreSQL, RabbitMQ and Redis, each as above.
+    Stack(String, String, String),
 }
 
 /// What a test gets: a database of its own, and a way to start servers on it.
@@ -54,20 +56,21 @@ pub fn run(backend: Backend, test: crate::TestFn) -> Result<(), Failed> {
             ),
             Backend::Postgres(admin)
             | Backend::PostgresRabbit(admin, _)
-            | Backend::PostgresRedis(admin, _) => {
+            | Backend::PostgresRedis(admin, _)
+            | Backend::Stack(admin, _, _) => {
                 let (url, name) = create_pg_database(admin).await?;
                 (url, Some((admin.clone(), name)))
             }
         };
         let amqp = match &backend {
-            Backend::PostgresRabbit(_, url) => {
+            Backend::PostgresRabbit(_, url) | Backend::Stack(_, url, _) => {
                 check_rabbit(url).await?;
                 Some((url.clone(), format!("t{}.", uuid::Uuid::new_v4().simple())))
             }
             _ => None,
         };
         let redis = match &backend {
-            Backend::PostgresRedis(_, url) => {
+            Backend::PostgresRedis(_, url) | Backend::Stack(_, _, url) => {
                 check_redis(url).await?;
                 Some((url.clone(), format!("t{}:", uuid::Uuid::new_v4().simple())))
             }

@@ -10,6 +10,7 @@
 //! shows in the test list.
 
 mod campaigns;
+mod deploy;
 mod donations;
 mod faults;
 mod gateway;
@@ -47,6 +48,8 @@ pub enum Only {
     Rabbit,
     /// Needs Redis (and PostgreSQL).
     Redis,
+    /// Needs PostgreSQL, RabbitMQ and Redis: the production stack.
+    Stack,
 }
 
 /// Lists tests: `tests![name, …]` for both backends.
@@ -63,6 +66,11 @@ macro_rules! tests {
                 $((stringify!($name), |ctx| Box::pin($name(ctx)), $crate::Only::Redis),)*
                 $((stringify!($any), |ctx| Box::pin($any(ctx)), $crate::Only::Any),)*
             ]
+        }
+    };
+    (stack: $($name:ident),* $(,)?) => {
+        pub fn all() -> Vec<(&'static str, $crate::TestFn, $crate::Only)> {
+            vec![$((stringify!($name), |ctx| Box::pin($name(ctx)), $crate::Only::Stack)),*]
         }
     };
     (rabbit: $($name:ident),* $(,)?) => {
@@ -107,6 +115,7 @@ fn main() {
         ("security", security::all()),
         ("spikes", spikes::all()),
         ("split", split::all()),
+        ("deploy", deploy::all()),
     ];
     let mut trials = Vec::new();
     for (group, tests) in groups {
@@ -125,6 +134,27 @@ fn main() {
                     )
                     .with_kind("redis")
                     .with_ignored_flag(postgres.is_none() || redis_url.is_none()),
+                );
+                continue;
+            }
+            if matches!(only, Only::Stack) {
+                let all = postgres
+                    .clone()
+                    .zip(amqp.clone())
+                    .zip(redis_url.clone())
+                    .map(|((pg, amqp), redis)| (pg, amqp, redis));
+                trials.push(
+                    Trial::test(
+                        format!("postgres+rabbitmq+redis::{group}::{name}"),
+                        move || match all {
+                            Some((pg, amqp, redis)) => {
+                                helpers::run(Backend::Stack(pg, amqp, redis), test)
+                            }
+                            None => Ok(()),
+                        },
+                    )
+                    .with_kind("stack")
+                    .with_ignored_flag(postgres.is_none() || amqp.is_none() || redis_url.is_none()),
                 );
                 continue;
             }
