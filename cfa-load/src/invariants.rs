@@ -58,7 +58,8 @@ pub(crate) fn minor(amount: &Value) -> Option<i64> {
     Some(whole.parse::<i64>().ok()? * 100 + frac[..2].parse::<i64>().ok()?)
 }
 
-/// The checker is a client like any other: it waits out the server's rate limit.
+/// The checker is a client like any other: every look it takes waits out the server's rate
+/// limit (a 429 is retried after a pause, up to 20 times) rather than counting as a failure.
 async fn patient(
     client: &Client,
     method: Method,
@@ -94,18 +95,11 @@ pub async fn check_once(
     // Each acknowledged donation exists, in the state its payment outcome calls for.
     let states: Vec<(String, Result<Value, String>)> = futures::stream::iter(donations.iter())
         .map(|d| async move {
-            let reply = client
-                .send(
-                    Method::GET,
-                    &format!("/api/v1/donations/{}", d.id),
-                    None,
-                    &[],
-                )
-                .await;
-            let result = match reply {
+            let path = format!("/api/v1/donations/{}", d.id);
+            let result = match patient(client, Method::GET, &path, None, &[]).await {
                 Ok(r) if r.status == 200 => Ok(r.body),
                 Ok(r) => Err(format!("HTTP {}", r.status)),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(e),
             };
             (d.id.clone(), result)
         })
@@ -145,9 +139,14 @@ pub async fn check_once(
     let replays: Vec<String> = futures::stream::iter(donations.iter())
         .map(|d| async move {
             let headers = [("idempotency-key", d.key.clone())];
-            match client
-                .send(Method::POST, "/api/v1/donations", Some(&d.body), &headers)
-                .await
+            match patient(
+                client,
+                Method::POST,
+                "/api/v1/donations",
+                Some(&d.body),
+                &headers,
+            )
+            .await
             {
                 Ok(r) if r.body["id"].as_str() == Some(d.id.as_str()) => None,
                 Ok(r) => Some(format!(
@@ -259,9 +258,11 @@ pub async fn check_once(
     // One receipt per completed donation.
     let receipt_failures: Vec<String> = futures::stream::iter(paid.iter())
         .map(|d| async move {
-            match client
-                .get(&format!("/api/v1/notifications?donation_id={}", d.id))
-                .await
+            match get(
+                client,
+                &format!("/api/v1/notifications?donation_id={}", d.id),
+            )
+            .await
             {
                 Ok(list) => {
                     let receipts = list

@@ -1,10 +1,11 @@
 //! The `cfa-load` command line: goose's own flags, plus ours for the mix, the seed, the faults
 //! and the server.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use cfa_load::run::{Fault, Plan, run};
 use cfa_load::scenarios::Mix;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
@@ -56,9 +57,13 @@ struct Cli {
     /// Seconds the invariants may take to hold after the load.
     #[arg(long)]
     converge: Option<u64>,
-    /// Where to write verdict.json.
-    #[arg(long, default_value = "verdict.json")]
-    verdict: PathBuf,
+    /// Directory for verdict.json, truth.json and the server's log (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "cfa-load-out")]
+    out: PathBuf,
+    /// Where to write the verdict, if not in --out [default: OUT/verdict.json]; truth.json and
+    /// the server's log go beside it.
+    #[arg(long, value_name = "FILE")]
+    verdict: Option<PathBuf>,
     #[command(flatten)]
     goose: GooseConfiguration,
 }
@@ -139,6 +144,8 @@ struct Defaults {
     phases: (u64, u64, u64),
     thresholds: &'static [&'static str],
     converge: u64,
+    /// Goose's `--throttle-requests` (requests per second across all users), if any.
+    throttle: Option<usize>,
 }
 
 fn defaults(profile: Option<Profile>) -> Defaults {
@@ -151,11 +158,16 @@ fn defaults(profile: Option<Profile>) -> Defaults {
         phases: (10, 10, 10),
         thresholds: &[],
         converge: 60,
+        throttle: None,
     };
     match profile {
+        // Under a server's default rate limit (600 requests a minute per client address, burst
+        // 100), so it works against a plain `cfa-server run`: 5 requests a second, plus the
+        // storms' extra copies.
         Some(Profile::Smoke) => Defaults {
             seconds: 15,
             thresholds: &["error-rate<1%"],
+            throttle: Some(5),
             ..base
         },
         Some(Profile::Stress) => Defaults {
@@ -211,6 +223,17 @@ fn faults(cli: &Cli, profile: &[&str]) -> Result<Vec<Fault>, Failure> {
         .collect()
 }
 
+/// The verdict's path, its directory created so the run's files can be written beside it.
+fn output_file(out: &Path, verdict: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    let verdict = verdict.unwrap_or_else(|| out.join("verdict.json"));
+    if let Some(dir) = verdict.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the output directory {}", dir.display()))
+            .map_err(Failure::Run)?;
+    }
+    Ok(verdict)
+}
+
 fn phases(text: Option<&str>, default: (u64, u64, u64)) -> Result<(u64, u64, u64), Failure> {
     let Some(p) = text else {
         return Ok(default);
@@ -241,6 +264,9 @@ async fn start(cli: Cli) -> Result<bool, Failure> {
         .is_none()
         .then_some(d.seconds)
         .filter(|s| *s > 0);
+    if goose.throttle_requests.is_none() {
+        goose.throttle_requests = d.throttle;
+    }
     if goose.threshold.is_empty() {
         goose.threshold = d.thresholds.iter().map(|t| t.to_string()).collect();
     }
@@ -257,7 +283,7 @@ async fn start(cli: Cli) -> Result<bool, Failure> {
         phase_seconds,
         server_cmd: cli.server_cmd,
         converge: Duration::from_secs(cli.converge.unwrap_or(d.converge)),
-        verdict: cli.verdict,
+        verdict: output_file(&cli.out, cli.verdict)?,
         profile: cli.profile.map(|p| match p {
             Profile::Smoke => "smoke".to_string(),
             Profile::Stress => "stress".to_string(),

@@ -17,13 +17,22 @@ const KEY: &str = "load-op-key";
 
 async fn server(dir: &TempDir) -> (String, tokio::sync::oneshot::Sender<()>) {
     let mut settings = Settings::default();
+    // A load test measures the platform, not its rate limiter.
+    settings.gateway.rate_limit.enabled = false;
+    settings.auth.api_keys = vec![Secret::from(KEY)];
+    serve(dir, settings).await
+}
+
+/// Runs the all-in-one server with `settings` (its address, data directory and webhook secret
+/// set here) until the sender is used or dropped.
+async fn serve(
+    dir: &TempDir,
+    mut settings: Settings,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
     settings.server.listen = "127.0.0.1:0".parse().expect("address");
     settings.server.data_dir = dir.path().to_path_buf();
     settings.server.shutdown_grace_seconds = 2;
-    // A load test measures the platform, not its rate limiter.
-    settings.gateway.rate_limit.enabled = false;
     settings.payments.webhook_secret = vec![Secret::from(SECRET)];
-    settings.auth.api_keys = vec![Secret::from(KEY)];
     let app = Application::build(settings).await.expect("server");
     let url = format!("http://{}", app.local_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -31,6 +40,49 @@ async fn server(dir: &TempDir) -> (String, tokio::sync::oneshot::Sender<()>) {
         let _ = stopped.await;
     }));
     (url, stop)
+}
+
+/// README's line as written, against `cfa-server run` as it starts: the default rate limits,
+/// no operator key; the results land in ./cfa-load-out/ of the directory it runs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_smoke_line_passes_against_a_server_with_its_default_limits() {
+    let dir = TempDir::new().expect("dir");
+    let (url, stop) = serve(&dir, Settings::default()).await;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cfa-load"));
+    command
+        .current_dir(dir.path())
+        .env_remove("CFA_API_KEY")
+        .env_remove("CFA_WEBHOOK_SECRET")
+        .args(["--profile", "smoke", "--host", &url])
+        .args(["--webhook-secret", SECRET, "--quiet"]);
+    let out = tokio::task::spawn_blocking(move || command.output().expect("run cfa-load"))
+        .await
+        .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("cfa-load verdict: PASS"), "{stdout}");
+    let out_dir = dir.path().join("cfa-load-out");
+    let verdict: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("verdict.json")).expect("verdict"))
+            .expect("json");
+    assert_eq!(verdict["ok"], true, "{verdict}");
+    assert!(
+        verdict["acknowledged_donations"].as_u64() > Some(0),
+        "the load ran: {verdict}"
+    );
+    assert!(
+        out_dir.join("truth.json").exists(),
+        "the ground truth beside it"
+    );
+    assert!(
+        !dir.path().join("verdict.json").exists(),
+        "nothing lands where it ran"
+    );
+    let _ = stop.send(());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,6 +103,9 @@ async fn the_smoke_profile_passes_against_the_all_in_one_server() {
         KEY,
         "--seed",
         "42",
+        // With the limits off the platform takes more than the profile's 5 requests a second.
+        "--throttle-requests",
+        "50",
         "--verdict",
         verdict_path.to_str().expect("path"),
         "--report-file",

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
-use cfa_server::config::{Overrides, Settings};
+use cfa_server::config::{ConfigError, Overrides, Settings};
 use cfa_server::startup::{Application, shutdown_signal};
 
 /// CareForAll: donation, payment, totals, notification, outbox relay and gateway in one binary.
@@ -15,7 +15,14 @@ use cfa_server::startup::{Application, shutdown_signal};
 /// With no configuration it runs on embedded backends: a SQLite file under ./data, an
 /// in-process event bus fed by the outbox, on 127.0.0.1:8000.
 #[derive(Parser)]
-#[command(name = "cfa-server", version, propagate_version = true)]
+#[command(
+    name = "cfa-server",
+    version,
+    propagate_version = true,
+    after_help = "Exit status: 0 done (run: stopped by SIGTERM or Ctrl-C), 1 a failure while running \
+                  (a backend that cannot be reached, the port in use), 2 a usage or configuration \
+                  error (the message names the flag or key)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -103,8 +110,18 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            exit_status(&e)
         }
+    }
+}
+
+/// 2 for a configuration the user has to fix (as clap does for a usage error), 1 for a failure
+/// while running (a database that cannot be reached, a port in use, …).
+fn exit_status(error: &anyhow::Error) -> ExitCode {
+    if error.chain().any(|cause| cause.is::<ConfigError>()) {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -179,12 +196,23 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         traces = if cfa_server::telemetry::exporting() { "otlp" } else { "not exported" },
         "CareForAll is listening"
     );
-    if open {
+    if state.settings.operators_local_only() {
+        tracing::warn!(
+            "no operator keys: operator endpoints answer only requests from this host (loopback); \
+             set auth.api_keys (CFA_AUTH__API_KEYS) to use them from elsewhere"
+        );
+    } else if open {
         tracing::warn!(
             "operator endpoints are open: set auth.api_keys (CFA_AUTH__API_KEYS) to require a key"
         );
     }
-    if state.sandbox.is_some() && !state.settings.server.listen.ip().is_loopback() {
+    if state.sandbox.is_some() && state.settings.sandbox_local_only() {
+        tracing::warn!(
+            "the sandbox payment provider answers only requests from this host (loopback); set \
+             payments.sandbox = false (CFA_PAYMENTS__SANDBOX=false) in production, or true to \
+             open it to all"
+        );
+    } else if state.sandbox.is_some() && !state.settings.server.listen.ip().is_loopback() {
         tracing::warn!(
             listen = %state.settings.server.listen,
             "the sandbox payment provider is on and public: anyone who reaches it can confirm a payment; set payments.sandbox = false in production"

@@ -23,6 +23,11 @@ use crate::services::CONSUMERS;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// The `process_*` metrics (CPU seconds, resident memory, open file descriptors, start time),
+/// read from the operating system at each scrape, named as every Prometheus client library names
+/// them.
+static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+
 /// Buckets for request and processing durations, in seconds (1 ms to 10 s).
 const DURATION_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -56,6 +61,15 @@ fn install(service: &str) -> Option<PrometheusHandle> {
     Some(handle)
 }
 
+fn process_collector() -> &'static metrics_process::Collector {
+    PROCESS.get_or_init(metrics_process::Collector::default)
+}
+
+/// Reads the `process_*` metrics now (at each scrape).
+pub fn collect_process() {
+    process_collector().collect();
+}
+
 /// The `service` label of this process: `all`, or its roles joined with `+`.
 pub fn service(server: &ServerSettings) -> String {
     if server.roles.is_empty() {
@@ -77,6 +91,8 @@ pub fn register(server: &ServerSettings, gateway: &'static str) {
     let service = &service(server);
     HANDLE.get_or_init(|| install(service));
     describe();
+    process_collector().describe();
+    collect_process();
     gauge!("up").set(1.0);
     for status in DonationStatus::ALL {
         counter!("donation_created_total", "status" => status.as_str()).absolute(0);

@@ -420,6 +420,7 @@ impl Application {
 
         let addr = self.local_addr();
         let store = self.state.store.clone();
+        let readiness = self.state.readiness.clone();
         let app = http::app(self.state);
         let grace = Duration::from_secs(settings.server.shutdown_grace_seconds);
         let stopping = CancellationToken::new();
@@ -428,8 +429,15 @@ impl Application {
             header_read_timeout: Duration::from_secs(settings.server.header_read_timeout_seconds),
             max_connections: settings.server.max_connections,
         };
+        let delay = Duration::from_secs(settings.server.shutdown_delay_seconds);
         let server = http::serve::serve(self.listener, app, limits, async move {
             shutdown.await;
+            // From here until the process exits, /ready says `draining`.
+            readiness.start_draining();
+            if !delay.is_zero() {
+                tracing::info!(%addr, delay_seconds = delay.as_secs(), "shutting down: /ready answers draining; still accepting while load balancers notice");
+                tokio::time::sleep(delay).await;
+            }
             tracing::info!(%addr, "shutting down: no new connections, draining requests");
             stop_signal.cancel();
         });

@@ -117,8 +117,12 @@ fn a_bad_configuration_is_refused_with_the_key_named() {
         .args(["run", "--config", "cfa.toml"])
         .output()
         .expect("runs");
-    assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "a configuration error: {stderr}"
+    );
     assert!(stderr.contains("batch_sise"), "{stderr}");
 
     let output = cfa_server(dir.path())
@@ -126,16 +130,45 @@ fn a_bad_configuration_is_refused_with_the_key_named() {
         .env("CFA_SERVER__LISTEN", "not-an-address")
         .output()
         .expect("runs");
-    assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("server.listen"), "{stderr}");
 
     let output = cfa_server(dir.path())
         .args(["config", "check", "--config", "missing.toml"])
         .output()
         .expect("runs");
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("missing.toml"));
+}
+
+#[test]
+fn a_failure_while_running_exits_1_and_a_usage_error_exits_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let output = cfa_server(dir.path())
+        .arg("run")
+        .env("CFA_LISTEN", format!("127.0.0.1:{port}"))
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "the port is in use: {stderr}"
+    );
+    assert!(
+        stderr.contains(&port.to_string()),
+        "names the address: {stderr}"
+    );
+
+    let output = cfa_server(dir.path())
+        .args(["run", "--no-such-flag"])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--no-such-flag"));
 }
 
 #[test]
@@ -189,4 +222,39 @@ fn openapi_prints_the_whole_document_as_json() {
         !dir.path().join("data").exists(),
         "printing the document touches no database"
     );
+}
+
+#[test]
+fn after_sigterm_ready_answers_draining_until_the_process_exits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut server, base) =
+        Running::serve(dir.path(), &[("CFA_SERVER__SHUTDOWN_DELAY_SECONDS", "3")]);
+    let (status, body) = http("GET", &format!("{base}/ready"), None);
+    assert_eq!(status, 200, "{body}");
+
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(signalled.success());
+    server.wait_for("still accepting while load balancers notice");
+    let (status, body) = http("GET", &format!("{base}/ready"), None);
+    assert_eq!(status, 503, "a load balancer must stop sending: {body}");
+    let body: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(body["status"], "draining", "{body}");
+    let (status, _) = http("GET", &format!("{base}/health"), None);
+    assert_eq!(status, 200, "still alive, still serving while it drains");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "a drained stop is a clean one: {exit:?}");
 }

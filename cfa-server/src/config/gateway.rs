@@ -21,7 +21,9 @@ pub struct GatewaySettings {
     /// `[gateway.rate_limit]`
     pub rate_limit: RateLimitSettings,
     /// Upstream base URLs per service (`donations`, `payments`, `totals`, `notifications`), for
-    /// the gateway role.
+    /// the gateway role; each a list, or one comma-separated string
+    /// (`CFA_GATEWAY__UPSTREAMS__DONATIONS=http://10.0.0.1:8001,http://10.0.0.2:8001`).
+    #[serde(deserialize_with = "upstreams_from_lists_or_csv")]
     pub upstreams: BTreeMap<String, Vec<String>>,
     /// Longest an upstream may take to answer, in milliseconds.
     pub timeout_ms: u64,
@@ -108,6 +110,18 @@ fn strings_from_list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Strin
     Ok(super::secret::secrets_from_list_or_csv(d)?
         .iter()
         .map(|s| s.expose().to_string())
+        .collect())
+}
+
+/// Each service's upstreams as a list, or as one comma-separated string.
+fn upstreams_from_lists_or_csv<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Urls(#[serde(deserialize_with = "strings_from_list_or_csv")] Vec<String>);
+    Ok(BTreeMap::<String, Urls>::deserialize(d)?
+        .into_iter()
+        .map(|(service, Urls(urls))| (service, urls))
         .collect())
 }
 

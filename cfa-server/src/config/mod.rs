@@ -62,8 +62,8 @@ pub use self::secret::{DatabaseUrl, Secret, mask_url};
 pub use self::server::{Role, ServerSettings};
 pub use self::totals::TotalsSettings;
 
-/// Short environment names and the keys they set.
-const SHORT_ENV_NAMES: &[(&str, &str)] = &[
+/// Short environment names (after `CFA_`, lower case) and the keys they set.
+pub const SHORT_ENV_NAMES: &[(&str, &str)] = &[
     ("listen", "server.listen"),
     ("data_dir", "server.data_dir"),
     ("database_url", "database.url"),
@@ -183,27 +183,6 @@ impl Settings {
         self.log.validate()?;
         self.gateway.trusted_networks()?;
 
-        if self.auth.api_keys.is_empty()
-            && !self.auth.allow_open
-            && !self.server.listen.ip().is_loopback()
-        {
-            return Err(ConfigError(format!(
-                "auth.api_keys: the server would listen on {} with the operator endpoints open to the network; \
-                 set auth.api_keys (CFA_AUTH__API_KEYS), or auth.allow_open = true if that is really meant",
-                self.server.listen
-            )));
-        }
-        if self.payments.sandbox.is_none()
-            && !self.server.listen.ip().is_loopback()
-            && self.server.runs(Role::Payment)
-        {
-            return Err(ConfigError(format!(
-                "payments.sandbox: the sandbox provider would be public on {}, where anyone can \
-                 confirm a payment; set payments.sandbox = false (CFA_PAYMENTS__SANDBOX=false) in \
-                 production, or true if a public sandbox is really meant",
-                self.server.listen
-            )));
-        }
         let split = !self.server.all_in_one();
         // An all-in-one process calls its services in-process, so stray upstreams do no harm there.
         if split && self.server.runs(Role::Gateway) {
@@ -221,6 +200,22 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// Whether the operator endpoints answer only requests from this host: no `auth.api_keys`
+    /// (and no `auth.allow_open`) on a non-loopback address. The server starts, serves donors,
+    /// and says so, rather than refusing to start or opening operator endpoints to the network.
+    pub fn operators_local_only(&self) -> bool {
+        self.auth.api_keys.is_empty()
+            && !self.auth.allow_open
+            && !self.server.listen.ip().is_loopback()
+    }
+
+    /// Whether the sandbox provider answers only requests from this host: `payments.sandbox`
+    /// unset on a non-loopback address, where anyone who reached its confirm endpoint could mark
+    /// a payment paid.
+    pub fn sandbox_local_only(&self) -> bool {
+        self.payments.sandbox.is_none() && !self.server.listen.ip().is_loopback()
     }
 
     /// The effective configuration as TOML, secrets masked.
@@ -476,40 +471,47 @@ mod tests {
     }
 
     #[test]
-    fn open_operator_endpoints_are_refused_off_loopback() {
-        let err = load(
+    fn without_keys_off_loopback_operators_are_local_only_rather_than_refused() {
+        let public = load(
             "[server]\nlisten = \"0.0.0.0:8000\"\n",
             &[],
             Overrides::default(),
         )
-        .expect_err("open on the network must be refused");
-        assert!(err.to_string().contains("auth.api_keys"), "{err}");
-        load(
-            "[server]\nlisten = \"0.0.0.0:8000\"\n[auth]\napi_keys = [\"k\"]\n[payments]\nsandbox = false\n",
+        .expect("the default image's configuration starts");
+        assert!(public.operators_local_only() && public.sandbox_local_only());
+        let keyed = load(
+            "[server]\nlisten = \"0.0.0.0:8000\"\n[auth]\napi_keys = [\"k\"]\n",
             &[],
             Overrides::default(),
         )
-        .expect("a key makes it fine");
-        load(
-            "[server]\nlisten = \"0.0.0.0:8000\"\n[auth]\nallow_open = true\n[payments]\nsandbox = false\n",
+        .expect("keyed");
+        assert!(
+            !keyed.operators_local_only(),
+            "a key opens them to key holders"
+        );
+        let open = load(
+            "[server]\nlisten = \"0.0.0.0:8000\"\n[auth]\nallow_open = true\n",
             &[],
             Overrides::default(),
         )
-        .expect("so does saying so");
+        .expect("open");
+        assert!(!open.operators_local_only(), "saying so opens them to all");
+        let local = load("", &[], Overrides::default()).expect("loopback");
+        assert!(!local.operators_local_only() && !local.sandbox_local_only());
     }
 
     #[test]
     fn a_public_sandbox_must_be_asked_for() {
         let keyed = "[server]\nlisten = \"0.0.0.0:8000\"\n[auth]\napi_keys = [\"k\"]\n";
-        let err = load(keyed, &[], Overrides::default()).expect_err("refused");
-        assert!(err.to_string().contains("payments.sandbox"), "{err}");
+        let unset = load(keyed, &[], Overrides::default()).expect("starts");
+        assert!(unset.payments.sandbox_on() && unset.sandbox_local_only());
         let on = load(
             keyed,
             &[("CFA_PAYMENTS__SANDBOX", "true")],
             Overrides::default(),
         )
         .expect("asked for");
-        assert!(on.payments.sandbox_on());
+        assert!(on.payments.sandbox_on() && !on.sandbox_local_only());
         let off = load(
             keyed,
             &[("CFA_PAYMENTS__SANDBOX", "false")],

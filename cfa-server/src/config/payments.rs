@@ -19,9 +19,9 @@ pub struct PaymentSettings {
     pub allow_unsigned_webhooks: bool,
     /// How far a signature's timestamp may be from now, in seconds.
     pub signature_tolerance_seconds: u64,
-    /// Run the built-in sandbox payment provider. Unset means on, except that a server listening
-    /// on a non-loopback address refuses to start until it is set, since anyone who reaches the
-    /// sandbox's confirm endpoint can mark a payment paid.
+    /// Run the built-in sandbox payment provider. Unset means on; on a non-loopback address it
+    /// then answers only requests from this host, since anyone who reaches the sandbox's confirm
+    /// endpoint can mark a payment paid (`true` opens it to all, `false` turns it off).
     pub sandbox: Option<bool>,
     /// Where the sandbox delivers webhooks; empty means this server's own webhook endpoint.
     pub sandbox_webhook_url: String,

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{ConfigError, require_at_most, require_positive};
 
@@ -22,13 +22,18 @@ pub struct ServerSettings {
     pub request_timeout_seconds: u64,
     /// How long shutdown waits for in-flight requests, in seconds.
     pub shutdown_grace_seconds: u64,
+    /// How long, after SIGTERM, the server keeps accepting requests while `/ready` answers
+    /// `503 draining`, so load balancers take it out before it stops listening, in seconds.
+    pub shutdown_delay_seconds: u64,
     /// How long a connection may take to send a request's headers, and stay idle between
     /// requests, before it is closed, in seconds: a client that trickles bytes cannot hold a
     /// connection open.
     pub header_read_timeout_seconds: u64,
     /// Most connections served at once; further clients wait in the listen queue.
     pub max_connections: usize,
-    /// The roles this process runs (`--role`); empty means all of them.
+    /// The roles this process runs (`--role`); empty means all of them. A list, or one
+    /// comma-separated string (`CFA_SERVER__ROLES=donation,payment`).
+    #[serde(deserialize_with = "roles_from_list_or_csv")]
     pub roles: Vec<Role>,
 }
 
@@ -101,6 +106,26 @@ impl Role {
     }
 }
 
+/// Accepts a list of role names, or one comma-separated string (as environment variables and
+/// `--role` give it); names are parsed by [`Role::parse`].
+fn roles_from_list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Role>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    let names = match ListOrCsv::deserialize(d)? {
+        ListOrCsv::List(list) => list,
+        ListOrCsv::Csv(csv) => csv.split(',').map(str::to_string).collect(),
+    };
+    names
+        .iter()
+        .filter(|name| !name.trim().is_empty())
+        .map(|name| Role::parse(name).map_err(serde::de::Error::custom))
+        .collect()
+}
+
 impl ServerSettings {
     /// Whether this process runs `role`.
     pub fn runs(&self, role: Role) -> bool {
@@ -139,6 +164,11 @@ impl ServerSettings {
                 3_600,
             ),
             (
+                "server.shutdown_delay_seconds",
+                self.shutdown_delay_seconds,
+                3_600,
+            ),
+            (
                 "server.header_read_timeout_seconds",
                 self.header_read_timeout_seconds,
                 3_600,
@@ -155,6 +185,7 @@ impl Default for ServerSettings {
             body_limit_bytes: 64 * 1024,
             request_timeout_seconds: 30,
             shutdown_grace_seconds: 30,
+            shutdown_delay_seconds: 0,
             header_read_timeout_seconds: 10,
             max_connections: 10_000,
             roles: Vec::new(),
@@ -164,6 +195,8 @@ impl Default for ServerSettings {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Overrides;
+    use super::super::tests::load;
     use super::*;
 
     #[test]
@@ -201,6 +234,54 @@ mod tests {
         }
         let err = Role::parse("wallet").expect_err("no such role");
         assert!(err.contains("wallet"), "{err}");
+    }
+
+    #[test]
+    fn every_list_key_takes_a_comma_separated_variable() {
+        let s = load(
+            "",
+            &[
+                ("CFA_SERVER__ROLES", "donation, Payments"),
+                ("CFA_DATABASE_URL", "postgres://cfa@db.internal/cfa"),
+                ("CFA_AMQP_URL", "amqp://mq.internal:5672/%2f"),
+                (
+                    "CFA_GATEWAY__UPSTREAMS__DONATIONS",
+                    "http://10.0.0.1:8001,http://10.0.0.2:8001",
+                ),
+                ("CFA_GATEWAY__TRUSTED_PROXIES", "10.0.0.0/8,127.0.0.1"),
+            ],
+            Overrides::default(),
+        )
+        .expect("loads");
+        assert_eq!(s.server.roles, [Role::Donation, Role::Payment]);
+        assert_eq!(
+            s.gateway.upstreams["donations"],
+            ["http://10.0.0.1:8001", "http://10.0.0.2:8001"]
+        );
+        assert_eq!(s.gateway.trusted_proxies, ["10.0.0.0/8", "127.0.0.1"]);
+
+        let one = load(
+            "[server]\nroles = [\"relay\"]\n",
+            &[
+                ("CFA_DATABASE_URL", "postgres://cfa@db.internal/cfa"),
+                ("CFA_AMQP_URL", "amqp://mq.internal:5672/%2f"),
+            ],
+            Overrides::default(),
+        )
+        .expect("a TOML list still works");
+        assert_eq!(one.server.roles, [Role::Relay]);
+
+        let err = load(
+            "",
+            &[("CFA_SERVER__ROLES", "gateway,wallet")],
+            Overrides::default(),
+        )
+        .expect_err("no such role");
+        let text = err.to_string();
+        assert!(
+            text.contains("server.roles") && text.contains("wallet"),
+            "{text}"
+        );
     }
 
     #[test]

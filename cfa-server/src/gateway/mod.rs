@@ -8,14 +8,17 @@
 //! replicas.
 //!
 //! Round robin over the upstreams that are healthy (an active `/health` check) and whose circuit
-//! breaker is closed (it opens after `gateway.failure_threshold` consecutive failures and lets a
-//! trial request through after `gateway.open_seconds`), then the others, since a health verdict
+//! breaker is closed (it opens after `gateway.failure_threshold` consecutive failures; after
+//! `gateway.open_seconds` the upstream takes requests again on probation, where its first success
+//! closes the breaker and its first failure opens it again), then the others, since a health verdict
 //! may be a check old. A request refused a connection never reached its upstream: that upstream
 //! leaves the rotation until its health check passes, and the request goes on to the next one
 //! without using up a retry. One that may have reached it is retried (`gateway.retries`) only if
 //! it is safe to repeat (GET, HEAD, PUT, DELETE, OPTIONS, or a POST carrying an
-//! `Idempotency-Key`). The request id and the W3C trace context are forwarded; rate limits, body
-//! limit and timeouts are the ones every process applies.
+//! `Idempotency-Key`). The request id and the W3C trace context are forwarded, every hop-by-hop
+//! header is dropped both ways (those a `Connection` header names too), repeated headers are
+//! kept, the client's address is appended to `X-Forwarded-For` and `X-Forwarded-Proto` is set;
+//! rate limits, body limit and timeouts are the ones every process applies.
 
 pub mod client;
 pub mod limits;
@@ -69,6 +72,8 @@ pub struct Gateway {
     client: reqwest::Client,
     settings: GatewaySettings,
     body_limit: usize,
+    /// The proxies whose `X-Forwarded-Proto` is believed (`gateway.trusted_proxies`).
+    trusted: Vec<ipnet::IpNet>,
 }
 
 impl Gateway {
@@ -102,6 +107,8 @@ impl Gateway {
                 .unwrap_or_default(),
             settings: settings.clone(),
             body_limit,
+            // Checked when the configuration was loaded.
+            trusted: settings.trusted_networks().unwrap_or_default(),
         })
     }
 
@@ -181,7 +188,8 @@ async fn forward(gateway: &Gateway, request: Request) -> Response {
         return ApiError::Unavailable(format!("no upstream is configured for {service}"))
             .into_response();
     };
-    let outgoing = match Outgoing::read(request, &path, gateway.body_limit).await {
+    let outgoing = match Outgoing::read(request, &path, gateway.body_limit, &gateway.trusted).await
+    {
         Ok(outgoing) => outgoing,
         Err(refused) => return refused,
     };

@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderName, header};
 use axum::response::{IntoResponse, Response};
+use ipnet::IpNet;
 
 use super::Upstream;
 use crate::http::error::ApiError;
@@ -64,6 +65,8 @@ pub(super) struct Outgoing {
     body: axum::body::Bytes,
     /// The address this hop received the request from, appended to `X-Forwarded-For`.
     peer: Option<IpAddr>,
+    /// Whether that address is a trusted proxy, whose `X-Forwarded-Proto` is kept.
+    peer_trusted: bool,
     /// This process's request span, so the upstream's span becomes its child.
     traceparent: Option<String>,
 }
@@ -75,6 +78,7 @@ impl Outgoing {
         request: Request,
         path: &str,
         limit: usize,
+        trusted: &[IpNet],
     ) -> Result<Outgoing, Response> {
         let too_large = request
             .headers()
@@ -93,6 +97,7 @@ impl Outgoing {
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
+        let peer_trusted = peer.is_some_and(|ip| trusted.iter().any(|net| net.contains(&ip)));
         let (parts, body) = request.into_parts();
         let Ok(body) = axum::body::to_bytes(body, limit).await else {
             return Err(ApiError::PayloadTooLarge.into_response());
@@ -102,13 +107,15 @@ impl Outgoing {
             path_and_query,
             body,
             peer,
+            peer_trusted,
             traceparent: crate::telemetry::current_traceparent(),
         })
     }
 
     /// The request for `upstream`: the caller's headers (repeated ones kept) but the hop-by-hop
     /// ones, this process's trace context in place of the caller's, the address it came from
-    /// appended to `X-Forwarded-For`, and `X-Forwarded-Proto` if no proxy before us set it.
+    /// appended to `X-Forwarded-For`, and `X-Forwarded-Proto`: a trusted proxy's kept, anyone
+    /// else's replaced by the scheme this hop was reached over.
     pub(super) fn to(
         &self,
         client: &reqwest::Client,
@@ -123,7 +130,8 @@ impl Outgoing {
         let headers = &self.parts.headers;
         for (name, value) in headers {
             let replaced = (self.traceparent.is_some() && name == "traceparent")
-                || (self.peer.is_some() && name == "x-forwarded-for");
+                || (self.peer.is_some() && name == "x-forwarded-for")
+                || (!self.keeps_proto() && name == "x-forwarded-proto");
             if !(hop_by_hop(name, headers) || replaced) {
                 outgoing = outgoing.header(name, value);
             }
@@ -141,10 +149,16 @@ impl Outgoing {
             chain.push(peer.to_string());
             outgoing = outgoing.header("x-forwarded-for", chain.join(", "));
         }
-        if !headers.contains_key("x-forwarded-proto") {
+        if !self.keeps_proto() {
+            // This process serves plain HTTP; TLS ends at a proxy in front of it, if any.
             outgoing = outgoing.header("x-forwarded-proto", "http");
         }
         outgoing
+    }
+
+    /// Whether the caller's `X-Forwarded-Proto` goes on: only a trusted proxy's.
+    fn keeps_proto(&self) -> bool {
+        self.peer_trusted && self.parts.headers.contains_key("x-forwarded-proto")
     }
 }
 

@@ -2,9 +2,13 @@
 //!
 //! Keys are compared in constant time and never logged; an operator is identified in audit
 //! trails by a short digest of the key. With no keys configured the operator endpoints are open
-//! (the embedded development default), which start-up and `/ready` both report.
+//! on a loopback address (the embedded development default); on any other they answer only
+//! requests from this host ([`from_this_host`]) unless `auth.allow_open` says otherwise. Start-up
+//! and `/ready` both report which.
 
-use axum::extract::FromRequestParts;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
@@ -25,6 +29,14 @@ impl FromRequestParts<AppState> for Operator {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let keys = &state.settings.auth.api_keys;
         if keys.is_empty() {
+            if state.settings.operators_local_only() && !from_this_host(parts) {
+                return Err(ApiError::Forbidden(
+                    "no operator keys are configured, so operator endpoints answer only requests \
+                     from the server's own host; set auth.api_keys (CFA_AUTH__API_KEYS) and send \
+                     Authorization: Bearer <key>"
+                        .into(),
+                ));
+            }
             return Ok(Operator {
                 actor: "open-access".into(),
             });
@@ -56,4 +68,17 @@ impl FromRequestParts<AppState> for Operator {
             actor: format!("key:{}", &hex::encode(presented_digest)[..8]),
         })
     }
+}
+
+/// Whether a request came straight from this host: from a loopback address, and not relayed by a
+/// proxy (a proxy on the same host adds `X-Forwarded-For` or `Forwarded`). A request served
+/// without a socket (a test calling the router directly) counts as local.
+pub fn from_this_host(parts: &Parts) -> bool {
+    let peer_is_local = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_none_or(|ConnectInfo(peer)| peer.ip().is_loopback());
+    peer_is_local
+        && !parts.headers.contains_key("x-forwarded-for")
+        && !parts.headers.contains_key(header::FORWARDED)
 }

@@ -56,6 +56,10 @@ pub enum ApiError {
     /// Missing or wrong API key (401).
     #[error("{0}")]
     Unauthorized(String),
+    /// Refused whoever asks from where it came (403): an operator endpoint or the sandbox asked
+    /// from another host while they answer only this one.
+    #[error("{0}")]
+    Forbidden(String),
     /// A webhook whose signature does not verify (401).
     #[error("{0}")]
     InvalidSignature(String),
@@ -104,6 +108,7 @@ impl ApiError {
             ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "local_only"),
             ApiError::InvalidSignature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
             ApiError::InvalidRefund(_) => (StatusCode::BAD_REQUEST, "invalid_refund"),
             ApiError::Idempotency(IdempotencyError::InFlight) => {

@@ -5,8 +5,12 @@
 //! single probe that misses its deadline, e.g. a 50 ms Redis ping under CPU load, says little:
 //! they are reported down only after [`FAILURES_BEFORE_DOWN`] failed probes in a row
 //! ([`Readiness`]), so `/ready` does not flap between `ready` and `degraded`.
+//!
+//! From the shutdown signal until the process exits `/ready` answers `503` `draining`, so a load
+//! balancer stops sending new requests while the ones in flight finish
+//! (`server.shutdown_delay_seconds` keeps accepting for that long first).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -28,6 +32,19 @@ pub const FAILURES_BEFORE_DOWN: u32 = 3;
 pub struct Readiness {
     bus: Streak,
     cache: Streak,
+    draining: AtomicBool,
+}
+
+impl Readiness {
+    /// From now on `/ready` answers `503` `draining`: the process is shutting down.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the process is shutting down.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
 }
 
 /// Failed probes in a row.
@@ -137,10 +154,21 @@ async fn version() -> Response {
             is public.",
             body = serde_json::Value),
         (status = 503, description = "The database is down: the same body with `status: \
-            \"unavailable\"` and the failing check's `error`.", body = serde_json::Value),
+            \"unavailable\"` and the failing check's `error`. Or the process is shutting down \
+            (from SIGTERM until it exits): `{status: \"draining\", detail}`; send new requests \
+            elsewhere.", body = serde_json::Value),
     )
 )]
 async fn ready(State(state): State<AppState>) -> Response {
+    if state.readiness.draining() {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({
+                "status": "draining",
+                "detail": "shutting down: finishing the requests in flight; send new ones elsewhere",
+            }),
+        );
+    }
     let database = match state.store.ping().await {
         Ok(()) => json!({"status": "up", "backend": state.store.backend().as_str()}),
         Err(e) => {
@@ -165,11 +193,21 @@ async fn ready(State(state): State<AppState>) -> Response {
     let bus_up = bus["status"] == "up" && cache["status"] == "up";
     let database_up = database["status"] == "up";
     let mut warnings = Vec::new();
-    if state.settings.auth.api_keys.is_empty() {
+    if state.settings.operators_local_only() {
+        warnings.push(
+            "operator endpoints answer only this host: no auth.api_keys configured \
+             (CFA_AUTH__API_KEYS)",
+        );
+    } else if state.settings.auth.api_keys.is_empty() {
         warnings
             .push("operator endpoints are open: no auth.api_keys configured (development default)");
     }
-    if state.sandbox.is_some() && !state.settings.server.listen.ip().is_loopback() {
+    if state.sandbox.is_some() && state.settings.sandbox_local_only() {
+        warnings.push(
+            "the sandbox payment provider answers only this host (payments.sandbox unset on a \
+             public address)",
+        );
+    } else if state.sandbox.is_some() && !state.settings.server.listen.ip().is_loopback() {
         warnings.push(
             "the sandbox payment provider is on and public: anyone can confirm a payment \
              (payments.sandbox = true)",

@@ -17,7 +17,7 @@ use crate::services::CONSUMERS;
     path = "/metrics",
     tag = "health",
     operation_id = "metrics",
-    responses((status = 200, description = "Prometheus text format (version 0.0.4): request, donation, webhook and outbox metrics, each with a `service` label", content_type = "text/plain", body = String))
+    responses((status = 200, description = "Prometheus text format (version 0.0.4): request, donation, webhook and outbox metrics and the standard `process_*` ones (CPU, memory, open file descriptors, start time), each with a `service` label", content_type = "text/plain", body = String))
 )]
 pub(super) async fn metrics_text(State(state): State<AppState>) -> Response {
     if state.settings.metrics.listen.is_some() {
@@ -35,6 +35,7 @@ pub fn router(state: AppState) -> axum::Router {
 
 async fn scrape(State(state): State<AppState>) -> Response {
     scrape_gauges(&state).await;
+    crate::metrics::collect_process();
     let body = crate::metrics::handle()
         .map(|h| h.render())
         .unwrap_or_default();

@@ -1,6 +1,7 @@
 //! `/sandbox/v1`: the built-in sandbox provider's own API, where a donor confirms an intent.
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
@@ -27,6 +28,26 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// What the sandbox answers with, for the document: `body` builds it.
 const RECORD: &str = "The sandbox's record: `{payment_intent_id, amount_minor, currency, status, \
                       refunded_minor, status_at, created_at}`";
+
+/// A caller the sandbox answers: anyone, unless it answers only this host
+/// ([`crate::config::Settings::sandbox_local_only`]).
+struct Caller;
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if state.settings.sandbox_local_only() && !super::auth::from_this_host(parts) {
+            return Err(ApiError::Forbidden(
+                "the sandbox payment provider answers only requests from the server's own host \
+                 while payments.sandbox is unset on a public address; set payments.sandbox = true \
+                 (CFA_PAYMENTS__SANDBOX=true) to open it to all, or false in production"
+                    .into(),
+            ));
+        }
+        Ok(Caller)
+    }
+}
 
 fn sandbox(state: &AppState) -> Result<&Sandbox, ApiError> {
     state
@@ -67,7 +88,11 @@ fn refused(e: ProviderError) -> ApiError {
         (status = 404, description = "No such intent, or the sandbox is off (`payments.sandbox`)", body = ErrorBody),
     )
 )]
-async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn show(
+    _caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let sandbox = sandbox(&state)?;
     sandbox.fetch(&id).await.map_err(refused)?;
     let record = state
@@ -109,6 +134,7 @@ struct Confirm {
     )
 )]
 async fn confirm(
+    _caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -145,6 +171,7 @@ async fn confirm(
     )
 )]
 async fn capture(
+    _caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {

@@ -10,6 +10,7 @@ tests![
     the_gateway_limits_bodies_resolves_dot_segments_and_names_each_client,
     a_replica_the_last_health_check_missed_still_takes_requests_when_the_other_dies,
     an_overloaded_replica_is_busy_not_broken,
+    the_gateway_drops_hop_by_hop_headers_keeps_repeated_ones_and_says_who_it_forwarded_for,
 ];
 
 async fn the_gateway_routes_to_replicas_and_fails_over_when_one_stops(ctx: TestContext) {
@@ -283,5 +284,116 @@ async fn the_gateway_limits_bodies_resolves_dot_segments_and_names_each_client(c
     assert_eq!(
         other.status, 200,
         "another client is not limited by the first"
+    );
+}
+
+/// A replica that records the headers of every API request and answers with two cookies and a
+/// hop-by-hop header of its own.
+async fn recording_replica() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<axum::http::HeaderMap>>>,
+) {
+    use std::sync::{Arc, Mutex};
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let recorded = seen.clone();
+    let app = axum::Router::new()
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .fallback(move |headers: axum::http::HeaderMap| {
+            recorded.lock().expect("lock").push(headers);
+            async {
+                (
+                    axum::response::AppendHeaders([
+                        ("set-cookie", "a=1"),
+                        ("set-cookie", "b=2"),
+                        ("proxy-authenticate", "Basic realm=upstream"),
+                        ("content-type", "application/json"),
+                    ]),
+                    "[]",
+                )
+            }
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (address, seen)
+}
+
+async fn the_gateway_drops_hop_by_hop_headers_keeps_repeated_ones_and_says_who_it_forwarded_for(
+    ctx: TestContext,
+) {
+    use cfa_server::config::Role;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (replica, seen) = recording_replica().await;
+    let gateway = ctx
+        .spawn_app_with(|s| {
+            s.server.roles = vec![Role::Gateway];
+            s.gateway
+                .upstreams
+                .insert("donations".into(), vec![replica]);
+            s.gateway.rate_limit.enabled = false;
+        })
+        .await;
+    let host = gateway.address.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&host)
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET /api/v1/campaigns HTTP/1.1\r\nHost: {host}\r\nConnection: close, X-Hop-Secret\r\n\
+         X-Hop-Secret: for the gateway only\r\nKeep-Alive: timeout=5\r\n\
+         Proxy-Authorization: Basic Zm9vOmJhcg==\r\nX-Repeated: one\r\nX-Repeated: two\r\n\
+         X-Forwarded-For: 198.51.100.7\r\nX-Forwarded-Proto: https\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("read");
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    let head = answer.split("\r\n\r\n").next().unwrap_or_default();
+    assert!(head.starts_with("http/1.1 200"), "{answer}");
+    assert!(
+        head.contains("set-cookie: a=1") && head.contains("set-cookie: b=2"),
+        "both of the upstream's cookies reach the client:\n{head}"
+    );
+    assert!(
+        !head.contains("proxy-authenticate"),
+        "the upstream's hop-by-hop header stays on its hop:\n{head}"
+    );
+
+    let seen = seen.lock().expect("lock");
+    let upstream = seen.last().expect("the replica was called");
+    let values = |name: &str| -> Vec<String> {
+        upstream
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    for hop in ["x-hop-secret", "keep-alive", "proxy-authorization"] {
+        assert!(
+            values(hop).is_empty(),
+            "{hop} crossed the gateway: {upstream:?}"
+        );
+    }
+    assert!(
+        values("connection")
+            .iter()
+            .all(|v| !v.contains("x-hop-secret")),
+        "{upstream:?}"
+    );
+    assert_eq!(
+        values("x-repeated"),
+        ["one", "two"],
+        "repeated headers kept, in order"
+    );
+    assert_eq!(
+        values("x-forwarded-for").join(","),
+        "198.51.100.7, 127.0.0.1",
+        "the gateway appends the address it was reached from"
+    );
+    assert_eq!(
+        values("x-forwarded-proto"),
+        ["http"],
+        "an untrusted client's claim to HTTPS is replaced by the scheme it really used"
     );
 }

@@ -92,6 +92,21 @@ async fn metrics_count_requests_by_route_template_and_the_outbox(ctx: TestContex
         ))) >= 1.0
     );
     assert_eq!(value(line(&labelled("up", ""))), 1.0);
+    // The process metrics every Prometheus client exports, beside ours, read at the scrape.
+    assert!(
+        value(line(&labelled("process_resident_memory_bytes", ""))) > 1_000_000.0,
+        "a server uses more than a megabyte"
+    );
+    assert!(value(line(&labelled("process_open_fds", ""))) >= 3.0);
+    let started = value(line(&labelled("process_start_time_seconds", "")));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!(
+        started > now - 86_400.0 && started <= now + 1.0,
+        "the start time is the process's, in Unix seconds: {started}"
+    );
     assert!(
         value(line(&labelled("outbox_pending", ""))) >= 1.0,
         "the relay is left to the test, so the donation's events wait"

@@ -22,6 +22,7 @@ tests![
     a_client_that_trickles_its_headers_is_cut_off,
     connections_beyond_the_cap_wait_their_turn,
     a_public_sandbox_is_named_in_readiness,
+    without_keys_on_a_public_address_operators_and_the_sandbox_answer_only_this_host,
 ];
 
 fn event(intent: &str, status: &str, timestamp: &str, id: &str, data: Option<Value>) -> String {
@@ -532,4 +533,76 @@ async fn a_public_sandbox_is_named_in_readiness(ctx: TestContext) {
         !warnings.contains("sandbox"),
         "on loopback it is nobody's business: {warnings}"
     );
+}
+
+/// The default image's configuration: listening on every address, no operator key, the sandbox
+/// not mentioned. It starts, serves donors, and keeps operator endpoints and the sandbox to its
+/// own host, saying how to open them.
+async fn without_keys_on_a_public_address_operators_and_the_sandbox_answer_only_this_host(
+    ctx: TestContext,
+) {
+    let app = ctx
+        .spawn_app_with(|s| {
+            s.server.listen = "0.0.0.0:0".parse().expect("address");
+            s.auth.api_keys = Vec::new();
+            s.payments.sandbox = None;
+        })
+        .await;
+    let warnings = app.get("/ready").await.json["warnings"].to_string();
+    assert!(
+        warnings.contains("operator endpoints answer only this host")
+            && warnings.contains("sandbox payment provider answers only this host"),
+        "{warnings}"
+    );
+    // From this host (the test connects over loopback): an operator, and a donor's journey.
+    let campaign = app.create_campaign("Local", 100.0).await;
+    let donation = app.donate(&campaign, "ada@example.org", "5").await;
+    assert_eq!(donation.status, 201, "donors are served from anywhere");
+
+    // The same requests relayed by a proxy, as from another host.
+    let proxied = [("x-forwarded-for", "203.0.113.9")];
+    let body = json!({"title": "Remote", "goal_amount": 10});
+    let refused = app
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/campaigns",
+            Some(&body),
+            &proxied,
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{:?}", refused.json);
+    assert_eq!(refused.code(), "local_only");
+    assert!(
+        refused.json["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("CFA_AUTH__API_KEYS")),
+        "the answer says what to set: {:?}",
+        refused.json
+    );
+    let confirm = json!({"outcome": "succeed"});
+    let sandbox = app
+        .send(
+            reqwest::Method::POST,
+            "/sandbox/v1/intents/pi_unknown/confirm",
+            Some(&confirm),
+            &proxied,
+        )
+        .await;
+    assert_eq!(sandbox.status, 403, "{:?}", sandbox.json);
+    assert!(
+        sandbox.json["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("payments.sandbox")),
+        "{:?}",
+        sandbox.json
+    );
+    let donor = app
+        .send(
+            reqwest::Method::GET,
+            &format!("/api/v1/campaigns/{campaign}"),
+            None,
+            &proxied,
+        )
+        .await;
+    assert_eq!(donor.status, 200, "public reads stay public");
 }
