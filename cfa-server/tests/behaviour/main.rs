@@ -9,6 +9,8 @@
 //! This is a custom harness (libtest-mimic) so the choice of backends is made at run time and
 //! shows in the test list.
 
+mod a11y;
+mod browser;
 mod campaigns;
 mod donations;
 mod faults;
@@ -18,6 +20,7 @@ mod helpers;
 mod idempotency;
 mod notifications;
 mod outbox;
+mod pages;
 mod payments;
 mod rabbit;
 mod redis;
@@ -47,6 +50,8 @@ pub enum Only {
     Rabbit,
     /// Needs Redis (and PostgreSQL).
     Redis,
+    /// Needs Chromium and chromedriver (`CFA_TEST_BROWSER=1`); on SQLite.
+    Browser,
 }
 
 /// Lists tests: `tests![name, …]` for both backends.
@@ -102,12 +107,15 @@ fn main() {
         ("faults", faults::all()),
         ("totals", totals::all()),
         ("notifications", notifications::all()),
+        ("pages", pages::all()),
         ("rabbit", rabbit::all()),
         ("redis", redis::all()),
         ("security", security::all()),
         ("spikes", spikes::all()),
         ("split", split::all()),
+        ("browser", browser::all()),
     ];
+    let browser = std::env::var("CFA_TEST_BROWSER").is_ok_and(|v| v == "1");
     let mut trials = Vec::new();
     for (group, tests) in groups {
         for (name, test, only) in tests {
@@ -145,6 +153,20 @@ fn main() {
                 );
                 continue;
             }
+            if matches!(only, Only::Browser) {
+                trials.push(
+                    Trial::test(format!("sqlite::{group}::{name}"), move || {
+                        if browser {
+                            helpers::run(Backend::Sqlite, test)
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .with_kind("browser")
+                    .with_ignored_flag(!browser),
+                );
+                continue;
+            }
             if matches!(only, Only::Any) {
                 trials.push(
                     Trial::test(format!("sqlite::{group}::{name}"), move || {
@@ -174,6 +196,12 @@ fn main() {
         println!(
             "note: the RabbitMQ tests are SKIPPED (shown as ignored). Set CFA_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f \
              (with CFA_TEST_POSTGRES_URL) to run them."
+        );
+    }
+    if !browser && !args.list {
+        println!(
+            "note: the browser test is SKIPPED (shown as ignored). Install Debian's chromium and \
+             chromium-driver and set CFA_TEST_BROWSER=1 to run it."
         );
     }
     if postgres.is_none() && !args.list {
