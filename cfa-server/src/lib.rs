@@ -12,6 +12,7 @@
 //! - [`idempotency`]: `Idempotency-Key` handling.
 //! - [`lease`]: leases on claimed rows, renewed while their work is in progress.
 //! - [`http`]: handlers that translate between HTTP and the services; errors, middleware.
+//! - [`pages`]: the donor pages (server-rendered HTML over the same services).
 //! - [`gateway`]: the gateway role's proxy and the rate limits every process applies.
 //! - [`messaging`]: the event bus, the outbox relay, RabbitMQ and the consumer runtime.
 //! - [`redis_cache`]: Redis as a fast path (second-level cache, idempotent replays).
@@ -30,6 +31,7 @@ pub mod idempotency;
 pub mod lease;
 pub mod messaging;
 pub mod metrics;
+pub mod pages;
 pub mod redis_cache;
 pub mod services;
 pub mod startup;

@@ -223,6 +223,7 @@ fn describe() {
         "admission_refused_total",
         "Requests answered 503 overloaded, by reason (queue_full, deadline)"
     );
+    describe_live();
     describe_gauge!(
         "backend_up",
         "1 if the backend (database, bus, cache) answered its last check, else 0"
@@ -320,4 +321,21 @@ pub fn admission_waiting(waiting: usize) {
 /// Counts a request refused with `503 overloaded`.
 pub fn admission_refused(reason: &'static str) {
     counter!("admission_refused_total", "reason" => reason).increment(1);
+}
+
+fn describe_live() {
+    describe_counter!(
+        "totals_stream_reads_total",
+        "Database reads made for live totals viewers: one per change of a watched campaign"
+    );
+    describe_counter!(
+        "totals_stream_events_total",
+        "Totals events sent to live viewers (one per viewer per change)"
+    );
+}
+
+/// Counts one read made for a watched campaign's viewers, and the events it fed.
+pub fn totals_stream(viewers: usize) {
+    counter!("totals_stream_reads_total").increment(1);
+    counter!("totals_stream_events_total").increment(viewers as u64);
 }

@@ -126,6 +126,14 @@ fn sandbox(
     )))
 }
 
+/// Where notifications go: the file sink or SMTP.
+fn mailer(settings: &Settings) -> anyhow::Result<Arc<dyn Mailer>> {
+    Ok(match settings.notifications.sender {
+        MailSender::File => Arc::new(FileMailer::new(settings.data_dir().join("mail"))),
+        MailSender::Smtp => Arc::new(SmtpMailer::new(&settings.notifications)?),
+    })
+}
+
 /// Signs donor history links with the configured secret, or the one kept in the data directory.
 fn history_links(settings: &Settings, own_url: String) -> anyhow::Result<HistoryLinks> {
     let notifications = &settings.notifications;
@@ -223,10 +231,7 @@ impl Application {
         let own_url = own_url(&listener, &settings);
         let sandbox = sandbox(&settings, &store, &secrets, &own_url);
         let history_links = history_links(&settings, own_url)?;
-        let mailer: Arc<dyn Mailer> = match settings.notifications.sender {
-            MailSender::File => Arc::new(FileMailer::new(settings.data_dir().join("mail"))),
-            MailSender::Smtp => Arc::new(SmtpMailer::new(&settings.notifications)?),
-        };
+        let mailer = mailer(&settings)?;
         let mail_wake = Arc::new(Notify::new());
         let (redis, totals_cache) = caches(&settings)?;
         let replays = Replays {
@@ -240,9 +245,11 @@ impl Application {
         } else {
             Arc::new(RabbitBus::new(&settings.amqp))
         };
+        let live = Arc::new(crate::services::live::LiveTotals::default());
         let deps = ConsumerDeps {
             store: store.clone(),
             totals_cache: totals_cache.clone(),
+            live: live.clone(),
             history_links: history_links.clone(),
             mail_wake: mail_wake.clone(),
             notice_policy: NoticePolicy {
@@ -277,6 +284,7 @@ impl Application {
             webhook_secrets: Arc::new(secrets),
             reconcile: Arc::new(ReconcileStats::default()),
             totals_cache,
+            live,
             history_links,
             mailer,
             mail_wake,
@@ -421,6 +429,7 @@ impl Application {
         let addr = self.local_addr();
         let store = self.state.store.clone();
         let readiness = self.state.readiness.clone();
+        let live = self.state.live.clone();
         let app = http::app(self.state);
         let grace = Duration::from_secs(settings.server.shutdown_grace_seconds);
         let stopping = CancellationToken::new();
@@ -439,6 +448,8 @@ impl Application {
                 tokio::time::sleep(delay).await;
             }
             tracing::info!(%addr, "shutting down: no new connections, draining requests");
+            // Open totals streams would keep their connections (and the drain) waiting.
+            live.close();
             stop_signal.cancel();
         });
         let served = tokio::spawn(server);

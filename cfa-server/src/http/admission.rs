@@ -5,8 +5,9 @@
 //! waited `admission.queue_timeout_seconds`, is it refused: `503 overloaded` with `Retry-After`,
 //! which a client can tell apart from `503 backend_unavailable` (the database is down).
 //!
-//! Probes, the scrape, the OpenAPI document and cached totals reads need no database turn: a
-//! burst of donations never makes `/health` or a campaign's totals page wait.
+//! Probes, the scrape, the OpenAPI document, cached totals reads, the live totals stream and the
+//! pages' embedded assets need no database turn: a burst of donations never makes `/health` or a
+//! campaign's totals wait, and a thousand open streams never hold the database's turns.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -132,7 +133,11 @@ pub(crate) fn needs_a_turn(method: &Method, template: &str, query: Option<&str>)
     let cached_totals = method == Method::GET
         && template == "/api/v1/totals/campaigns/{id}"
         && !query.is_some_and(|q| q.contains("realtime=true"));
-    !(probe || cached_totals)
+    // A stream lives as long as its viewer: it must not hold a turn all that time. Its first
+    // read is a cached totals read; later ones are the consumer's, one per change.
+    let stream =
+        template == "/api/v1/totals/campaigns/{id}/stream" || template.starts_with("/assets/");
+    !(probe || cached_totals || stream)
 }
 
 /// The middleware: applied to the routes (not the gateway's fallback), after routing.
@@ -267,6 +272,15 @@ mod tests {
         let totals = "/api/v1/totals/campaigns/{id}";
         assert!(!needs_a_turn(&Method::GET, totals, None));
         assert!(needs_a_turn(&Method::GET, totals, Some("realtime=true")));
+        let stream = "/api/v1/totals/campaigns/{id}/stream";
+        assert!(
+            !needs_a_turn(&Method::GET, stream, None),
+            "a stream holds no turn"
+        );
+        assert!(
+            needs_a_turn(&Method::GET, "/campaigns/{id}", None),
+            "pages read the database"
+        );
         assert!(needs_a_turn(&Method::POST, "/api/v1/donations", None));
         assert!(needs_a_turn(&Method::GET, "/api/v1/donations/{id}", None));
     }

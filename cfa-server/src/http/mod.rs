@@ -102,6 +102,8 @@ pub struct AppState {
     pub reconcile: Arc<ReconcileStats>,
     /// The totals cache.
     pub totals_cache: Arc<dyn TotalsCache>,
+    /// The viewers of live totals (the stream and the pages), fed by the totals consumer.
+    pub live: Arc<crate::services::live::LiveTotals>,
     /// Signs and checks donor history links.
     pub history_links: HistoryLinks,
     /// Where notifications go.
@@ -178,6 +180,10 @@ pub fn app(state: AppState) -> Router {
     let server = &settings.server;
     let (mut router, _) = api(|role| server.runs(role)).split_for_parts();
     router = router.merge(docs::router());
+    // The donor pages (HTML, not in the OpenAPI document) go where donations are taken.
+    if server.runs(Role::Donation) {
+        router = router.merge(crate::pages::router());
+    }
     // Applied around the fallback too, so the gateway's proxied requests are limited.
     let rate_limits = state
         .limits

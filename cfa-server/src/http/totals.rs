@@ -6,10 +6,15 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use std::convert::Infallible;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse as _, Response};
 use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use tokio::sync::broadcast::error::RecvError;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -19,13 +24,14 @@ use super::auth::Operator;
 use super::error::{ApiError, ErrorBody, json_response, parse_json};
 use super::{AppState, amount_json, parse_id};
 use crate::domain::money::Currency;
-use crate::services::totals::refresh as rebuild;
+use crate::services::totals::{Source, current, refresh as rebuild};
 use crate::storage::CampaignTotals;
 
 /// The totals routes.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(show))
+        .routes(routes!(stream))
         .routes(routes!(refresh))
 }
 
@@ -126,33 +132,72 @@ async fn show(
             &body(&totals, "realtime", 0.0),
         ));
     }
-    if let Some((totals, cached_at)) = state.totals_cache.get(id).await {
-        let age = cached_at.elapsed().as_secs_f64();
-        return Ok(json_response(StatusCode::OK, &body(&totals, "cache", age)));
-    }
-    let generation = state.totals_cache.generation();
-    let totals = match state.store.campaign_totals(id).await? {
-        Some(totals) => totals,
-        None => {
-            // No event has reached the read model yet: a campaign with no donations.
-            let campaign = state.store.campaign(id).await?.ok_or_else(not_found)?;
-            CampaignTotals {
-                campaign_id: id,
-                total_minor: 0,
-                completed_count: 0,
-                unique_donors: 0,
-                goal_minor: campaign.goal_minor,
-                currency: campaign.currency.code().to_string(),
-                last_updated: campaign.updated_at,
-                campaign_version: campaign.version,
-            }
-        }
+    let found = current(state.store.as_ref(), state.totals_cache.as_ref(), id)
+        .await?
+        .ok_or_else(not_found)?;
+    let (source, age) = match found.source {
+        Source::Cache(age) => ("cache", age.as_secs_f64()),
+        Source::ReadModel => ("read_model", 0.0),
     };
-    state.totals_cache.put(totals.clone(), generation).await;
     Ok(json_response(
         StatusCode::OK,
-        &body(&totals, "read_model", 0.0),
+        &body(&found.totals, source, age),
     ))
+}
+
+/// A campaign's totals as server-sent events, as they change.
+///
+/// The first event carries the current totals; each change the totals consumer applies sends
+/// another (`event: totals`, the same JSON as `GET /api/v1/totals/campaigns/{id}`, with
+/// `data_source: "live"`). The figures are read once per change for all viewers of the
+/// campaign, and the stream takes no admission turn. A comment line every 15 s keeps idle
+/// proxies from closing it; it ends when the server shuts down (`EventSource` reconnects).
+#[utoipa::path(
+    get,
+    path = "/api/v1/totals/campaigns/{id}/stream",
+    tag = "totals",
+    operation_id = "campaign_totals_stream",
+    params(("id" = Uuid, Path, description = "The campaign id")),
+    responses(
+        (status = 200, description = "`text/event-stream` of `event: totals` events whose data is the campaign's totals", content_type = "text/event-stream", body = TotalsBody),
+        (status = 404, description = "No such campaign", body = ErrorBody),
+        (status = 422, description = "The id is not a UUID", body = ErrorBody),
+        (status = 503, description = "The server is shutting down", body = ErrorBody),
+    )
+)]
+async fn stream(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    // Subscribe before the first read, so a change between the two is not lost.
+    let updates = state
+        .live
+        .subscribe(id)
+        .ok_or_else(|| ApiError::Unavailable("the server is shutting down".into()))?;
+    let first = current(state.store.as_ref(), state.totals_cache.as_ref(), id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("campaign {id} not found")))?;
+    let first = sse_event(&first.totals);
+    let updates = futures::stream::unfold(updates, |mut updates| async move {
+        loop {
+            match updates.recv().await {
+                Ok(totals) => return Some((sse_event(&totals), updates)),
+                // A slow viewer skips what it missed: only the newest figures matter.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    let events = futures::stream::once(std::future::ready(first)).chain(updates);
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+        .into_response())
+}
+
+fn sse_event(totals: &CampaignTotals) -> Result<Event, Infallible> {
+    let data = serde_json::to_string(&body(totals, "live", 0.0)).unwrap_or_default();
+    Ok(Event::default().event("totals").data(data))
 }
 
 /// Which totals to rebuild.

@@ -10,10 +10,12 @@
 //! - [`donations`]: creating donations, the operator's override, the donation-status consumer.
 //! - [`payments`]: intents, provider webhooks, refunds, reconciliation, the sandbox provider.
 //! - [`totals`]: the live totals read model, its cache and its refresh.
+//! - [`live`]: the broadcast channels that carry changed totals to the pages' viewers.
 //! - [`notifications`]: receipts and notices, their senders, donor history links.
 
 pub mod campaigns;
 pub mod donations;
+pub mod live;
 pub mod notifications;
 pub mod payments;
 pub mod totals;
@@ -43,6 +45,8 @@ pub struct ConsumerDeps {
     pub store: Arc<dyn Store>,
     /// The totals cache the totals consumer invalidates.
     pub totals_cache: Arc<dyn TotalsCache>,
+    /// The viewers the totals consumer tells of each change.
+    pub live: Arc<live::LiveTotals>,
     /// Signs the history links in notices.
     pub history_links: HistoryLinks,
     /// Wakes the notification sender after a notice is queued.

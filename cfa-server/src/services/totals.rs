@@ -16,6 +16,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::ConsumerSpec;
+use super::live::LiveTotals;
 use crate::config::Role;
 use crate::domain::donation::DonationStatus;
 use crate::domain::event::{CampaignEvent, DomainEvent, DonationEvent, EventEnvelope};
@@ -192,6 +193,64 @@ impl TotalsCache for TwoLevelCache {
     }
 }
 
+/// Where a campaign's current totals came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The cache, this old.
+    Cache(Duration),
+    /// The read model (now cached).
+    ReadModel,
+}
+
+/// A campaign's current totals and where they came from.
+#[derive(Clone, Debug)]
+pub struct Current {
+    /// The figures.
+    pub totals: CampaignTotals,
+    /// Cache or read model.
+    pub source: Source,
+}
+
+/// A campaign's totals as the public sees them: from the cache, else from the read model (then
+/// cached), else zero for a campaign no event has reached yet. `None` for an unknown campaign.
+pub async fn current(
+    store: &dyn Store,
+    cache: &dyn TotalsCache,
+    campaign_id: Uuid,
+) -> Result<Option<Current>, StoreError> {
+    if let Some((totals, cached_at)) = cache.get(campaign_id).await {
+        return Ok(Some(Current {
+            totals,
+            source: Source::Cache(cached_at.elapsed()),
+        }));
+    }
+    let generation = cache.generation();
+    let totals = match store.campaign_totals(campaign_id).await? {
+        Some(totals) => totals,
+        None => {
+            // No event has reached the read model yet: a campaign with no donations.
+            let Some(campaign) = store.campaign(campaign_id).await? else {
+                return Ok(None);
+            };
+            CampaignTotals {
+                campaign_id,
+                total_minor: 0,
+                completed_count: 0,
+                unique_donors: 0,
+                goal_minor: campaign.goal_minor,
+                currency: campaign.currency.code().to_string(),
+                last_updated: campaign.updated_at,
+                campaign_version: campaign.version,
+            }
+        }
+    };
+    cache.put(totals.clone(), generation).await;
+    Ok(Some(Current {
+        totals,
+        source: Source::ReadModel,
+    }))
+}
+
 /// The contribution a donation in this state makes.
 fn contribution_of(status: DonationStatus, amount_minor: i64, refunded_minor: i64) -> (i64, bool) {
     match status {
@@ -270,12 +329,17 @@ async fn empty_totals(tx: &mut dyn Tx, campaign_id: Uuid) -> Result<CampaignTota
 pub struct TotalsConsumer {
     store: Arc<dyn Store>,
     cache: Arc<dyn TotalsCache>,
+    live: Arc<LiveTotals>,
 }
 
 impl TotalsConsumer {
-    /// The consumer over a store, invalidating `cache`.
-    pub fn new(store: Arc<dyn Store>, cache: Arc<dyn TotalsCache>) -> TotalsConsumer {
-        TotalsConsumer { store, cache }
+    /// The consumer over a store, invalidating `cache` and telling `live`'s viewers.
+    pub fn new(
+        store: Arc<dyn Store>,
+        cache: Arc<dyn TotalsCache>,
+        live: Arc<LiveTotals>,
+    ) -> TotalsConsumer {
+        TotalsConsumer { store, cache, live }
     }
 
     async fn apply(&self, envelope: &EventEnvelope) -> Result<(), StoreError> {
@@ -302,6 +366,9 @@ impl TotalsConsumer {
         tx.commit().await?;
         for campaign in changed {
             self.cache.invalidate(campaign).await;
+            self.live
+                .changed(self.store.as_ref(), self.cache.as_ref(), campaign)
+                .await;
         }
         Ok(())
     }
@@ -374,6 +441,7 @@ pub const CONSUMER: ConsumerSpec = ConsumerSpec {
         Arc::new(TotalsConsumer::new(
             deps.store.clone(),
             deps.totals_cache.clone(),
+            deps.live.clone(),
         ))
     },
 };

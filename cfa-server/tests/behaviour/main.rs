@@ -9,6 +9,8 @@
 //! This is a custom harness (libtest-mimic) so the choice of backends is made at run time and
 //! shows in the test list.
 
+mod a11y;
+mod browser;
 mod campaigns;
 mod deploy;
 mod donations;
@@ -19,6 +21,7 @@ mod helpers;
 mod idempotency;
 mod notifications;
 mod outbox;
+mod pages;
 mod payments;
 mod rabbit;
 mod redis;
@@ -50,6 +53,8 @@ pub enum Only {
     Redis,
     /// Needs PostgreSQL, RabbitMQ and Redis: the production stack.
     Stack,
+    /// Needs Chromium and chromedriver (`CFA_TEST_BROWSER=1`); on SQLite.
+    Browser,
 }
 
 /// Lists tests: `tests![name, …]` for both backends.
@@ -110,13 +115,16 @@ fn main() {
         ("faults", faults::all()),
         ("totals", totals::all()),
         ("notifications", notifications::all()),
+        ("pages", pages::all()),
         ("rabbit", rabbit::all()),
         ("redis", redis::all()),
         ("security", security::all()),
         ("spikes", spikes::all()),
         ("split", split::all()),
         ("deploy", deploy::all()),
+        ("browser", browser::all()),
     ];
+    let browser = std::env::var("CFA_TEST_BROWSER").is_ok_and(|v| v == "1");
     let mut trials = Vec::new();
     for (group, tests) in groups {
         for (name, test, only) in tests {
@@ -175,6 +183,20 @@ fn main() {
                 );
                 continue;
             }
+            if matches!(only, Only::Browser) {
+                trials.push(
+                    Trial::test(format!("sqlite::{group}::{name}"), move || {
+                        if browser {
+                            helpers::run(Backend::Sqlite, test)
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .with_kind("browser")
+                    .with_ignored_flag(!browser),
+                );
+                continue;
+            }
             if matches!(only, Only::Any) {
                 trials.push(
                     Trial::test(format!("sqlite::{group}::{name}"), move || {
@@ -204,6 +226,12 @@ fn main() {
         println!(
             "note: the RabbitMQ tests are SKIPPED (shown as ignored). Set CFA_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f \
              (with CFA_TEST_POSTGRES_URL) to run them."
+        );
+    }
+    if !browser && !args.list {
+        println!(
+            "note: the browser test is SKIPPED (shown as ignored). Install Debian's chromium and \
+             chromium-driver and set CFA_TEST_BROWSER=1 to run it."
         );
     }
     if postgres.is_none() && !args.list {

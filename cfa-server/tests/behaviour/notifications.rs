@@ -213,7 +213,7 @@ async fn a_completed_donation_gets_exactly_one_receipt_in_the_file_sink(ctx: Tes
         "the title is escaped in the HTML part"
     );
     assert!(
-        eml.contains("/api/v1/donations/history?token="),
+        eml.contains("/history?token="),
         "the receipt carries the history link"
     );
 }
@@ -249,7 +249,24 @@ async fn the_history_link_in_a_receipt_opens_the_donors_history_without_a_key(ct
         .trim()
         .to_string();
     assert!(link.starts_with(&app.address), "{link}");
-    let history = app.client.get(&link).send().await.expect("answer");
+    let page = app.client.get(&link).send().await.expect("answer");
+    assert_eq!(
+        page.status().as_u16(),
+        200,
+        "the link opens the history page"
+    );
+    let page = page.text().await.expect("html");
+    assert!(page.contains("$5.00") && !page.contains("$6.00"), "{page}");
+    let token = link.split("token=").nth(1).expect("a token");
+    let history = app
+        .client
+        .get(format!(
+            "{}/api/v1/donations/history?token={token}",
+            app.address
+        ))
+        .send()
+        .await
+        .expect("answer");
     assert_eq!(history.status().as_u16(), 200);
     let history: Value = history.json().await.expect("json");
     let emails: Vec<&str> = history

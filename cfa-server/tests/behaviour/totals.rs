@@ -38,6 +38,7 @@ async fn a_late_campaign_event_does_not_bring_back_an_old_goal(ctx: TestContext)
     let consumer = cfa_server::services::totals::TotalsConsumer::new(
         app.store.clone(),
         app.state.totals_cache.clone(),
+        app.state.live.clone(),
     );
     for e in &events {
         consumer.handle(e).await.expect("handled");
@@ -242,6 +243,7 @@ async fn concurrent_completions_in_one_campaign_lose_no_update(ctx: TestContext)
     let consumer = cfa_server::services::totals::TotalsConsumer::new(
         app.store.clone(),
         app.state.totals_cache.clone(),
+        app.state.live.clone(),
     );
     let results = join_all(events.iter().map(|e| consumer.handle(e))).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
@@ -262,6 +264,7 @@ async fn redelivered_and_stale_events_change_nothing(ctx: TestContext) {
     let consumer = cfa_server::services::totals::TotalsConsumer::new(
         app.store.clone(),
         app.state.totals_cache.clone(),
+        app.state.live.clone(),
     );
     for _ in 0..3 {
         for e in &events {

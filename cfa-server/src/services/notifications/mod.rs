@@ -5,8 +5,9 @@
 //! through a [`Mailer`]: a file sink (one `.eml` per message under `<data_dir>/mail`, the default)
 //! or SMTP through lettre. Failed sends are retried with exponential back-off and jitter up to
 //! `notifications.max_attempts`, then marked `DEAD` and kept. Every receipt carries the donor's
-//! history link: a signed, expiring token that opens `GET /api/v1/donations/history?token=…`
-//! without an API key.
+//! history link: a signed, expiring token that opens the donor's history page
+//! (`/history?token=…`); the same token opens `GET /api/v1/donations/history?token=…` without an
+//! API key.
 
 mod sender;
 
@@ -162,13 +163,9 @@ impl HistoryLinks {
         format!("{payload}.{signature}")
     }
 
-    /// The full link for a donor.
+    /// The full link for a donor: their history page.
     pub fn link(&self, email: &str) -> String {
-        format!(
-            "{}/api/v1/donations/history?token={}",
-            self.base_url,
-            self.token(email)
-        )
+        format!("{}/history?token={}", self.base_url, self.token(email))
     }
 
     /// The donor address a token was made for, if it is genuine and not expired.
