@@ -12,7 +12,7 @@ use crate::output::Format;
 #[command(
     name = "cfa-cli",
     version,
-    after_help = "Examples:\n  cfa-cli campaigns create --title 'Clean water' --goal 500\n  cfa-cli donate --campaign ID --amount 12.34 --email ada@example.org\n  cfa-cli totals show ID\n  cfa-cli --output json donations history --campaign ID | jq length\n\nExit status: 0 ok, 1 the server refused (4xx), 2 usage, 3 server unreachable or 5xx.\nProfiles: ~/.config/careforall/cli.toml (see `cfa-cli help profiles` in docs/CLI.md)."
+    after_help = "Examples:\n  cfa-cli campaigns create --title 'Clean water' --goal 500\n  cfa-cli donate --campaign ID --amount 12.34 --email ada@example.org\n  cfa-cli totals show ID\n  cfa-cli --output json donations history --campaign ID | jq length\n\nExit status: 0 ok, 1 the server refused (4xx), 2 usage, 3 server unreachable or 5xx.\nProfiles: ~/.config/careforall/cli.toml; see `cfa-cli help profiles`."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -21,8 +21,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Options every command takes.
+/// Options every command takes (listed under "Global options" in every command's help).
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Server (or gateway) base URL [default: the profile's, else http://127.0.0.1:8000].
     #[arg(long, global = true, env = "CFA_SERVER")]
@@ -54,7 +55,7 @@ pub struct Global {
     )]
     pub output: Format,
     /// Seconds to wait for each answer.
-    #[arg(long, global = true, default_value_t = 10)]
+    #[arg(long, global = true, default_value_t = 10, value_name = "SECONDS")]
     pub timeout: u64,
 }
 
@@ -102,16 +103,72 @@ pub enum Command {
     },
     /// A live dashboard: totals against goals, rates, the outbox, webhooks, dead letters, health.
     #[command(
-        after_help = "Keys: ←/→ or Tab choose the campaign, p pause, ? help, q quit.\nExample:\n  cfa-cli watch --interval-ms 500"
+        after_help = "Keys: ↑/↓ j/k choose the campaign, PgUp/PgDn/Home/End scroll, / filter, Enter details,\n+/- refresh faster/slower, p pause, ? help, q quit.\nExample:\n  cfa-cli watch --interval-ms 500"
     )]
     Watch {
-        /// Start on this campaign.
+        /// Start on this campaign (campaign id).
         #[arg(long)]
         campaign: Option<String>,
-        /// Refresh period in milliseconds.
+        /// Refresh period in milliseconds (`+`/`-` change it while watching).
         #[arg(long, default_value_t = 1000)]
         interval_ms: u64,
     },
+    /// Tails what the platform records, live: donations, webhook deliveries, the outbox and dead
+    /// letters (needs the operator key).
+    #[command(
+        long_about = "Tails what the platform records, live, one line each, like `stripe listen`: donations \
+as they are created and change status, webhook deliveries with their outcomes, the outbox's \
+backlog, and new dead letters. It polls the operator views every --interval-ms and prints only \
+what changed since it started; it keeps going (and says so on standard error) while the server \
+is away. Ctrl-C stops it.\n\nWith --output json every line is one JSON object \
+(`{\"kind\": \"donation\" | \"webhook\" | \"outbox\" | \"dead_letter\", \"change\": …, …}`).",
+        after_help = "Examples:\n  cfa-cli listen\n  cfa-cli listen --only webhooks,dead-letters\n  cfa-cli listen --campaign ID --output json | jq -c 'select(.kind == \"donation\")'"
+    )]
+    Listen(Listen),
+    /// Lists the profiles of the config file, and which server and key a command would use.
+    #[command(
+        long_about = "Lists the profiles of the config file, and which server and keys a command run \
+with the same flags would use.\n\n\
+The file is ~/.config/careforall/cli.toml (or --config / CFA_CLI_CONFIG):\n\n\
+    profile = \"local\"                 # the default profile\n\n\
+    [profiles.local]\n\
+    server = \"http://127.0.0.1:8000\"\n\
+    webhook_secret = \"whsec_…\"        # the all-in-one server keeps one in data/webhook_secret\n\n\
+    [profiles.staging]\n\
+    server = \"https://staging.example.org\"\n\
+    api_key = \"…\"\n\n\
+Precedence: flags, then CFA_SERVER / CFA_API_KEY / CFA_WEBHOOK_SECRET, then the profile chosen \
+with --profile or CFA_PROFILE (else the file's `profile`), then http://127.0.0.1:8000. An \
+unknown key or profile is an error that names it (exit 2).",
+        after_help = "Examples:\n  cfa-cli profiles\n  cfa-cli --profile staging profiles"
+    )]
+    Profiles,
+}
+
+/// What `listen` tails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Source {
+    /// Donations created, and their status changes.
+    Donations,
+    /// Webhook deliveries received, with their outcomes.
+    Webhooks,
+    /// The outbox's backlog (pending, oldest, dead).
+    Outbox,
+    /// New dead letters.
+    DeadLetters,
+}
+
+#[derive(Debug, Args)]
+pub struct Listen {
+    /// What to tail (comma-separated) [default: all of them].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Source>,
+    /// Only this campaign's donations (campaign id).
+    #[arg(long)]
+    pub campaign: Option<String>,
+    /// Poll period in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub interval_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +194,7 @@ pub enum Campaigns {
         /// ACTIVE or CLOSED.
         #[arg(long)]
         status: Option<String>,
+        /// How many (1–100).
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
@@ -197,15 +255,19 @@ pub enum Donations {
         after_help = "Examples:\n  cfa-cli donations history --campaign ID --status COMPLETED\n  cfa-cli donations history --email ada@example.org"
     )]
     History {
+        /// Only this donor's donations (needs the operator key).
         #[arg(long)]
         email: Option<String>,
+        /// Only this campaign's donations (campaign id).
         #[arg(long)]
         campaign: Option<String>,
         /// PENDING, COMPLETED, FAILED or REFUNDED.
         #[arg(long)]
         status: Option<String>,
+        /// How many (1–100).
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// How many to skip, for the next page.
         #[arg(long, default_value_t = 0)]
         offset: u32,
     },
@@ -242,6 +304,7 @@ pub enum Webhooks {
     /// Lists received webhook deliveries with their outcomes.
     #[command(after_help = "Example:\n  cfa-cli webhooks list --limit 20")]
     List {
+        /// How many, newest first (1–100).
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
@@ -267,9 +330,10 @@ pub struct SendWebhook {
     /// Event id [default: a new evt_… id].
     #[arg(long)]
     pub event_id: Option<String>,
-    /// For REFUNDED: the refund id and amount.
+    /// For REFUNDED: the refund's id.
     #[arg(long)]
     pub refund_id: Option<String>,
+    /// For REFUNDED: the amount refunded, in major units (e.g. 2.50).
     #[arg(long)]
     pub amount: Option<String>,
     /// Send without a signature.
@@ -325,12 +389,82 @@ pub enum Notifications {
         after_help = "Examples:\n  cfa-cli notifications list --donation ID\n  cfa-cli notifications list --status DEAD"
     )]
     List {
+        /// Only this donation's e-mails (donation id).
         #[arg(long)]
         donation: Option<String>,
         /// PENDING, SENT or DEAD.
         #[arg(long)]
         status: Option<String>,
+        /// How many (1–100).
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every command, depth first, with its path.
+    fn walk(command: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        out.push((path.clone(), command.clone()));
+        for sub in command.get_subcommands() {
+            walk(sub, format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_flag_and_argument_says_what_it_is_for() {
+        let mut all = Vec::new();
+        let mut root = Cli::command();
+        root.build();
+        walk(&root, "cfa-cli".into(), &mut all);
+        let mut missing = Vec::new();
+        for (path, command) in &all {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} --{id}"));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "without help text: {missing:?}");
+    }
+
+    #[test]
+    fn global_options_have_their_own_heading_in_every_command() {
+        let mut root = Cli::command();
+        root.build();
+        let mut all = Vec::new();
+        walk(&root, "cfa-cli".into(), &mut all);
+        for (path, command) in &all {
+            for arg in command.get_arguments().filter(|a| a.is_global_set()) {
+                assert_eq!(
+                    arg.get_help_heading(),
+                    Some("Global options"),
+                    "{path} --{}",
+                    arg.get_id()
+                );
+            }
+        }
+        let help = root
+            .find_subcommand_mut("donate")
+            .expect("donate")
+            .render_help()
+            .to_string();
+        let (own, global) = help.split_once("Global options:").expect("a heading");
+        assert!(
+            own.contains("--campaign") && !own.contains("--server"),
+            "{help}"
+        );
+        assert!(
+            global.contains("--server") && global.contains("--api-key"),
+            "{help}"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -10,7 +11,7 @@ use crate::cli::{
     SendWebhook, Totals, Webhooks,
 };
 use crate::client::{Client, ClientError, signature};
-use crate::output::{Output, View, step, text};
+use crate::output::{Output, View, cell, step, text};
 
 /// What a command needs besides its own arguments.
 pub struct Context {
@@ -32,6 +33,15 @@ pub enum CommandError {
     /// The command ran, and the answer is a failure (exit 1).
     #[error("{0}")]
     Failed(String),
+    /// The command ran and has something to show, but the answer is a failure (exit 1): the
+    /// output is printed, then the error.
+    #[error("{message}")]
+    Answered {
+        /// What to print.
+        output: Box<Output>,
+        /// Why the command fails.
+        message: String,
+    },
 }
 
 impl CommandError {
@@ -40,28 +50,40 @@ impl CommandError {
         match self {
             CommandError::Client(e) => e.exit_code(),
             CommandError::Usage(_) => 2,
-            CommandError::Failed(_) => 1,
+            CommandError::Failed(_) | CommandError::Answered { .. } => 1,
         }
     }
 }
 
 type Result<T> = std::result::Result<T, CommandError>;
 
-fn path_segment(id: &str) -> String {
-    id.chars()
-        .map(|c| match c {
-            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' | '.' | '~' | ':' => c.to_string(),
-            other => format!("%{:02X}", other as u32),
-        })
-        .collect()
+/// Bytes a path segment keeps as they are (RFC 3986 unreserved, plus `:` for ids like
+/// `event:evt_1`); everything else, UTF-8 byte by byte, is percent-encoded.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b':');
+/// Bytes a query value keeps as they are (RFC 3986 unreserved).
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// An id as one path segment.
+pub fn path_segment(id: &str) -> String {
+    utf8_percent_encode(id, SEGMENT).to_string()
 }
 
-fn query(pairs: &[(&str, Option<String>)]) -> String {
+/// `?k=v&…` of the pairs that have a value, percent-encoded as UTF-8.
+pub fn query(pairs: &[(&str, Option<String>)]) -> String {
     let parts: Vec<String> = pairs
         .iter()
         .filter_map(|(k, v)| {
             v.as_ref()
-                .map(|v| format!("{k}={}", path_segment(v).replace(':', "%3A")))
+                .map(|v| format!("{k}={}", utf8_percent_encode(v, QUERY_VALUE)))
         })
         .collect();
     if parts.is_empty() {
@@ -245,8 +267,11 @@ pub async fn run(ctx: &Context, command: Command) -> Result<Output> {
             ))
         }
         Command::Health => health(c).await,
-        Command::Completions { .. } | Command::Watch { .. } => Err(CommandError::Usage(
-            "completions and watch are not API commands".into(),
+        Command::Completions { .. }
+        | Command::Watch { .. }
+        | Command::Listen(_)
+        | Command::Profiles => Err(CommandError::Usage(
+            "completions, watch, listen and profiles are not API commands".into(),
         )),
     }
 }
@@ -334,7 +359,7 @@ async fn donate(c: &Client, args: Donate) -> Result<Output> {
     let id = text(&donation["id"]);
     step(&format!(
         "1. donation {id} {} {} PENDING",
-        text(&donation["amount"]),
+        cell(&donation, "amount"),
         text(&donation["currency"])
     ));
     let intent = c
@@ -359,15 +384,16 @@ async fn donate(c: &Client, args: Donate) -> Result<Output> {
     step(&format!(
         "3. sandbox confirmed the intent ({outcome}); its webhooks are on the way"
     ));
-    let settled = wait_settled(c, &id, &args, outcome).await?;
+    let settled = wait_settled(c, &id, &pi, &args).await?;
     let status = text(&settled["status"]);
-    step(&format!("4. donation {id} {status}"));
-    let totals = c
-        .get(&format!(
-            "/api/v1/totals/campaigns/{}",
-            path_segment(&args.campaign)
-        ))
-        .await?;
+    if matches!(args.outcome, Outcome::AuthorizeOnly) {
+        step(&format!(
+            "4. payment {pi} AUTHORIZED; donation {id} stays {status} until the capture: POST /sandbox/v1/intents/{pi}/capture"
+        ));
+    } else {
+        step(&format!("4. donation {id} {status}"));
+    }
+    let totals = settled_totals(c, &args.campaign, &settled).await?;
     let mut out = Output::record(totals.clone(), TOTALS);
     out.views.insert(
         0,
@@ -388,9 +414,30 @@ async fn donate(c: &Client, args: Donate) -> Result<Output> {
     Ok(out)
 }
 
-/// Polls the donation until it leaves PENDING (or, for authorize-only, until its payment is
-/// authorized), up to `--wait` seconds.
-async fn wait_settled(c: &Client, id: &str, args: &Donate, outcome: &str) -> Result<Value> {
+/// The campaign's totals once they count `donation`: the totals consumer applies a completed
+/// donation a moment after it completes, so a read right away may predate it (up to 5 s).
+async fn settled_totals(c: &Client, campaign: &str, donation: &Value) -> Result<Value> {
+    let path = format!("/api/v1/totals/campaigns/{}", path_segment(campaign));
+    let changed = chrono::DateTime::parse_from_rfc3339(&text(&donation["updated_at"])).ok();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let totals = c.get(&path).await?;
+        let updated = chrono::DateTime::parse_from_rfc3339(&text(&totals["last_updated"])).ok();
+        let counted = match (changed, updated) {
+            (Some(changed), Some(updated)) => updated >= changed,
+            _ => true,
+        };
+        if counted || donation["status"] != "COMPLETED" || Instant::now() >= deadline {
+            return Ok(totals);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls the donation until it leaves PENDING (or, for authorize-only, until the payment of
+/// intent `pi` is authorized), up to `--wait` seconds. The intent comes from the intent step:
+/// the donation learns it only later, from an event.
+async fn wait_settled(c: &Client, id: &str, pi: &str, args: &Donate) -> Result<Value> {
     let deadline = Instant::now() + Duration::from_secs(args.wait);
     loop {
         let donation = c
@@ -398,10 +445,9 @@ async fn wait_settled(c: &Client, id: &str, args: &Donate, outcome: &str) -> Res
             .await?;
         let status = text(&donation["status"]);
         let done = status != "PENDING"
-            || (outcome == "authorize_only" && {
-                let pi = text(&donation["payment_intent_id"]);
+            || (matches!(args.outcome, Outcome::AuthorizeOnly) && {
                 let payment = c
-                    .get(&format!("/api/v1/payments/{}", path_segment(&pi)))
+                    .get(&format!("/api/v1/payments/{}", path_segment(pi)))
                     .await?;
                 payment["status"] == "AUTHORIZED"
             });
@@ -465,7 +511,8 @@ async fn webhooks(ctx: &Context, cmd: Webhooks) -> Result<Output> {
     }
 }
 
-async fn send_webhook(ctx: &Context, args: SendWebhook) -> Result<Output> {
+/// The provider event `webhooks send` delivers: `(event, its id, its status)`.
+fn webhook_event(args: &SendWebhook) -> Result<(Value, String, String)> {
     let status = args.status.to_ascii_uppercase();
     let timestamp = args
         .timestamp
@@ -478,7 +525,7 @@ async fn send_webhook(ctx: &Context, args: SendWebhook) -> Result<Output> {
     let mut event = json!({
         "id": event_id,
         "event_type": format!("payment_intent.{}", status.to_lowercase()),
-        "payment_intent_id": args.intent,
+        "payment_intent_id": args.intent.clone(),
         "status": status,
         "timestamp": timestamp,
     });
@@ -492,6 +539,11 @@ async fn send_webhook(ctx: &Context, args: SendWebhook) -> Result<Output> {
         }
         event["data"] = data;
     }
+    Ok((event, event_id, status))
+}
+
+async fn send_webhook(ctx: &Context, args: SendWebhook) -> Result<Output> {
+    let (event, event_id, status) = webhook_event(&args)?;
     let body = serde_json::to_vec(&event).unwrap_or_default();
     let mut headers = Vec::new();
     if !args.unsigned {
@@ -536,6 +588,19 @@ async fn send_webhook(ctx: &Context, args: SendWebhook) -> Result<Output> {
         return Err(e.into());
     }
     let refused = json_replies.iter().all(|r| r["status_code"] == 401);
+    let failed: Vec<String> = json_replies
+        .iter()
+        .filter(|r| r["status_code"].as_u64().is_none_or(|code| code >= 300))
+        .map(|r| {
+            let body = &r["body"];
+            let why = [&body["reason"], &body["detail"]]
+                .into_iter()
+                .map(text)
+                .find(|t| !t.is_empty())
+                .unwrap_or_default();
+            format!("{} {why}", r["status_code"]).trim_end().to_string()
+        })
+        .collect();
     let out = Output {
         json: json!({"event": event, "replies": json_replies}),
         views: vec![
@@ -551,10 +616,23 @@ async fn send_webhook(ctx: &Context, args: SendWebhook) -> Result<Output> {
         ],
     };
     if refused {
-        return Err(CommandError::Failed(format!(
-            "the server refused the signature (401: {}); check --webhook-secret",
-            text(&out.json["replies"][0]["body"]["detail"])
-        )));
+        return Err(CommandError::Answered {
+            message: format!(
+                "the server refused the signature (401: {}); check --webhook-secret",
+                text(&out.json["replies"][0]["body"]["detail"])
+            ),
+            output: Box::new(out),
+        });
+    }
+    if !failed.is_empty() {
+        return Err(CommandError::Answered {
+            message: format!(
+                "{} of {n} deliveries were not accepted ({})",
+                failed.len(),
+                failed.join("; ")
+            ),
+            output: Box::new(out),
+        });
     }
     Ok(out)
 }
@@ -606,4 +684,24 @@ async fn health(c: &Client) -> Result<Output> {
         .into());
     }
     Ok(Output { json: body, views })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_and_paths_are_percent_encoded_as_utf8() {
+        assert_eq!(
+            query(&[
+                ("donor_email", Some("josé+1@example.org".into())),
+                ("status", None),
+                ("limit", Some("5".into())),
+            ]),
+            "?donor_email=jos%C3%A9%2B1%40example.org&limit=5"
+        );
+        assert_eq!(query(&[("status", None)]), "");
+        assert_eq!(path_segment("event:evt_1"), "event:evt_1");
+        assert_eq!(path_segment("a/b é"), "a%2Fb%20%C3%A9");
+    }
 }

@@ -2,11 +2,16 @@
 //! reads it and nothing else.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 /// How many samples the sparklines keep.
 pub const HISTORY: usize = 120;
+/// The refresh periods `+` and `-` step through.
+pub const INTERVALS_MS: &[u64] = &[250, 500, 1000, 2000, 5000, 10_000];
+/// At most this many campaigns get fresh totals per poll (the visible ones).
+pub const TOTALS_PER_POLL: usize = 30;
 
 /// One campaign against its goal.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -17,14 +22,17 @@ pub struct CampaignView {
     pub title: String,
     /// Currency code.
     pub currency: String,
-    /// Raised so far (net of refunds), as the server writes it.
-    pub raised: String,
-    /// The goal, as the server writes it.
+    /// Raised so far (net of refunds), with the currency's decimals; `None` until its totals
+    /// have been read (only visible campaigns' are).
+    pub raised: Option<String>,
+    /// The goal, with the currency's decimals.
     pub goal: String,
     /// raised / goal, clamped to 0..=1.
     pub ratio: f64,
     /// Completed donations counted.
     pub donations: i64,
+    /// Distinct donors.
+    pub donors: i64,
     /// Whether it still accepts donations.
     pub active: bool,
 }
@@ -40,6 +48,8 @@ pub struct DonationRow {
     pub amount: String,
     /// Status.
     pub status: String,
+    /// How much of it was refunded (empty when nothing was).
+    pub refunded: String,
 }
 
 /// A row of the recent webhooks.
@@ -93,8 +103,8 @@ pub struct Snapshot {
     pub webhook_outcomes: BTreeMap<String, i64>,
     /// Dead letters, one line each.
     pub dead_letters: Vec<String>,
-    /// Why an operator panel is empty (e.g. no API key).
-    pub notice: Option<String>,
+    /// The operator views answered (false: the server wants a key this watch does not have).
+    pub operator: bool,
 }
 
 /// What happens.
@@ -102,6 +112,8 @@ pub struct Snapshot {
 pub enum Event {
     /// A key press.
     Key(KeyEvent),
+    /// The terminal is now this many columns and rows.
+    Resize(u16, u16),
     /// Time passes (redraw).
     Tick,
     /// A poll succeeded.
@@ -110,6 +122,19 @@ pub enum Event {
     Disconnected(String),
     /// The server answered 429: it is up, and the poller slows down.
     Throttled(String),
+}
+
+/// What the poller should fetch, from what the dashboard shows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    /// The selected campaign (its recent donations).
+    pub selected: Option<String>,
+    /// Campaigns whose totals are on screen.
+    pub totals_for: Vec<String>,
+    /// The selected campaign's detail is open (more donations, refunds).
+    pub detail: bool,
+    /// Time between polls.
+    pub interval: Duration,
 }
 
 /// The dashboard state.
@@ -125,20 +150,32 @@ pub struct App {
     pub error: Option<String>,
     /// The server's rate limit answered the last poll.
     pub throttled: Option<String>,
-    /// Selected campaign index.
+    /// Selected campaign, as an index into [`App::visible`].
     pub selected: usize,
+    /// First campaign of the list on screen, as an index into [`App::visible`].
+    pub offset: usize,
+    /// Campaigns the list shows at once (from the terminal's size).
+    pub page: usize,
     /// The campaign to select when it appears (from `--campaign`).
     pub wanted: Option<String>,
+    /// Only campaigns whose title or id contains this (case-insensitive).
+    pub filter: String,
+    /// `/` was pressed: keys type into the filter.
+    pub typing: bool,
+    /// The selected campaign's detail is open.
+    pub detail: bool,
+    /// Time between polls.
+    pub interval: Duration,
     /// Data is not applied while paused.
     pub paused: bool,
     /// The help overlay is open.
     pub help: bool,
     /// The user asked to leave.
     pub quit: bool,
-    /// Donations per second, one sample per poll.
-    pub rate: VecDeque<u64>,
-    /// Outbox pending, one sample per poll.
-    pub pending: VecDeque<u64>,
+    /// Donations per second, one sample per poll; `None` for a poll that failed.
+    pub rate: VecDeque<Option<u64>>,
+    /// Outbox pending, one sample per poll; `None` for a poll that failed.
+    pub pending: VecDeque<Option<u64>>,
     last_total: Option<(i64, f64)>,
 }
 
@@ -148,17 +185,57 @@ impl App {
         App {
             server: server.to_string(),
             wanted: campaign,
+            page: 4,
+            interval: Duration::from_secs(1),
             ..App::default()
         }
     }
 
+    /// The campaigns the list shows: all of them, or those matching the filter.
+    pub fn visible(&self) -> Vec<&CampaignView> {
+        let needle = self.filter.to_lowercase();
+        self.snapshot
+            .iter()
+            .flat_map(|s| s.campaigns.iter())
+            .filter(|c| {
+                needle.is_empty()
+                    || c.title.to_lowercase().contains(&needle)
+                    || c.id.to_lowercase().contains(&needle)
+            })
+            .collect()
+    }
+
+    /// The selected campaign.
+    pub fn selected_view(&self) -> Option<&CampaignView> {
+        self.visible().get(self.selected).copied()
+    }
+
     /// The selected campaign's id.
     pub fn selected_campaign(&self) -> Option<&str> {
-        self.snapshot
-            .as_ref()?
-            .campaigns
-            .get(self.selected)
-            .map(|c| c.id.as_str())
+        self.selected_view().map(|c| c.id.as_str())
+    }
+
+    /// What the poller should fetch next.
+    pub fn request(&self) -> Request {
+        let visible = self.visible();
+        let mut totals_for: Vec<String> = visible
+            .iter()
+            .skip(self.offset)
+            .take(self.page.clamp(1, TOTALS_PER_POLL))
+            .map(|c| c.id.clone())
+            .collect();
+        let selected = self.selected_campaign().map(str::to_string);
+        if let Some(id) = &selected
+            && !totals_for.contains(id)
+        {
+            totals_for.push(id.clone());
+        }
+        Request {
+            selected: selected.or_else(|| self.wanted.clone()),
+            totals_for,
+            detail: self.detail,
+            interval: self.interval,
+        }
     }
 
     /// Applies one event.
@@ -166,72 +243,157 @@ impl App {
         match event {
             Event::Tick => {}
             Event::Key(key) => self.key(key),
+            Event::Resize(width, height) => {
+                self.page =
+                    super::ui::campaign_rows(ratatui::layout::Rect::new(0, 0, width, height));
+                self.follow();
+            }
             Event::Disconnected(error) => {
                 self.connected = false;
                 self.error = Some(error);
+                self.gap();
             }
             Event::Throttled(why) => {
                 self.connected = true;
                 self.error = None;
                 self.throttled = Some(why);
+                self.gap();
             }
-            Event::Data(snapshot) => {
-                self.connected = true;
-                self.error = None;
-                self.throttled = None;
-                if self.paused {
-                    return;
-                }
-                if let Some((total, at)) = self.last_total {
-                    let dt = snapshot.elapsed - at;
-                    if dt > 0.0 {
-                        let per_second = (snapshot.donations_total - total).max(0) as f64 / dt;
-                        push(&mut self.rate, per_second.round() as u64);
-                    }
-                }
-                self.last_total = Some((snapshot.donations_total, snapshot.elapsed));
-                push(&mut self.pending, snapshot.outbox_pending.max(0) as u64);
-                if let Some(wanted) = &self.wanted
-                    && let Some(i) = snapshot.campaigns.iter().position(|c| &c.id == wanted)
-                {
-                    self.selected = i;
-                    self.wanted = None;
-                }
-                // Keep the same campaign selected when the list changes around it.
-                let current = self.selected_campaign().map(str::to_string);
-                if let Some(id) = current
-                    && let Some(i) = snapshot.campaigns.iter().position(|c| c.id == id)
-                {
-                    self.selected = i;
-                }
-                self.selected = self
-                    .selected
-                    .min(snapshot.campaigns.len().saturating_sub(1));
-                self.snapshot = Some(*snapshot);
-            }
+            Event::Data(snapshot) => self.data(*snapshot),
         }
     }
 
+    /// A poll that brought nothing: a hole in the sparklines, so an outage shows.
+    fn gap(&mut self) {
+        if !self.paused {
+            push(&mut self.rate, None);
+            push(&mut self.pending, None);
+        }
+    }
+
+    fn data(&mut self, snapshot: Snapshot) {
+        self.connected = true;
+        self.error = None;
+        self.throttled = None;
+        if self.paused {
+            return;
+        }
+        if snapshot.operator {
+            if let Some((total, at)) = self.last_total {
+                let dt = snapshot.elapsed - at;
+                if dt > 0.0 {
+                    let per_second = (snapshot.donations_total - total).max(0) as f64 / dt;
+                    push(&mut self.rate, Some(per_second.round() as u64));
+                }
+            }
+            self.last_total = Some((snapshot.donations_total, snapshot.elapsed));
+            push(
+                &mut self.pending,
+                Some(snapshot.outbox_pending.max(0) as u64),
+            );
+        }
+        // `--campaign` once it is listed; else the same campaign when the list changes.
+        let wanted = self.wanted.clone();
+        let current = self.selected_campaign().map(str::to_string);
+        self.snapshot = Some(snapshot);
+        let position = |app: &App, id: &str| app.visible().iter().position(|c| c.id == id);
+        if let Some(i) = wanted.as_deref().and_then(|w| position(self, w)) {
+            self.selected = i;
+            self.wanted = None;
+        } else if let Some(i) = current.as_deref().and_then(|c| position(self, c)) {
+            self.selected = i;
+        }
+        self.follow();
+    }
+
+    /// Keeps the selection inside the list and on screen.
+    fn follow(&mut self) {
+        let count = self.visible().len();
+        self.selected = self.selected.min(count.saturating_sub(1));
+        let page = self.page.max(1);
+        if self.selected < self.offset {
+            self.offset = self.selected;
+        } else if self.selected >= self.offset + page {
+            self.offset = self.selected + 1 - page;
+        }
+        self.offset = self.offset.min(count.saturating_sub(page));
+    }
+
+    fn select(&mut self, index: usize) {
+        self.selected = index;
+        self.follow();
+    }
+
     fn key(&mut self, key: KeyEvent) {
-        let count = self.snapshot.as_ref().map_or(0, |s| s.campaigns.len());
+        if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
+            self.quit = true;
+            return;
+        }
+        if self.typing {
+            match key.code {
+                KeyCode::Enter => self.typing = false,
+                KeyCode::Esc => {
+                    self.typing = false;
+                    self.filter.clear();
+                }
+                KeyCode::Backspace => {
+                    self.filter.pop();
+                }
+                KeyCode::Char(c) => self.filter.push(c),
+                _ => return,
+            }
+            self.select(0);
+            return;
+        }
+        let count = self.visible().len();
+        let last = count.saturating_sub(1);
+        let page = self.page.max(1);
         match key.code {
             KeyCode::Esc if self.help => self.help = false,
+            KeyCode::Esc if self.detail => self.detail = false,
+            KeyCode::Esc if !self.filter.is_empty() => {
+                self.filter.clear();
+                self.select(0);
+            }
             KeyCode::Char('q') | KeyCode::Esc => self.quit = true,
-            KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => self.quit = true,
             KeyCode::Char('?') | KeyCode::Char('h') => self.help = !self.help,
             KeyCode::Char('p') | KeyCode::Char(' ') => self.paused = !self.paused,
+            KeyCode::Char('/') => {
+                self.typing = true;
+                self.detail = false;
+            }
+            KeyCode::Enter if count > 0 => self.detail = !self.detail,
+            KeyCode::Char('+') | KeyCode::Char('=') => self.faster(true),
+            KeyCode::Char('-') | KeyCode::Char('_') => self.faster(false),
             KeyCode::Right | KeyCode::Tab | KeyCode::Down | KeyCode::Char('j') if count > 0 => {
-                self.selected = (self.selected + 1) % count
+                self.select((self.selected + 1) % count)
             }
             KeyCode::Left | KeyCode::BackTab | KeyCode::Up | KeyCode::Char('k') if count > 0 => {
-                self.selected = (self.selected + count - 1) % count
+                self.select((self.selected + count - 1) % count)
             }
+            KeyCode::PageDown => self.select((self.selected + page).min(last)),
+            KeyCode::PageUp => self.select(self.selected.saturating_sub(page)),
+            KeyCode::Home | KeyCode::Char('g') => self.select(0),
+            KeyCode::End | KeyCode::Char('G') => self.select(last),
             _ => {}
+        }
+    }
+
+    /// `+` polls more often, `-` less, stepping through [`INTERVALS_MS`].
+    fn faster(&mut self, faster: bool) {
+        let now = self.interval.as_millis() as u64;
+        let next = if faster {
+            INTERVALS_MS.iter().rev().find(|&&ms| ms < now)
+        } else {
+            INTERVALS_MS.iter().find(|&&ms| ms > now)
+        };
+        if let Some(&ms) = next {
+            self.interval = Duration::from_millis(ms);
         }
     }
 }
 
-fn push(samples: &mut VecDeque<u64>, value: u64) {
+fn push(samples: &mut VecDeque<Option<u64>>, value: Option<u64>) {
     if samples.len() == HISTORY {
         samples.pop_front();
     }
@@ -250,6 +412,7 @@ mod tests {
         Box::new(Snapshot {
             elapsed,
             donations_total: total,
+            operator: true,
             campaigns: ids
                 .iter()
                 .map(|id| CampaignView {
@@ -291,11 +454,12 @@ mod tests {
         app.update(Event::Data(snapshot(10, 0.0, &["a", "b"])));
         assert_eq!(app.selected_campaign(), Some("b"), "--campaign is honoured");
         app.update(Event::Data(snapshot(30, 2.0, &["a", "b"])));
-        assert_eq!(app.rate.back(), Some(&10));
+        assert_eq!(app.rate.back(), Some(&Some(10)));
         app.update(Event::Throttled("429".into()));
         assert!(app.connected, "a rate limit is not a disconnection");
         app.update(Event::Disconnected("connection refused".into()));
         assert!(!app.connected);
+        assert_eq!(app.rate.back(), Some(&None), "a failed poll is a gap");
         assert!(app.snapshot.is_some());
         app.update(Event::Data(snapshot(30, 3.0, &["new", "a", "b"])));
         assert!(app.connected);
@@ -304,5 +468,45 @@ mod tests {
             Some("b"),
             "the selection follows its campaign"
         );
+    }
+
+    #[test]
+    fn plus_and_minus_step_the_refresh_period_within_bounds() {
+        let mut app = App::new("http://x", None);
+        app.update(key(KeyCode::Char('+')));
+        assert_eq!(app.interval, Duration::from_millis(500));
+        for _ in 0..5 {
+            app.update(key(KeyCode::Char('+')));
+        }
+        assert_eq!(
+            app.interval,
+            Duration::from_millis(250),
+            "no faster than 250 ms"
+        );
+        for _ in 0..9 {
+            app.update(key(KeyCode::Char('-')));
+        }
+        assert_eq!(app.interval, Duration::from_secs(10), "no slower than 10 s");
+        assert_eq!(app.request().interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn typing_a_filter_does_not_quit_and_esc_clears_it() {
+        let mut app = App::new("http://x", None);
+        app.update(Event::Data(snapshot(0, 0.0, &["alpha", "beta", "quartz"])));
+        app.update(key(KeyCode::Char('/')));
+        for c in "qu".chars() {
+            app.update(key(KeyCode::Char(c)));
+        }
+        assert!(!app.quit, "q is text while typing");
+        assert_eq!(app.visible().len(), 1);
+        app.update(key(KeyCode::Enter));
+        assert_eq!(app.selected_campaign(), Some("quartz"));
+        app.update(key(KeyCode::Esc));
+        assert!(
+            app.filter.is_empty() && !app.quit,
+            "Esc clears the filter first"
+        );
+        assert_eq!(app.visible().len(), 3);
     }
 }

@@ -10,6 +10,40 @@ use ratatui::widgets::{
 
 use super::app::App;
 
+/// What an operator panel says when the server wants a key this watch does not have.
+pub const NEEDS_KEY: &str = "needs an operator key (--api-key)";
+
+fn needs_key(app: &App) -> bool {
+    app.snapshot.as_ref().is_some_and(|s| !s.operator)
+}
+
+/// The screen's regions: status bar, campaigns and health, sparklines, lists, footer.
+fn regions(area: Rect) -> [Rect; 5] {
+    Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(6),
+        Constraint::Length(5),
+        Constraint::Min(6),
+        Constraint::Length(1),
+    ])
+    .areas(area)
+}
+
+/// How many campaigns the list shows on a terminal of `area` (two lines each).
+pub fn campaign_rows(area: Rect) -> usize {
+    let [_, middle, ..] = regions(area);
+    (middle.height.saturating_sub(2) / 2).max(1) as usize
+}
+
+fn every(app: &App) -> String {
+    let ms = app.interval.as_millis();
+    if ms >= 1000 && ms.is_multiple_of(1000) {
+        format!("every {} s", ms / 1000)
+    } else {
+        format!("every {ms} ms")
+    }
+}
+
 fn outcome_color(word: &str) -> Color {
     match word {
         "COMPLETED" | "processed" | "up" | "ready" | "healthy" => Color::Green,
@@ -20,15 +54,22 @@ fn outcome_color(word: &str) -> Color {
 
 /// Draws the whole screen.
 pub fn draw(frame: &mut Frame, app: &App) {
-    let [top, middle, sparks, lists, footer] = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Min(6),
-        Constraint::Length(5),
-        Constraint::Min(6),
-        Constraint::Length(1),
-    ])
-    .areas(frame.area());
+    let [top, middle, sparks, lists, footer] = regions(frame.area());
     status_bar(frame, top, app);
+    draw_footer(frame, footer, app);
+    if app.detail {
+        let body = Rect::new(
+            middle.x,
+            middle.y,
+            middle.width,
+            footer.y.saturating_sub(middle.y),
+        );
+        draw_detail(frame, body, app);
+        if app.help {
+            draw_help(frame, app);
+        }
+        return;
+    }
     let [campaigns, health] =
         Layout::horizontal([Constraint::Percentage(65), Constraint::Percentage(35)]).areas(middle);
     draw_campaigns(frame, campaigns, app);
@@ -43,10 +84,6 @@ pub fn draw(frame: &mut Frame, app: &App) {
     draw_donations(frame, donations, app);
     draw_webhooks(frame, webhooks, app);
     draw_dead(frame, dead, app);
-    frame.render_widget(
-        Paragraph::new(" ←/→ campaign   p pause   ? help   q quit").dark_gray(),
-        footer,
-    );
     if app.help {
         draw_help(frame, app);
     }
@@ -81,11 +118,41 @@ fn status_bar(frame: &mut Frame, area: Rect, app: &App) {
     if let Some(s) = &app.snapshot {
         spans.push(Span::raw(format!("  updated {}", s.at)));
     }
+    spans.push(Span::raw(format!(", {}", every(app))).dark_gray());
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
+fn draw_footer(frame: &mut Frame, area: Rect, app: &App) {
+    let line = if app.typing {
+        Line::from(vec![
+            Span::raw(" filter: /").yellow(),
+            Span::raw(format!("{}▏", app.filter)).bold(),
+            Span::raw("   Enter keep   Esc clear").dark_gray(),
+        ])
+    } else if app.detail {
+        Line::from(" Enter/Esc back   ↑/↓ campaign   +/- refresh   p pause   ? help   q quit")
+            .dark_gray()
+    } else {
+        Line::from(
+            " ↑/↓ campaign   PgUp/PgDn scroll   / filter   Enter detail   +/- refresh   p pause   ? help   q quit",
+        )
+        .dark_gray()
+    };
+    frame.render_widget(Paragraph::new(line), area);
+}
+
 fn draw_campaigns(frame: &mut Frame, area: Rect, app: &App) {
-    let block = Block::bordered().title(" Campaigns: raised against goal ");
+    let visible = app.visible();
+    let total = app.snapshot.as_ref().map_or(0, |s| s.campaigns.len());
+    let mut title = format!(
+        " Campaigns: raised against goal, {}",
+        visible.len().min(app.selected + 1)
+    );
+    title.push_str(&format!("/{} ", visible.len()));
+    if !app.filter.is_empty() {
+        title.push_str(&format!("(/{} of {total}) ", app.filter));
+    }
+    let block = Block::bordered().title(title);
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let Some(s) = &app.snapshot else {
@@ -99,17 +166,20 @@ fn draw_campaigns(frame: &mut Frame, area: Rect, app: &App) {
         );
         return;
     }
-    // Two lines per campaign; scroll so the selected one shows.
+    if visible.is_empty() {
+        frame.render_widget(
+            Paragraph::new(format!("no campaign matches /{} (Esc clears)", app.filter)),
+            inner,
+        );
+        return;
+    }
+    // Two lines per campaign, from the app's scroll offset, the selection always on screen.
     let fit = (inner.height / 2).max(1) as usize;
-    let first = app.selected.saturating_sub(fit - 1);
-    for (row, (i, c)) in s
-        .campaigns
-        .iter()
-        .enumerate()
-        .skip(first)
-        .take(fit)
-        .enumerate()
-    {
+    let mut first = app.offset.min(app.selected);
+    if app.selected >= first + fit {
+        first = app.selected + 1 - fit;
+    }
+    for (row, (i, c)) in visible.iter().enumerate().skip(first).take(fit).enumerate() {
         let y = inner.y + (row as u16) * 2;
         let selected = i == app.selected;
         let marker = if selected { "▶ " } else { "  " };
@@ -130,13 +200,15 @@ fn draw_campaigns(frame: &mut Frame, area: Rect, app: &App) {
         let gauge = Gauge::default()
             .gauge_style(Style::new().fg(if selected { Color::Cyan } else { Color::Blue }))
             .ratio(c.ratio.clamp(0.0, 1.0))
-            .label(format!(
-                "{} / {} {} ({:.0}%)",
-                c.raised,
-                c.goal,
-                c.currency,
-                c.ratio * 100.0
-            ));
+            .label(match &c.raised {
+                Some(raised) => format!(
+                    "{raised} / {} {} ({:.0}%)",
+                    c.goal,
+                    c.currency,
+                    c.ratio * 100.0
+                ),
+                None => format!("… / {} {}", c.goal, c.currency),
+            });
         if y + 1 < inner.y + inner.height {
             frame.render_widget(
                 gauge,
@@ -169,51 +241,91 @@ fn draw_health(frame: &mut Frame, area: Rect, app: &App) {
                     Span::raw(format!(" {}", b.kind)).dark_gray(),
                 ]));
             }
-            let pending = s.outbox_pending;
-            let age = s
-                .outbox_oldest_age
-                .map_or("-".to_string(), |a| format!("{a:.1}s"));
-            lines.push(Line::from(format!(
-                "outbox     {pending} pending, oldest {age}"
-            )));
+            if s.operator {
+                let pending = s.outbox_pending;
+                let age = s
+                    .outbox_oldest_age
+                    .map_or("-".to_string(), |a| format!("{a:.1}s"));
+                lines.push(Line::from(format!(
+                    "outbox     {pending} pending, oldest {age}"
+                )));
+            } else {
+                lines.push(Line::from(vec![
+                    Span::raw("outbox     "),
+                    Span::raw(NEEDS_KEY).yellow(),
+                ]));
+            }
         }
         (None, true) => lines.push(Line::from("…")),
     }
     frame.render_widget(Paragraph::new(lines).block(block), area);
 }
 
+/// The newest samples that fit in `area`'s inside (ratatui draws a sparkline's first ones).
+fn newest(samples: &std::collections::VecDeque<Option<u64>>, area: Rect) -> Vec<Option<u64>> {
+    let width = area.width.saturating_sub(2) as usize;
+    let skip = samples.len().saturating_sub(width);
+    samples.iter().skip(skip).copied().collect()
+}
+
+fn spark(
+    frame: &mut Frame,
+    area: Rect,
+    name: &str,
+    samples: &std::collections::VecDeque<Option<u64>>,
+    colour: Color,
+    app: &App,
+) {
+    if needs_key(app) {
+        frame.render_widget(
+            Paragraph::new(Span::raw(NEEDS_KEY).yellow())
+                .block(Block::bordered().title(format!(" {name} "))),
+            area,
+        );
+        return;
+    }
+    let last = match samples.back() {
+        Some(Some(v)) => v.to_string(),
+        Some(None) => "no answer".to_string(),
+        None => "-".to_string(),
+    };
+    frame.render_widget(
+        Sparkline::default()
+            .block(Block::bordered().title(format!(" {name}: {last} ")))
+            .data(newest(samples, area))
+            .style(Style::new().fg(colour))
+            .absent_value_symbol("·")
+            .absent_value_style(Style::new().fg(Color::Red)),
+        area,
+    );
+}
+
 fn draw_sparks(frame: &mut Frame, area: Rect, app: &App) {
     let [rate, pending] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
-    let rate_data: Vec<u64> = app.rate.iter().copied().collect();
-    let pending_data: Vec<u64> = app.pending.iter().copied().collect();
-    let last_rate = rate_data.last().copied().unwrap_or(0);
-    let last_pending = pending_data.last().copied().unwrap_or(0);
-    frame.render_widget(
-        Sparkline::default()
-            .block(Block::bordered().title(format!(" Donations/s: {last_rate} ")))
-            .data(&rate_data)
-            .style(Style::new().fg(Color::Green)),
-        rate,
-    );
-    frame.render_widget(
-        Sparkline::default()
-            .block(Block::bordered().title(format!(" Outbox pending: {last_pending} ")))
-            .data(&pending_data)
-            .style(Style::new().fg(Color::Yellow)),
+    spark(frame, rate, "Donations/s", &app.rate, Color::Green, app);
+    spark(
+        frame,
         pending,
+        "Outbox pending",
+        &app.pending,
+        Color::Yellow,
+        app,
     );
 }
 
 fn draw_donations(frame: &mut Frame, area: Rect, app: &App) {
-    let title = match app
-        .snapshot
-        .as_ref()
-        .and_then(|s| s.campaigns.get(app.selected))
-    {
+    let title = match app.selected_view() {
         Some(c) => format!(" Recent donations: {} ", c.title),
         None => " Recent donations ".to_string(),
     };
+    if needs_key(app) {
+        frame.render_widget(
+            Paragraph::new(Span::raw(NEEDS_KEY).yellow()).block(Block::bordered().title(title)),
+            area,
+        );
+        return;
+    }
     let rows: Vec<Row> = app
         .snapshot
         .iter()
@@ -255,10 +367,12 @@ fn draw_webhooks(frame: &mut Frame, area: Rect, app: &App) {
             .collect();
         title = format!(" Webhooks: {} ", counts.join(", "));
     }
-    let notice = app.snapshot.as_ref().and_then(|s| s.notice.clone());
     let block = Block::bordered().title(title);
-    if let Some(notice) = notice {
-        frame.render_widget(Paragraph::new(notice).block(block), area);
+    if needs_key(app) {
+        frame.render_widget(
+            Paragraph::new(Span::raw(NEEDS_KEY).yellow()).block(block),
+            area,
+        );
         return;
     }
     let rows: Vec<Row> = app
@@ -291,6 +405,15 @@ fn draw_webhooks(frame: &mut Frame, area: Rect, app: &App) {
 }
 
 fn draw_dead(frame: &mut Frame, area: Rect, app: &App) {
+    if needs_key(app) {
+        frame.render_widget(
+            Paragraph::new(Span::raw(NEEDS_KEY).yellow())
+                .wrap(ratatui::widgets::Wrap { trim: true })
+                .block(Block::bordered().title(" Dead letters ")),
+            area,
+        );
+        return;
+    }
     let items: Vec<ListItem> = app
         .snapshot
         .iter()
@@ -311,8 +434,8 @@ fn draw_dead(frame: &mut Frame, area: Rect, app: &App) {
 
 fn draw_help(frame: &mut Frame, app: &App) {
     let area = frame.area();
-    let width = 46.min(area.width);
-    let height = 11.min(area.height);
+    let width = 52.min(area.width);
+    let height = 15.min(area.height);
     let popup = Rect::new(
         area.x + (area.width - width) / 2,
         area.y + (area.height - height) / 2,
@@ -320,17 +443,127 @@ fn draw_help(frame: &mut Frame, app: &App) {
         height,
     );
     let text = vec![
-        Line::from("←/→, Tab, j/k   choose the campaign"),
+        Line::from("↑/↓, j/k, Tab   choose the campaign"),
+        Line::from("PgUp/PgDn       scroll a page; Home/End, g/G ends"),
+        Line::from("/               filter by title or id (Esc clears)"),
+        Line::from("Enter           the campaign's detail (Esc back)"),
+        Line::from("+ / -           refresh faster / slower"),
         Line::from("p, space        pause / resume updates"),
         Line::from("?, h            this help (Esc closes)"),
         Line::from("q, Esc, Ctrl-C  quit"),
         Line::from(""),
         Line::from(format!("server: {}", app.server)),
-        Line::from("data refreshes every --interval-ms"),
+        Line::from(format!("refreshing {}", every(app))),
     ];
     frame.render_widget(Clear, popup);
     frame.render_widget(
         Paragraph::new(text).block(Block::bordered().title(" Help ")),
         popup,
     );
+}
+
+fn draw_detail(frame: &mut Frame, area: Rect, app: &App) {
+    let Some(c) = app.selected_view() else {
+        frame.render_widget(Paragraph::new("no campaign selected"), area);
+        return;
+    };
+    let block = Block::bordered().title(format!(" Campaign: {} ", c.title));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let [facts, lists] = Layout::vertical([Constraint::Length(4), Constraint::Min(3)]).areas(inner);
+    let raised = c.raised.clone().unwrap_or_else(|| "…".into());
+    let facts_text = vec![
+        Line::from(format!(
+            "id {}   {}   {}",
+            c.id,
+            if c.active { "ACTIVE" } else { "CLOSED" },
+            c.currency
+        )),
+        Line::from(format!(
+            "raised {raised} of {} {} ({:.0}%), {} donations from {} donors",
+            c.goal,
+            c.currency,
+            c.ratio * 100.0,
+            c.donations,
+            c.donors
+        )),
+    ];
+    frame.render_widget(Paragraph::new(facts_text), facts);
+    let gauge = Gauge::default()
+        .gauge_style(Style::new().fg(Color::Cyan))
+        .ratio(c.ratio.clamp(0.0, 1.0));
+    frame.render_widget(gauge, Rect::new(facts.x, facts.y + 2, facts.width, 1));
+    draw_detail_lists(frame, lists, app);
+}
+
+/// The detail's recent donations and the refunds among them.
+fn draw_detail_lists(frame: &mut Frame, lists: Rect, app: &App) {
+    let [recent, refunds] =
+        Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(lists);
+    if needs_key(app) {
+        for (area, title) in [(recent, " Recent donations "), (refunds, " Refunds ")] {
+            frame.render_widget(
+                Paragraph::new(Span::raw(NEEDS_KEY).yellow()).block(Block::bordered().title(title)),
+                area,
+            );
+        }
+        return;
+    }
+    let donations = app.snapshot.iter().flat_map(|s| s.donations.iter());
+    let rows: Vec<Row> = donations
+        .clone()
+        .map(|d| {
+            Row::new(vec![
+                Cell::from(d.at.clone()),
+                Cell::from(d.amount.clone()),
+                Cell::from(Span::styled(
+                    d.status.clone(),
+                    Style::new().fg(outcome_color(&d.status)),
+                )),
+                Cell::from(d.email.clone()),
+            ])
+        })
+        .collect();
+    let count = rows.len();
+    frame.render_widget(
+        Table::new(
+            rows,
+            [
+                Constraint::Length(8),
+                Constraint::Length(13),
+                Constraint::Length(9),
+                Constraint::Fill(1),
+            ],
+        )
+        .block(Block::bordered().title(format!(" Recent donations: {count} "))),
+        recent,
+    );
+    let refunded: Vec<Row> = donations
+        .filter(|d| !d.refunded.is_empty())
+        .map(|d| {
+            Row::new(vec![
+                Cell::from(d.at.clone()),
+                Cell::from(d.refunded.clone()),
+                Cell::from(format!("of {}", d.amount)),
+                Cell::from(d.email.clone()),
+            ])
+        })
+        .collect();
+    let body = if refunded.is_empty() {
+        Table::new(
+            vec![Row::new(vec![Cell::from("none among these donations")])],
+            [Constraint::Fill(1)],
+        )
+    } else {
+        Table::new(
+            refunded,
+            [
+                Constraint::Length(8),
+                Constraint::Length(9),
+                Constraint::Length(14),
+                Constraint::Fill(1),
+            ],
+        )
+    };
+    frame.render_widget(body.block(Block::bordered().title(" Refunds ")), refunds);
 }
