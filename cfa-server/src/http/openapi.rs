@@ -139,6 +139,18 @@ fn add_layer_responses(document: &mut utoipa::openapi::OpenApi) {
                     error_response("No valid operator key (`unauthorized`)", false),
                 );
             }
+            if mentions_operator_key(operation.security.as_deref()) || path.starts_with("/sandbox/")
+            {
+                add(
+                    "403",
+                    error_response(
+                        "`local_only`: the server listens off loopback without `auth.api_keys` \
+                         (or, for the sandbox, without `payments.sandbox`), so it answers this \
+                         only from its own host",
+                        false,
+                    ),
+                );
+            }
         }
     }
 }
@@ -185,6 +197,17 @@ fn error_response(description: &str, retry_after: bool) -> utoipa::openapi::Resp
         );
     }
     response.build()
+}
+
+/// Whether some way to call the operation uses the operator key.
+fn mentions_operator_key(
+    security: Option<&[utoipa::openapi::security::SecurityRequirement]>,
+) -> bool {
+    security.is_some_and(|alternatives| {
+        alternatives.iter().any(|requirement| {
+            serde_json::to_value(requirement).is_ok_and(|v| v.get("operator_key").is_some())
+        })
+    })
 }
 
 /// Whether every way to call the operation needs the operator key (none is open).
