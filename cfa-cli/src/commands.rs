@@ -639,8 +639,21 @@ async fn send_webhook(ctx: &Context, args: SendWebhook) -> Result<Output> {
 
 async fn health(c: &Client) -> Result<Output> {
     let reply = c.send(Method::GET, "/ready", None, &[]).await?;
-    let body = reply.body.clone();
+    let mut body = reply.body.clone();
     let mut pairs = vec![("status".to_string(), text(&body["status"]))];
+    // The build it runs (GET /version); a server too old to have one just shows none.
+    if let Ok(version) = c.send(Method::GET, "/version", None, &[]).await
+        && version.status == 200
+    {
+        pairs.push(("server_version".to_string(), text(&version.body["version"])));
+        pairs.push((
+            "server_revision".to_string(),
+            text(&version.body["git_revision"]),
+        ));
+        if let Some(object) = body.as_object_mut() {
+            object.insert("server".to_string(), version.body);
+        }
+    }
     if let Some(checks) = body["checks"].as_object() {
         for (name, check) in checks {
             let mut line = format!("{} ({})", text(&check["status"]), text(&check["backend"]));

@@ -476,6 +476,17 @@ async fn profiles_completions_and_health() {
     );
     let health: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(health["status"], "healthy");
+    let build: Value = reqwest::get(format!("{}/version", server.url))
+        .await
+        .expect("GET /version")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["server"]["version"], build["version"], "{health}");
+    assert_eq!(
+        health["server"]["git_revision"], build["git_revision"],
+        "{health}"
+    );
     let wrong = cli(
         &server.url,
         &["--profile", "prod", "health"],
