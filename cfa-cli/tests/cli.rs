@@ -774,8 +774,12 @@ impl Listener {
         }
     }
 
-    /// Waits (up to 20 s) for a line of `from` that satisfies `wanted`.
+    /// Waits (up to 20 s) for a line of `from` that satisfies `wanted`; one that already came
+    /// while waiting for another counts (polls may print changes in either order).
     async fn wait(&mut self, stderr: bool, wanted: impl Fn(&str) -> bool) -> String {
+        if let Some(line) = self.seen.iter().find(|l| wanted(l)) {
+            return line.clone();
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let from = if stderr { &self.stderr } else { &self.lines };
