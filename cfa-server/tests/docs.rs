@@ -128,8 +128,8 @@ fn configuration_names() -> (BTreeSet<String>, BTreeSet<String>) {
     (names, maps)
 }
 
-/// Every `"CFA_…"` string literal in the workspace's Rust sources and in .ci/run: the variables
-/// some tool, test or build script reads.
+/// Every `"CFA_…"` string literal in the workspace's Rust sources and in .ci/run, and every
+/// `${CFA_…}` the compose file substitutes: the variables some tool, test or script reads.
 fn names_read_by_the_tools() -> BTreeSet<String> {
     let root = repository();
     let mut paths = vec![root.join(".ci/run")];
@@ -156,6 +156,17 @@ fn names_read_by_the_tools() -> BTreeSet<String> {
                     names.insert(name);
                 }
             }
+        }
+    }
+    // The compose file's own variables: `${CFA_X:-…}` / `${CFA_X:?…}`, substituted by compose.
+    let compose = std::fs::read_to_string(root.join("deploy/compose.yaml")).unwrap_or_default();
+    for reference in compose.split("${").skip(1) {
+        let name: String = reference
+            .chars()
+            .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        if name.starts_with("CFA_") {
+            names.insert(name);
         }
     }
     names
