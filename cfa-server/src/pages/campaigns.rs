@@ -73,19 +73,7 @@ async fn totals_of(state: &AppState, campaign: &Campaign) -> Result<CampaignTota
         campaign.id,
     )
     .await?;
-    Ok(found.map_or_else(
-        || CampaignTotals {
-            campaign_id: campaign.id,
-            total_minor: 0,
-            completed_count: 0,
-            unique_donors: 0,
-            goal_minor: campaign.goal_minor,
-            currency: campaign.currency.code().to_string(),
-            last_updated: campaign.updated_at,
-            campaign_version: campaign.version,
-        },
-        |c| c.totals,
-    ))
+    Ok(found.map_or_else(|| CampaignTotals::empty(campaign), |c| c.totals))
 }
 
 /// `GET /`: the active campaigns with their progress.

@@ -232,16 +232,7 @@ pub async fn current(
             let Some(campaign) = store.campaign(campaign_id).await? else {
                 return Ok(None);
             };
-            CampaignTotals {
-                campaign_id,
-                total_minor: 0,
-                completed_count: 0,
-                unique_donors: 0,
-                goal_minor: campaign.goal_minor,
-                currency: campaign.currency.code().to_string(),
-                last_updated: campaign.updated_at,
-                campaign_version: campaign.version,
-            }
+            CampaignTotals::empty(&campaign)
         }
     };
     cache.put(totals.clone(), generation).await;

@@ -32,6 +32,22 @@ pub struct CampaignTotals {
     pub campaign_version: i64,
 }
 
+impl CampaignTotals {
+    /// The totals of a campaign no completed donation has reached yet.
+    pub fn empty(campaign: &crate::domain::campaign::Campaign) -> CampaignTotals {
+        CampaignTotals {
+            campaign_id: campaign.id,
+            total_minor: 0,
+            completed_count: 0,
+            unique_donors: 0,
+            goal_minor: campaign.goal_minor,
+            currency: campaign.currency.code().to_string(),
+            last_updated: campaign.updated_at,
+            campaign_version: campaign.version,
+        }
+    }
+}
+
 /// What one donation contributes to its campaign's totals, as last applied.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Contribution {
