@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -288,31 +288,7 @@ fn localise(services: &mut [Service], ctx: &TestContext, smtp_port: u16) {
     }
 }
 
-/// Kills every process when dropped; when the test failed, prints the end of each one's log.
-struct Processes {
-    children: Vec<(String, Child)>,
-    logs: PathBuf,
-}
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            for (name, _) in &self.children {
-                let log = std::fs::read_to_string(self.logs.join(format!("{name}.log")))
-                    .unwrap_or_default();
-                let lines: Vec<&str> = log.lines().collect();
-                eprintln!("--- the last lines of {name}'s log ---");
-                for line in &lines[lines.len().saturating_sub(30)..] {
-                    eprintln!("{line}");
-                }
-            }
-        }
-    }
-}
+use crate::split::Processes;
 
 fn command(service: &Service, args: &[String]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cfa-server"));

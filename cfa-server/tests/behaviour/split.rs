@@ -17,9 +17,9 @@ use crate::tests;
 tests![rabbit: the_split_deployment_survives_a_killed_replica_and_a_broker_outage];
 
 /// Kills every process when dropped; when the test failed, prints the end of each one's log.
-struct Processes {
-    children: Vec<(String, Child)>,
-    logs: std::path::PathBuf,
+pub(crate) struct Processes {
+    pub(crate) children: Vec<(String, Child)>,
+    pub(crate) logs: std::path::PathBuf,
 }
 
 impl Drop for Processes {
