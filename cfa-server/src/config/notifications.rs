@@ -33,6 +33,8 @@ pub struct NotificationSettings {
     /// How long a sender's claim on a notification lasts, in seconds; renewed every third of it
     /// while the send is in flight, so a sender that dies holds its claims this long at most.
     pub lease_seconds: u64,
+    /// Messages one sender has in flight at once (each pass claims four times as many).
+    pub concurrency: usize,
     /// Public base URL of the API, for the donor history links; empty means the listen address.
     pub public_base_url: String,
     /// How long a history link stays valid, in hours.
@@ -60,6 +62,7 @@ impl Default for NotificationSettings {
             retry_base_ms: 1000,
             poll_interval_ms: 500,
             lease_seconds: 15,
+            concurrency: 8,
             public_base_url: String::new(),
             history_link_ttl_hours: 24 * 90,
             history_link_secret: None,
@@ -69,10 +72,17 @@ impl Default for NotificationSettings {
 }
 
 impl NotificationSettings {
-    /// Checks the sender's lease.
+    /// Checks the sender's lease and concurrency.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        require_positive(&[("notifications.lease_seconds", self.lease_seconds)])?;
-        require_at_most(&[("notifications.lease_seconds", self.lease_seconds, 3600)])
+        let concurrency = u64::try_from(self.concurrency).unwrap_or(u64::MAX);
+        require_positive(&[
+            ("notifications.lease_seconds", self.lease_seconds),
+            ("notifications.concurrency", concurrency),
+        ])?;
+        require_at_most(&[
+            ("notifications.lease_seconds", self.lease_seconds, 3600),
+            ("notifications.concurrency", concurrency, 256),
+        ])
     }
 }
 

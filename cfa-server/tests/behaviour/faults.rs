@@ -325,7 +325,7 @@ impl Workers {
 
 /// Starts `sender` on the due notifications and waits until its mailer is sending one.
 async fn start_sending(sender: Sender, mailer: &SlowMailer) -> tokio::task::JoinHandle<usize> {
-    let task = tokio::spawn(async move { sender.send_due().await.expect("send") });
+    let task = tokio::spawn(async move { sender.send_due().await.expect("send").sent });
     tokio::time::timeout(Duration::from_secs(10), mailer.entered.notified())
         .await
         .expect("the sender claims the receipt and starts sending it");
@@ -346,7 +346,7 @@ async fn a_receipt_whose_sender_died_goes_out_within_seconds(ctx: TestContext) {
     eventually(
         Duration::from_secs(20),
         "another sender to take the receipt over",
-        || async { (rescuer.send_due().await.expect("send") == 1).then_some(()) },
+        || async { (rescuer.send_due().await.expect("send").sent == 1).then_some(()) },
     )
     .await;
     let sent = workers.receipt(donation).await;
@@ -364,7 +364,12 @@ async fn a_slow_send_keeps_its_claim_while_in_flight(ctx: TestContext) {
     // Past the first term of the lease: without renewals the claim would have run out.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        workers.file_sender().send_due().await.expect("send"),
+        workers
+            .file_sender()
+            .send_due()
+            .await
+            .expect("send")
+            .claimed,
         0,
         "the receipt is still claimed by the slow sender"
     );

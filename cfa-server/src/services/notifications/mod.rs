@@ -26,7 +26,7 @@ use sha2::Sha256;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-pub use self::sender::Sender;
+pub use self::sender::{SendPass, Sender};
 use super::ConsumerSpec;
 use crate::config::{NotificationSettings, Role, Secret, SmtpTls};
 use crate::domain::donation::Donation;

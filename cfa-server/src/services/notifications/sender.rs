@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
+use futures::{FutureExt as _, StreamExt as _};
 use lettre::Message;
 use lettre::message::{Mailbox, MultiPart};
 use rand::Rng;
@@ -20,8 +21,17 @@ use super::Mailer;
 use crate::config::NotificationSettings;
 use crate::storage::{Notification, SendOutcome, Store, StoreError};
 
-/// Notifications claimed at once.
-const BATCH: i64 = 5;
+/// Notifications claimed at once, per message sent concurrently.
+const CLAIMED_PER_SLOT: usize = 4;
+
+/// What one pass of the sender did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendPass {
+    /// Notifications claimed.
+    pub claimed: usize,
+    /// Of those, sent (the rest were retried later or marked dead).
+    pub sent: usize,
+}
 
 /// Sends pending notifications.
 pub struct Sender {
@@ -76,20 +86,22 @@ impl Sender {
         Duration::from_secs(self.settings.lease_seconds)
     }
 
-    /// Sends the notifications that are due, once. Returns how many were sent.
+    /// Sends the notifications that are due, once. Returns how many were claimed and sent.
     ///
     /// They are claimed for `notifications.lease_seconds`, and the claims still held are renewed
     /// while the batch is in flight.
-    pub async fn send_due(&self) -> Result<usize, StoreError> {
+    pub async fn send_due(&self) -> Result<SendPass, StoreError> {
         let lease = self.lease();
         let term = TimeDelta::from_std(lease).unwrap_or(TimeDelta::seconds(15));
         let now = crate::domain::now();
+        let batch = self.batch();
         let due = self
             .store
-            .claim_notifications(&self.id, now, now + term, BATCH)
+            .claim_notifications(&self.id, now, now + term, batch)
             .await?;
-        if due.is_empty() {
-            return Ok(0);
+        let claimed = due.len();
+        if claimed == 0 {
+            return Ok(SendPass::default());
         }
         let (store, id) = (&self.store, self.id.as_str());
         let renew = move || async move {
@@ -98,18 +110,34 @@ impl Sender {
                 .await
                 .map(drop)
         };
-        crate::lease::renewing(lease, self.send_all(due), renew).await
+        let sent = crate::lease::renewing(lease, self.send_all(due), renew).await?;
+        Ok(SendPass { claimed, sent })
     }
 
-    /// Sends claimed notifications one after the other, recording each attempt.
+    /// How many notifications one pass claims: a few per message in flight.
+    fn batch(&self) -> i64 {
+        i64::try_from(self.settings.concurrency.max(1) * CLAIMED_PER_SLOT).unwrap_or(32)
+    }
+
+    /// Sends claimed notifications, `notifications.concurrency` at a time, recording each
+    /// attempt as it ends. Answers how many were sent; a database error stops the pass after the
+    /// sends already in flight (the unsent claims lapse and are retried).
     async fn send_all(&self, due: Vec<Notification>) -> Result<usize, StoreError> {
+        // Boxed, so the stream's type names no closure lifetime (the task must be `Send`).
+        let sends: Vec<futures::future::BoxFuture<'_, Result<bool, StoreError>>> =
+            due.iter().map(|n| self.send_one(n).boxed()).collect();
+        let mut outcomes =
+            futures::stream::iter(sends).buffer_unordered(self.settings.concurrency.max(1));
         let mut sent = 0;
-        for n in due {
-            if self.send_one(&n).await? {
-                sent += 1;
+        let mut failed = None;
+        while let Some(outcome) = outcomes.next().await {
+            match outcome {
+                Ok(true) => sent += 1,
+                Ok(false) => {}
+                Err(e) => failed = Some(e),
             }
         }
-        Ok(sent)
+        failed.map_or(Ok(sent), Err)
     }
 
     /// Sends one notification and records the attempt; answers whether it was sent.
@@ -165,12 +193,18 @@ impl Sender {
         TimeDelta::milliseconds(rand::rng().random_range(ms / 2..=ms.max(1)))
     }
 
-    /// Runs until cancelled.
+    /// Runs until cancelled. After a full batch it goes again at once: a backlog (after an
+    /// outage, or a burst of captures) drains as fast as the mailer takes it, not a batch per poll.
     pub async fn run(self, cancel: CancellationToken) {
         let poll = Duration::from_millis(self.settings.poll_interval_ms);
+        let full = usize::try_from(self.batch()).unwrap_or(usize::MAX);
         loop {
-            if let Err(e) = self.send_due().await {
-                tracing::warn!(error = %e, "notification sender cannot reach the database");
+            match self.send_due().await {
+                Ok(pass) if pass.claimed >= full && !cancel.is_cancelled() => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "notification sender cannot reach the database");
+                }
             }
             tokio::select! {
                 _ = cancel.cancelled() => return,
