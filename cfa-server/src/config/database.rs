@@ -5,7 +5,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::server::{Role, ServerSettings};
 use super::{ConfigError, DatabaseUrl, require_at_most, require_positive};
+
+/// The pool of an all-in-one process, and the most any process gets by default.
+const DEFAULT_POOL: u32 = 16;
 
 /// `[database]`
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -13,8 +17,9 @@ use super::{ConfigError, DatabaseUrl, require_at_most, require_positive};
 pub struct DatabaseSettings {
     /// `postgres://…` or `sqlite://PATH`; empty means `sqlite://<data_dir>/cfa.db`.
     pub url: DatabaseUrl,
-    /// Largest connection pool (readers, on SQLite).
-    pub max_connections: u32,
+    /// Largest connection pool (readers, on SQLite); unset, sized from the process's roles
+    /// ([`DatabaseSettings::fill_pool_size`]).
+    pub max_connections: Option<u32>,
     /// How long a request waits for a connection before the database counts as down, in seconds.
     pub acquire_timeout_seconds: u64,
     /// Apply pending migrations when `run` starts.
@@ -28,7 +33,7 @@ impl Default for DatabaseSettings {
     fn default() -> Self {
         DatabaseSettings {
             url: DatabaseUrl(String::new()),
-            max_connections: 16,
+            max_connections: None,
             acquire_timeout_seconds: 5,
             migrate_on_start: true,
             sqlite_synchronous: SqliteSync::Full,
@@ -46,6 +51,36 @@ impl DatabaseSettings {
         }
     }
 
+    /// The pool's size: as configured, else as [`DatabaseSettings::fill_pool_size`] left it.
+    pub fn pool_size(&self) -> u32 {
+        self.max_connections.unwrap_or(DEFAULT_POOL)
+    }
+
+    /// Sizes an unset pool from the roles the process runs, so a split deployment's processes
+    /// together stay well under PostgreSQL's default 100 connections: the donation role 16 (its
+    /// writes are the busiest), payment 12 (intents, webhooks, the sandbox, reconciliation),
+    /// totals 6 (reads are mostly cached), notification, relay 4 each, the gateway 2 (`/ready`
+    /// and `/metrics` only). A process running several roles gets their sum, at most 16; the
+    /// all-in-one gets 16.
+    pub fn fill_pool_size(&mut self, server: &ServerSettings) {
+        if self.max_connections.is_some() {
+            return;
+        }
+        let share = |role: Role| match role {
+            Role::Donation => 16,
+            Role::Payment => 12,
+            Role::Totals => 6,
+            Role::Notification | Role::Relay => 4,
+            Role::Gateway => 2,
+        };
+        let sum: u32 = Role::ALL
+            .into_iter()
+            .filter(|r| server.runs(*r))
+            .map(share)
+            .sum();
+        self.max_connections = Some(sum.min(DEFAULT_POOL));
+    }
+
     /// How long to wait for a connection.
     pub fn acquire_timeout(&self) -> Duration {
         Duration::from_secs(self.acquire_timeout_seconds)
@@ -55,7 +90,7 @@ impl DatabaseSettings {
     /// can say what is wrong with it.
     pub fn validate(&self) -> Result<(), ConfigError> {
         require_positive(&[
-            ("database.max_connections", u64::from(self.max_connections)),
+            ("database.max_connections", u64::from(self.pool_size())),
             (
                 "database.acquire_timeout_seconds",
                 self.acquire_timeout_seconds,
@@ -89,7 +124,7 @@ mod tests {
             .validate()
             .expect("the defaults are valid");
         let empty = DatabaseSettings {
-            max_connections: 0,
+            max_connections: Some(0),
             ..DatabaseSettings::default()
         };
         let err = empty.validate().expect_err("no connections");
@@ -116,5 +151,48 @@ mod tests {
             ..DatabaseSettings::default()
         };
         assert_eq!(pg.effective_url(Path::new("/ignored")), "postgres://db/cfa");
+    }
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use super::*;
+
+    fn pool(roles: &[Role], configured: Option<u32>) -> u32 {
+        let server = ServerSettings {
+            roles: roles.to_vec(),
+            ..ServerSettings::default()
+        };
+        let mut database = DatabaseSettings {
+            max_connections: configured,
+            ..DatabaseSettings::default()
+        };
+        database.fill_pool_size(&server);
+        database.pool_size()
+    }
+
+    #[test]
+    fn each_role_gets_a_pool_of_its_own_size_and_a_configured_one_wins() {
+        assert_eq!(pool(&[], None), 16, "all-in-one");
+        assert_eq!(pool(&[Role::Gateway], None), 2);
+        assert_eq!(pool(&[Role::Relay], None), 4);
+        assert_eq!(pool(&[Role::Totals], None), 6);
+        assert_eq!(pool(&[Role::Payment, Role::Notification], None), 16);
+        assert_eq!(pool(&[Role::Gateway], Some(9)), 9);
+        // The compose file's split: gateway, 2 donation, payment, totals, notification, 2 relays.
+        let split: u32 = [
+            &[Role::Gateway][..],
+            &[Role::Donation],
+            &[Role::Donation],
+            &[Role::Payment],
+            &[Role::Totals],
+            &[Role::Notification],
+            &[Role::Relay],
+            &[Role::Relay],
+        ]
+        .into_iter()
+        .map(|roles| pool(roles, None))
+        .sum();
+        assert!(split < 100, "PostgreSQL's default max_connections: {split}");
     }
 }

@@ -165,6 +165,7 @@ impl Settings {
         {
             settings.server.listen.set_port(first.seed_port());
         }
+        settings.database.fill_pool_size(&settings.server);
         settings.validate()?;
         Ok(settings)
     }

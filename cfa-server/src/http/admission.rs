@@ -63,7 +63,7 @@ impl Admission {
         let admission = &settings.admission;
         Arc::new(Admission {
             slots: Arc::new(Semaphore::new(
-                admission.in_flight(settings.database.max_connections),
+                admission.in_flight(settings.database.pool_size()),
             )),
             waiting: AtomicUsize::new(0),
             max_queued: admission.max_queued,

@@ -104,7 +104,7 @@ impl PgStore {
     pub async fn connect(url: &str, settings: &DatabaseSettings) -> anyhow::Result<PgStore> {
         use anyhow::Context as _;
         let pool = PgPoolOptions::new()
-            .max_connections(settings.max_connections)
+            .max_connections(settings.pool_size())
             .acquire_timeout(settings.acquire_timeout())
             .connect(url)
             .await

@@ -131,7 +131,7 @@ impl SqliteStore {
             .await
             .with_context(|| format!("cannot open the SQLite database {url}"))?;
         let read = SqlitePoolOptions::new()
-            .max_connections(settings.max_connections.max(1))
+            .max_connections(settings.pool_size().max(1))
             .acquire_timeout(settings.acquire_timeout())
             .connect_with(options.read_only(true))
             .await

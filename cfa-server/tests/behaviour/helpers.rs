@@ -235,7 +235,7 @@ impl TestContext {
         settings.server.data_dir = self.data_dir.path().to_path_buf();
         settings.server.shutdown_grace_seconds = 5;
         settings.database.url.0 = self.database_url.clone();
-        settings.database.max_connections = 8;
+        settings.database.max_connections = Some(8);
         settings.outbox.relay_enabled = false;
         settings.gateway.rate_limit.enabled = false;
         if let Some((url, namespace)) = &self.amqp {

@@ -17,7 +17,7 @@ tests![
 async fn a_burst_larger_than_the_pool_queues_or_is_told_to_retry(ctx: TestContext) {
     let app = ctx
         .spawn_app_with(|s| {
-            s.database.max_connections = 4;
+            s.database.max_connections = Some(4);
             s.admission.max_queued = 100;
         })
         .await;
