@@ -114,10 +114,26 @@ enum Command {
     },
 }
 
+/// `println!` that returns the write's error instead of panicking, so `cfa-release explain |
+/// head` ends quietly when `head` closes the pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        // The reader closed the pipe (`| head`): nothing more to say, as `cat` would.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             match e.downcast_ref::<cfa_release::Error>() {
@@ -139,7 +155,7 @@ fn open(cli: &Cli) -> anyhow::Result<(Git, Config)> {
 }
 
 fn json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    say!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -150,7 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let plan = plan(&git, &config, &PlanRequest { pre })?;
             match output {
                 Output::Json => json(&plan)?,
-                Output::Text => print_plan(&plan),
+                Output::Text => print_plan(&plan)?,
             }
         }
         Command::Apply {
@@ -179,8 +195,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 match output {
                     Output::Json => json(&plan)?,
                     Output::Text => {
-                        println!("dry run: nothing is changed");
-                        print_plan(&plan);
+                        say!("dry run: nothing is changed");
+                        print_plan(&plan)?;
                     }
                 }
                 return Ok(ExitCode::SUCCESS);
@@ -195,10 +211,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Output::Json => json(&applied)?,
                 Output::Text => {
                     if applied.tags.is_empty() {
-                        println!("nothing to release");
+                        say!("nothing to release");
                     }
                     if let Some(commit) = &applied.release_commit {
-                        println!("release commit {commit}");
+                        say!("release commit {commit}");
                     }
                     for tag in &applied.tags {
                         let state = if tag.created {
@@ -206,10 +222,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         } else {
                             "already there"
                         };
-                        println!("tag {} ({state})", tag.name);
+                        say!("tag {} ({state})", tag.name);
                     }
                     if !applied.tags.is_empty() {
-                        println!("push with: git push --atomic origin HEAD --tags");
+                        say!("push with: git push --atomic origin HEAD --tags");
                     }
                 }
             }
@@ -225,8 +241,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .into());
             };
             let def = config.component(&component).context("component")?;
-            println!("{}", c.name);
-            println!(
+            say!("{}", c.name);
+            say!(
                 "  files: {} (excluding: {})",
                 def.paths.join(", "),
                 if def.exclude.is_empty() {
@@ -249,18 +265,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         )
                     })
                     .collect();
-                println!("  depends on: {}", deps.join(", "));
+                say!("  depends on: {}", deps.join(", "));
             }
             match &c.old_tag {
-                Some(tag) => println!("  last release: {tag}"),
-                None => println!("  last release: none"),
+                Some(tag) => say!("  last release: {tag}"),
+                None => say!("  last release: none"),
             }
-            println!(
+            say!(
                 "  commits since that touched its files: {}",
                 c.commits.len()
             );
             for commit in &c.commits {
-                println!(
+                say!(
                     "    {} {} — {}",
                     &commit.id[..7],
                     commit.summary,
@@ -269,19 +285,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             match &c.new_version {
                 Some(v) => {
-                    println!("  bump: {} → {v}", format!("{:?}", c.bump).to_lowercase());
+                    say!("  bump: {} → {v}", format!("{:?}", c.bump).to_lowercase());
                     if let Some(id) = &c.decided_by {
-                        println!("  decided by: {}", &id[..7.min(id.len())]);
+                        say!("  decided by: {}", &id[..7.min(id.len())]);
                     }
                     for r in &c.reasons {
-                        println!("    because {r}");
+                        say!("    because {r}");
                     }
                     if !c.image_tags.is_empty() {
-                        println!("  image tags: {}", c.image_tags.join(", "));
+                        say!("  image tags: {}", c.image_tags.join(", "));
                     }
-                    println!("\n{}", c.changelog);
+                    say!("\n{}", c.changelog);
                 }
-                None => println!(
+                None => say!(
                     "  not released: nothing since {} asks for it",
                     c.old_tag.as_deref().unwrap_or("the start")
                 ),
@@ -306,14 +322,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }))?,
                 Output::Text => {
                     for v in &violations {
-                        println!("{} {}\n    {}", &v.id[..7], v.summary, v.problem);
+                        say!("{} {}\n    {}", &v.id[..7], v.summary, v.problem);
                     }
                     let since = if after.is_empty() {
                         String::new()
                     } else {
                         format!(" after {}", after.join(", "))
                     };
-                    println!(
+                    say!(
                         "{checked} commits checked{since}, {} not conventional",
                         violations.len()
                     );
@@ -335,7 +351,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }))?,
                 Output::Text => {
                     for c in &changed {
-                        println!("{}\t{}", c.name, c.reasons.join("; "));
+                        say!("{}\t{}", c.name, c.reasons.join("; "));
                     }
                 }
             }
@@ -344,12 +360,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_plan(plan: &Plan) {
+fn print_plan(plan: &Plan) -> std::io::Result<()> {
     for warning in &plan.warnings {
         eprintln!("warning: {warning}");
     }
     let branch = plan.branch.as_deref().unwrap_or("detached HEAD");
-    println!("plan for {} on {branch}", &plan.head[..12]);
+    say!("plan for {} on {branch}", &plan.head[..12]);
     let width = plan
         .components
         .iter()
@@ -357,9 +373,12 @@ fn print_plan(plan: &Plan) {
         .max()
         .unwrap_or(9)
         .max(9);
-    println!(
+    say!(
         "{:width$}  {:>14}  {:>14}  {:6}  why",
-        "component", "from", "to", "bump"
+        "component",
+        "from",
+        "to",
+        "bump"
     );
     for c in &plan.components {
         let from = c.old_version.as_deref().unwrap_or("-");
@@ -370,7 +389,7 @@ fn print_plan(plan: &Plan) {
         } else {
             String::new()
         };
-        println!(
+        say!(
             "{:width$}  {from:>14}  {to:>14}  {:6}  {why}{more}",
             c.name,
             if c.old_version.is_none() && c.release {
@@ -382,7 +401,8 @@ fn print_plan(plan: &Plan) {
     }
     for c in plan.releases() {
         if !c.image_tags.is_empty() && !c.images.is_empty() {
-            println!("{} images: {}", c.name, c.images.join(" "));
+            say!("{} images: {}", c.name, c.images.join(" "));
         }
     }
+    Ok(())
 }

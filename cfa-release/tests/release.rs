@@ -193,6 +193,26 @@ impl Repo {
         }
     }
 
+    /// Runs cfa-release with its standard output a pipe whose reader is already gone, as
+    /// `cfa-release explain | head` after `head` has read its lines.
+    fn release_into_a_closed_pipe(&self, args: &[&str]) -> Run {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_cfa-release"))
+            .args(args)
+            .arg("--repo")
+            .arg(self.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .stdout(writer)
+            .output()
+            .expect("run cfa-release");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::new(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     fn plan(&self, extra: &[&str]) -> Value {
         let mut args = vec!["plan", "--output", "json"];
         args.extend(extra);
@@ -757,6 +777,25 @@ fn explain_walks_through_one_component() {
         "{}",
         missing.stderr
     );
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let mut repo = Repo::new();
+    repo.released("1.0.0");
+    repo.commit(
+        "feat(cli): colours",
+        &[("cli/src/main.rs", "fn main() {13;}\n")],
+    );
+    for args in [&["explain", "cli"][..], &["plan"]] {
+        let run = repo.release_into_a_closed_pipe(args);
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.is_empty(),
+            "{args:?} says nothing: {}",
+            run.stderr
+        );
+    }
 }
 
 #[test]
