@@ -505,8 +505,8 @@ async fn refund(
 
 /// Receives a provider webhook.
 ///
-/// Verifies the signature, deduplicates (by `X-Idempotency-Key`, else the event `id`, else the
-/// SHA-256 of the body), applies the event to its payment and stores the outcome, which any
+/// Verifies the signature, deduplicates (by the signed event `id`, else the SHA-256 of the body;
+/// `X-Idempotency-Key` is not signed, so it never decides), applies the event to its payment and stores the outcome, which any
 /// redelivery gets back byte for byte with `Idempotent-Replayed: true`.
 #[utoipa::path(
     post,
@@ -515,7 +515,7 @@ async fn refund(
     operation_id = "payment_webhook",
     params(
         ("CFA-Signature" = Option<String>, Header, description = "`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, \"<t>.<raw body>\")>`, 5-minute tolerance, several `v1` allowed; required unless `payments.allow_unsigned_webhooks`"),
-        ("X-Idempotency-Key" = Option<String>, Header, description = "Deduplicates deliveries of one event"),
+        ("X-Idempotency-Key" = Option<String>, Header, description = "Accepted for older providers and ignored: it is not covered by the signature, so the event `id` (else the body's SHA-256) deduplicates; one that differs from the `id` is logged"),
     ),
     request_body = WebhookEvent,
     responses(

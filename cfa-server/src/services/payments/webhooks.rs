@@ -34,7 +34,7 @@ pub struct WebhookEvent {
     /// and read as UTC), or Unix seconds.
     #[schema(value_type = String, example = "2026-11-26T10:00:00Z")]
     timestamp: Value,
-    /// The event id; deduplicates deliveries when there is no `X-Idempotency-Key`.
+    /// The event id (signed with the body); deduplicates deliveries of one event.
     id: Option<String>,
     /// For `REFUNDED`: `{refund_id, amount}` (or `amount_minor`).
     #[schema(value_type = Option<Object>)]
