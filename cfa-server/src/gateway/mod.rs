@@ -112,9 +112,16 @@ impl Gateway {
         })
     }
 
-    /// The service a path belongs to.
+    /// The service a path belongs to. The donor pages (and the sandbox's own API) go to the
+    /// payment service, which serves them: a page's form creates the donation and its payment
+    /// intent in one step, and the checkout page is the sandbox provider's.
     fn service_of(path: &str) -> Option<&'static str> {
-        if path.starts_with("/sandbox/") {
+        let page = path == "/"
+            || path == "/history"
+            || ["/campaigns/", "/checkout/", "/donations/", "/assets/"]
+                .iter()
+                .any(|prefix| path.starts_with(prefix));
+        if page || path.starts_with("/sandbox/") {
             return Some("payments");
         }
         let segment = path.strip_prefix("/api/v1/")?.split('/').next()?;

@@ -180,8 +180,10 @@ pub fn app(state: AppState) -> Router {
     let server = &settings.server;
     let (mut router, _) = api(|role| server.runs(role)).split_for_parts();
     router = router.merge(docs::router());
-    // The donor pages (HTML, not in the OpenAPI document) go where donations are taken.
-    if server.runs(Role::Donation) {
+    // The donor pages (HTML, not in the OpenAPI document) go where payments are taken: their
+    // form asks the payment provider for an intent, and the checkout page is the sandbox's. In a
+    // split deployment the gateway sends them to the payment service.
+    if server.runs(Role::Payment) {
         router = router.merge(crate::pages::router());
     }
     // Applied around the fallback too, so the gateway's proxied requests are limited.

@@ -440,6 +440,7 @@ async fn donor_journey(client: &reqwest::Client, base: &str, key: &str, sink: &S
     assert_eq!(reply.status(), 201);
     let campaign: Value = reply.json().await.expect("json");
     let campaign = campaign["id"].as_str().expect("id").to_string();
+    donor_page_is_served(client, base, &campaign).await;
     let email = "compose.donor@example.org";
     let reply = post(
         "/api/v1/donations",
@@ -470,6 +471,29 @@ async fn donor_journey(client: &reqwest::Client, base: &str, key: &str, sink: &S
     .expect("confirm");
     assert_eq!(reply.status(), 202);
     completed_with_receipt(client, base, key, &campaign, &donation, email, sink).await;
+}
+
+/// The campaign's donor page and its stylesheet answer on the published port: through the
+/// gateway in the split profile, which sends pages to the payment service that serves them.
+async fn donor_page_is_served(client: &reqwest::Client, base: &str, campaign: &str) {
+    for (path, kind, text) in [
+        (format!("/campaigns/{campaign}"), "text/html", "Compose"),
+        ("/assets/site.css".to_string(), "text/css", "{"),
+    ] {
+        let reply = client
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("page");
+        assert_eq!(reply.status(), 200, "{path}");
+        let content_type = reply.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .to_string();
+        assert!(content_type.starts_with(kind), "{path}: {content_type}");
+        let body = reply.text().await.expect("body");
+        assert!(body.contains(text), "{path}: {body}");
+    }
 }
 
 /// The donation completes, counts in its campaign's totals, and its receipt reaches the mailbox.
