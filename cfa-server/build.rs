@@ -16,6 +16,16 @@ fn main() {
     if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
         println!("cargo:rerun-if-changed={dir}/HEAD");
         println!("cargo:rerun-if-changed={dir}/index");
+        // A commit moves the branch HEAD names, not HEAD itself: watch the branch's ref (loose
+        // or packed, in the repository's common directory when this is a worktree).
+        // Only files that exist: cargo reruns a script on every build for one that does not.
+        let common = git(&["rev-parse", "--git-common-dir"]).unwrap_or(dir);
+        let branch = git(&["symbolic-ref", "-q", "HEAD"]).map(|b| format!("{common}/{b}"));
+        for file in branch.into_iter().chain([format!("{common}/packed-refs")]) {
+            if std::path::Path::new(&file).exists() {
+                println!("cargo:rerun-if-changed={file}");
+            }
+        }
     }
     let revision = std::env::var("CFA_GIT_REVISION")
         .ok()
