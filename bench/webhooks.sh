@@ -37,6 +37,7 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/ready" >/dev/null && 
 base=http://127.0.0.1:$port
 intents=$(python3 - "$base" <<'PY'
 import json, sys, urllib.request
+from datetime import datetime, timezone
 base = sys.argv[1]
 def post(path, body):
     req = urllib.request.Request(base + path, json.dumps(body).encode(), {"content-type": "application/json"})
@@ -47,7 +48,7 @@ for i in range(64):
     d = post("/api/v1/donations", {"campaign_id": campaign, "donor_email": f"b{i}@example.org", "amount": 1000000})
     pi = post("/api/v1/payments/intent", {"donation_id": d["id"], "amount": 1000000})["payment_intent_id"]
     for n, status in enumerate(["AUTHORIZED", "CAPTURED"]):
-        post("/api/v1/payments/webhook", {"id": f"setup-{pi}-{n}", "payment_intent_id": pi, "status": status, "timestamp": "2029-01-01T00:00:0%dZ" % n})
+        post("/api/v1/payments/webhook", {"id": f"setup-{pi}-{n}", "payment_intent_id": pi, "status": status, "timestamp": datetime.now(timezone.utc).isoformat()})
     ids.append(pi)
 print(",".join(ids))
 PY
@@ -55,7 +56,8 @@ PY
 echo "== $backend: unique webhook events (each applied), $connections connections, $duration"
 INTENTS=$intents wrk -t2 -c"$connections" -d"$duration" --latency -s bench/refund_webhook.lua "$base"
 first=${intents%%,*}
-replay_body="{\"id\":\"replayed-event\",\"payment_intent_id\":\"$first\",\"status\":\"REFUNDED\",\"timestamp\":\"2030-01-01T00:00:00Z\",\"data\":{\"refund_id\":\"re-replayed\",\"amount\":0.01}}"
+now=$(date -u +%Y-%m-%dT%H:%M:%SZ)  # event times more than 5 minutes ahead are refused
+replay_body="{\"id\":\"replayed-event\",\"payment_intent_id\":\"$first\",\"status\":\"REFUNDED\",\"timestamp\":\"$now\",\"data\":{\"refund_id\":\"re-replayed\",\"amount\":0.01}}"
 cat > "$work/replay.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
