@@ -7,11 +7,11 @@
 //! The gateway role: routes `/api/v1/<service>/…` (and `/sandbox/…`) to that service's upstream
 //! replicas.
 //!
-//! Round robin over the upstreams that are healthy (an active `/health` check) and whose circuit
-//! breaker is closed (it opens after `gateway.failure_threshold` consecutive failures; after
-//! `gateway.open_seconds` the upstream takes requests again on probation, where its first success
-//! closes the breaker and its first failure opens it again), then the others, since a health verdict
-//! may be a check old. A request refused a connection never reached its upstream: that upstream
+//! Round robin over the upstreams that are healthy (an active `/ready` check: reachable and not
+//! draining) and whose circuit breaker is closed (it opens after `gateway.failure_threshold`
+//! consecutive failures; after `gateway.open_seconds` the upstream takes requests again on
+//! probation, where its first success closes the breaker and its first failure opens it again),
+//! then the others, since a health verdict may be a check old. A request refused a connection never reached its upstream: that upstream
 //! leaves the rotation until its health check passes, and the request goes on to the next one
 //! without using up a retry. One that may have reached it is retried (`gateway.retries`) only if
 //! it is safe to repeat (GET, HEAD, PUT, DELETE, OPTIONS, or a POST carrying an
@@ -134,19 +134,34 @@ impl Gateway {
         }
     }
 
-    /// Checks every upstream's `/health` every `gateway.health_interval_ms` until cancelled.
+    /// Whether an upstream should be in the rotation: it answers `/ready` within 2 s and is not
+    /// draining (shutting down after SIGTERM). A replica whose database is down still answers
+    /// `503 unavailable` and stays in: it can still serve cached totals, and every replica
+    /// shares that database anyway.
+    async fn probe(&self, upstream: &Upstream) -> bool {
+        let reply = self
+            .client
+            .get(format!("{}/ready", upstream.base))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        match reply {
+            Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => !r
+                .json::<serde_json::Value>()
+                .await
+                .is_ok_and(|body| body["status"] == "draining"),
+            Ok(r) => r.status().is_success(),
+            Err(_) => false,
+        }
+    }
+
+    /// Probes every upstream's `/ready` every `gateway.health_interval_ms` until cancelled.
     pub async fn check_health(self: Arc<Self>, cancel: CancellationToken) {
         let every = Duration::from_millis(self.settings.health_interval_ms);
         loop {
             for (_, upstreams, _) in &self.services {
                 for upstream in upstreams {
-                    let ok = self
-                        .client
-                        .get(format!("{}/health", upstream.base))
-                        .timeout(Duration::from_secs(2))
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success());
+                    let ok = self.probe(upstream).await;
                     if upstream.healthy.swap(ok, Ordering::Relaxed) != ok {
                         tracing::warn!(upstream = %upstream.base, healthy = ok, "upstream health changed");
                     }

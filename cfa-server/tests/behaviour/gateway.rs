@@ -11,6 +11,7 @@ tests![
     a_replica_the_last_health_check_missed_still_takes_requests_when_the_other_dies,
     an_overloaded_replica_is_busy_not_broken,
     the_gateway_drops_hop_by_hop_headers_keeps_repeated_ones_and_says_who_it_forwarded_for,
+    a_draining_replica_leaves_the_rotation_before_it_stops_listening,
 ];
 
 async fn the_gateway_routes_to_replicas_and_fails_over_when_one_stops(ctx: TestContext) {
@@ -144,6 +145,7 @@ async fn overloaded_replica() -> (String, std::sync::Arc<std::sync::atomic::Atom
     let counted = hits.clone();
     let app = axum::Router::new()
         .route("/health", axum::routing::get(|| async { "ok" }))
+        .route("/ready", axum::routing::get(|| async { "ok" }))
         .fallback(move || {
             counted.fetch_add(1, Ordering::SeqCst);
             async {
@@ -298,6 +300,7 @@ async fn recording_replica() -> (
     let recorded = seen.clone();
     let app = axum::Router::new()
         .route("/health", axum::routing::get(|| async { "ok" }))
+        .route("/ready", axum::routing::get(|| async { "ok" }))
         .fallback(move |headers: axum::http::HeaderMap| {
             recorded.lock().expect("lock").push(headers);
             async {
@@ -395,5 +398,68 @@ async fn the_gateway_drops_hop_by_hop_headers_keeps_repeated_ones_and_says_who_i
         values("x-forwarded-proto"),
         ["http"],
         "an untrusted client's claim to HTTPS is replaced by the scheme it really used"
+    );
+}
+
+/// A replica that still serves (counting what it serves) but says on `/ready` that it is
+/// draining, as a process does from SIGTERM until it exits.
+async fn draining_replica() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new()
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/ready",
+            axum::routing::get(|| async {
+                (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    [("content-type", "application/json")],
+                    r#"{"status":"draining","detail":"shutting down"}"#,
+                )
+            }),
+        )
+        .fallback(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { ([("content-type", "application/json")], "[]") }
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (address, hits)
+}
+
+/// A process told to stop answers `/ready` with `503 draining` while it finishes its requests:
+/// the gateway, like any load balancer, stops sending it new ones at its next check, rather than
+/// when it finally stops listening.
+async fn a_draining_replica_leaves_the_rotation_before_it_stops_listening(ctx: TestContext) {
+    use cfa_server::config::Role;
+    use std::sync::atomic::Ordering;
+    let (draining, hits) = draining_replica().await;
+    let serving = ctx
+        .spawn_app_with(|s| s.server.roles = vec![Role::Donation])
+        .await;
+    let gateway = ctx
+        .spawn_app_with(|s| {
+            s.server.roles = vec![Role::Gateway];
+            s.gateway
+                .upstreams
+                .insert("donations".into(), vec![draining, serving.address.clone()]);
+            s.gateway.health_interval_ms = 50;
+        })
+        .await;
+    // The first check runs as the gateway starts, then every 50 ms: a second is twenty of them.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    for _ in 0..6 {
+        let reply = gateway.get("/api/v1/campaigns").await;
+        assert_eq!(reply.status, 200, "{:?}", reply.json);
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "no request goes to the replica that is draining"
     );
 }
