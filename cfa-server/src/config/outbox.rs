@@ -18,7 +18,9 @@ pub struct OutboxSettings {
     /// How long a claimed row stays leased to one relay, in seconds; renewed every third of it
     /// while a publish is in flight, so a relay that dies holds its rows this long at most.
     pub lease_seconds: u64,
-    /// Longest back-off after failed deliveries, in milliseconds.
+    /// Longest back-off after failed deliveries, in milliseconds. Short, because a try costs one
+    /// connection attempt, and the relay's first try after an outage ends comes at most this
+    /// late: the backlog starts draining within seconds of the broker's return.
     pub max_backoff_ms: u64,
     /// How long delivered rows are kept, in hours.
     pub retention_hours: u64,
@@ -34,7 +36,7 @@ impl Default for OutboxSettings {
             batch_size: 100,
             poll_interval_ms: 250,
             lease_seconds: 15,
-            max_backoff_ms: 10_000,
+            max_backoff_ms: 2_000,
             retention_hours: 168,
             max_attempts: 10,
         }

@@ -28,6 +28,10 @@ use crate::messaging::consumer::{self, Handler, HandlerError};
 /// The longest wait between two tries of a message during an outage.
 const MAX_OUTAGE_BACKOFF: Duration = Duration::from_secs(30);
 
+/// The longest wait between two tries to reconnect: a try costs one connection attempt, and the
+/// consumer is back at most this long after the broker is.
+const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(2);
+
 /// Runs one consumer on RabbitMQ until cancelled, reconnecting with back-off.
 pub async fn run_consumer(
     settings: AmqpSettings,
@@ -55,7 +59,7 @@ pub async fn run_consumer(
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
             }
         }
     }
