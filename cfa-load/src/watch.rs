@@ -62,6 +62,10 @@ pub struct FaultOutcome {
 enum Look {
     /// In its end state, paid once and receipted once when completed.
     Settled,
+    /// An outcome the load cannot know whose payment is neither captured nor declined yet: as
+    /// settled as anyone can tell (a journey the load stopped before paying stays so), but
+    /// looked at again each round, since a late capture still completes it and then it counts.
+    Open,
     /// Not there yet (or the server did not answer).
     Waiting(String),
     /// The server does not have it.
@@ -121,7 +125,10 @@ impl Watch {
             let end = *fault_end.borrow();
             if let Some(end) = end {
                 let (double, stuck, failures) = self.cycle_totals().await;
-                let settled = self.seen.values().all(|s| matches!(s.look, Look::Settled));
+                let settled = self
+                    .seen
+                    .values()
+                    .all(|s| matches!(s.look, Look::Settled | Look::Open));
                 if settled && double == 0 && stuck == 0 {
                     return self.found(Some(end.elapsed().as_secs_f64()), 0, 0, failures);
                 }
@@ -160,7 +167,7 @@ impl Watch {
         };
         for seen in self.seen.values() {
             match &seen.look {
-                Look::Settled => {}
+                Look::Settled | Look::Open => {}
                 Look::Waiting(why) => {
                     found.stuck += 1;
                     failures.push(why.clone());
@@ -199,6 +206,7 @@ impl Watch {
                     look: Look::Settled | Look::Double(_),
                     ..
                 }) => None,
+                // Looked at again each round: its status decides whether the totals count it.
                 Some(s) => Some((d, s.replayed)),
                 None => Some((d, false)),
             })
@@ -361,12 +369,12 @@ async fn settled(client: &Client, d: &Donation, body: &Value, status: &str) -> L
         // payment, when there is one, says. One never captured nor declined stays as it is.
         Expected::Unknown => {
             let Some(pi) = &intent else {
-                return Look::Settled;
+                return Look::Open;
             };
             match get(client, &format!("/api/v1/payments/{pi}")).await {
                 Ok(p) if p["status"] == "CAPTURED" => "COMPLETED",
                 Ok(p) if p["status"] == "FAILED" => "FAILED",
-                Ok(_) => return Look::Settled,
+                Ok(_) => return Look::Open,
                 Err(e) => return Look::Waiting(format!("payment {pi}: {e}")),
             }
         }
