@@ -195,6 +195,10 @@ fn defaults(profile: Option<Profile>) -> Defaults {
             phases: (10, 15, 15),
             thresholds: &["error-rate<5%"],
             converge: 180,
+            // A busy day, not a saturated machine: the profile measures how the platform heals,
+            // which needs capacity left over to catch up with. Unpaced, the load uses all of it
+            // and an outage's backlog can only drain as fast as the load lets it (docs/LOAD.md).
+            throttle: Some(200),
             ..base
         },
         None => base,
