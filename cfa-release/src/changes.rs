@@ -28,6 +28,18 @@ pub fn changed_since(git: &Git, config: &Config, base: &str) -> Result<Vec<Chang
     let head = git.head()?;
     let base = git.merge_base(git.resolve(base)?, head)?;
     let paths = git.diff_paths(Some(base), head)?;
+    // A root manifest change reaches the components that inherit what it changed, as the plan
+    // has it: `[workspace.dependencies]` and `[workspace.package]` keys.
+    let inherited = if paths.iter().any(|p| p == "Cargo.toml") {
+        let read = |id| -> Result<Option<String>, Error> {
+            Ok(git
+                .file_at(id, "Cargo.toml")?
+                .map(|b| String::from_utf8_lossy(&b).into_owned()))
+        };
+        crate::config::workspace_changes(read(base)?.as_deref(), read(head)?.as_deref())
+    } else {
+        Vec::new()
+    };
     let mut changed: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for component in &config.components {
         let own: Vec<&String> = paths.iter().filter(|p| component.owns(p)).collect();
@@ -38,6 +50,9 @@ pub fn changed_since(git: &Git, config: &Config, base: &str) -> Result<Vec<Chang
             } else {
                 format!("{first} and {} more files changed", own.len() - 1)
             });
+        }
+        for key in component.inherits(&inherited) {
+            reasons.push(format!("inherits {key}, which changed"));
         }
         for dep in component.depends_on.keys() {
             if changed.contains_key(dep) {

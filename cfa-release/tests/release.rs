@@ -731,6 +731,40 @@ fn changed_lists_what_a_pull_request_touched_and_its_dependents() {
 }
 
 #[test]
+fn changed_lists_the_components_that_inherit_a_workspace_dependency_a_pull_request_bumped() {
+    let mut repo = Repo::new();
+    let workspace = |serde: &str| {
+        format!(
+            "[workspace]\nmembers = [\"core\", \"server\", \"cli\"]\n\n[workspace.dependencies]\nserde = \"{serde}\"\n"
+        )
+    };
+    repo.commit(
+        "chore: a workspace",
+        &[
+            ("Cargo.toml", workspace("1.0").as_str()),
+            (
+                "cli/Cargo.toml",
+                "[package]\nname = \"cli\"\nversion = \"0.1.0\"\n\n[dependencies]\nserde.workspace = true\n",
+            ),
+        ],
+    );
+    repo.released("1.0.0");
+    let main = repo.head();
+    repo.repo
+        .branch("main-copy", &repo.repo.find_commit(main).expect("c"), false)
+        .expect("branch");
+    repo.commit(
+        "build(deps): serde 1.0.228",
+        &[("Cargo.toml", workspace("1.0.228").as_str())],
+    );
+    repo.checkout();
+    let run = repo.release(&["changed", "--since", "main-copy", "--output", "json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let json = run.json();
+    assert_eq!(json["packages"], serde_json::json!(["cli"]), "{json}");
+}
+
+#[test]
 fn the_plan_json_is_stable() {
     let mut repo = Repo::new();
     repo.released("1.0.0");
