@@ -71,11 +71,15 @@ async fn progress_of(state: &AppState, donation: &Donation) -> Result<Progress, 
                     .is_some_and(|p| p.status == PaymentStatus::Authorized),
                 None => false,
             };
+            // Not settled: the capture often follows within a second (a provider sends
+            // AUTHORIZED, then CAPTURED), and a page that stopped refreshing here would say
+            // "later" for good. An authorize-only payment keeps its page refreshing until the
+            // donor leaves it, which is one cheap read every few seconds.
             if authorized {
                 (
                     "Your payment is authorized.".to_string(),
                     "The charity captures it later; your receipt follows then.".to_string(),
-                    true,
+                    false,
                 )
             } else {
                 (
