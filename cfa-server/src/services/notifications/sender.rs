@@ -120,8 +120,9 @@ impl Sender {
     }
 
     /// Sends claimed notifications, `notifications.concurrency` at a time, recording each
-    /// attempt as it ends. Answers how many were sent; a database error stops the pass after the
-    /// sends already in flight (the unsent claims lapse and are retried).
+    /// attempt as it ends. Answers how many were sent, or the last database error once every
+    /// claimed message has had its try (an attempt not recorded lapses with its claim and is
+    /// retried).
     async fn send_all(&self, due: Vec<Notification>) -> Result<usize, StoreError> {
         // Boxed, so the stream's type names no closure lifetime (the task must be `Send`).
         let sends: Vec<futures::future::BoxFuture<'_, Result<bool, StoreError>>> =
