@@ -136,6 +136,23 @@ async fn a_replica_the_last_health_check_missed_still_takes_requests_when_the_ot
     assert_eq!(history.json.as_array().map(Vec::len), Some(4));
 }
 
+/// The probes of a fake replica that is up and ready.
+fn healthy_replica() -> axum::Router {
+    axum::Router::new()
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .route("/ready", axum::routing::get(|| async { "ok" }))
+}
+
+/// Serves a fake replica on a free local port; answers its base URL.
+async fn serve_replica(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
+
 /// A replica that answers every API request `503 overloaded` with `Retry-After: 2`, counting
 /// them, and is healthy.
 async fn overloaded_replica() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
@@ -143,24 +160,17 @@ async fn overloaded_replica() -> (String, std::sync::Arc<std::sync::atomic::Atom
     use std::sync::atomic::{AtomicUsize, Ordering};
     let hits = Arc::new(AtomicUsize::new(0));
     let counted = hits.clone();
-    let app = axum::Router::new()
-        .route("/health", axum::routing::get(|| async { "ok" }))
-        .route("/ready", axum::routing::get(|| async { "ok" }))
-        .fallback(move || {
-            counted.fetch_add(1, Ordering::SeqCst);
-            async {
-                (
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    [("retry-after", "2"), ("content-type", "application/json")],
-                    r#"{"detail":"busy","code":"overloaded"}"#,
-                )
-            }
-        });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let app = healthy_replica().fallback(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async {
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                [("retry-after", "2"), ("content-type", "application/json")],
+                r#"{"detail":"busy","code":"overloaded"}"#,
+            )
+        }
+    });
+    let address = serve_replica(app).await;
     (address, hits)
 }
 
@@ -298,28 +308,21 @@ async fn recording_replica() -> (
     use std::sync::{Arc, Mutex};
     let seen = Arc::new(Mutex::new(Vec::new()));
     let recorded = seen.clone();
-    let app = axum::Router::new()
-        .route("/health", axum::routing::get(|| async { "ok" }))
-        .route("/ready", axum::routing::get(|| async { "ok" }))
-        .fallback(move |headers: axum::http::HeaderMap| {
-            recorded.lock().expect("lock").push(headers);
-            async {
-                (
-                    axum::response::AppendHeaders([
-                        ("set-cookie", "a=1"),
-                        ("set-cookie", "b=2"),
-                        ("proxy-authenticate", "Basic realm=upstream"),
-                        ("content-type", "application/json"),
-                    ]),
-                    "[]",
-                )
-            }
-        });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let app = healthy_replica().fallback(move |headers: axum::http::HeaderMap| {
+        recorded.lock().expect("lock").push(headers);
+        async {
+            (
+                axum::response::AppendHeaders([
+                    ("set-cookie", "a=1"),
+                    ("set-cookie", "b=2"),
+                    ("proxy-authenticate", "Basic realm=upstream"),
+                    ("content-type", "application/json"),
+                ]),
+                "[]",
+            )
+        }
+    });
+    let address = serve_replica(app).await;
     (address, seen)
 }
 
@@ -424,11 +427,7 @@ async fn draining_replica() -> (String, std::sync::Arc<std::sync::atomic::Atomic
             counted.fetch_add(1, Ordering::SeqCst);
             async { ([("content-type", "application/json")], "[]") }
         });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let address = serve_replica(app).await;
     (address, hits)
 }
 
