@@ -22,29 +22,10 @@ key=bench-key
 bin=${BIN:-"${CARGO_TARGET_DIR:-$HOME/.cache/cfa-target}/${PROFILE:-release}/cfa-server"}
 [ -x "$bin" ] || { echo "build first: cargo build --release -p cfa-server (or set PROFILE=debug or BIN=)" >&2; exit 2; }
 ulimit -n 65536 2>/dev/null || ulimit -n 4096 2>/dev/null || true
-work=$(mktemp -d)
-export CFA_LISTEN=127.0.0.1:$port CFA_DATA_DIR=$work CFA_LOG__LEVEL=warn \
-  CFA_GATEWAY__RATE_LIMIT__ENABLED=false CFA_PAYMENTS__WEBHOOK_SECRET=$secret CFA_AUTH__API_KEYS=$key
-case $backend in
-  sqlite) ;;
-  postgres)
-    admin=${2:-postgres://postgres@127.0.0.1:5432/postgres}
-    db=cfa_bench_$$
-    psql "$admin" -qc "CREATE DATABASE $db" >/dev/null
-    export CFA_DATABASE_URL=${admin%/*}/$db ;;
-  *) echo "backend: sqlite or postgres" >&2; rm -rf "$work"; exit 2 ;;
-esac
-"$bin" run >"$work/server.log" 2>&1 &
-pid=$!
-cleanup() {
-  kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
-  if [ "$backend" = postgres ]; then psql "$admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-base=http://127.0.0.1:$port
-for _ in $(seq 1 300); do curl -sf "$base/ready" >/dev/null && break; sleep 0.1; done
-curl -sf "$base/ready" >/dev/null || { echo "the server did not become ready:" >&2; tail -n 20 "$work/server.log" >&2; exit 2; }
+export CFA_LOG__LEVEL=warn CFA_GATEWAY__RATE_LIMIT__ENABLED=false \
+  CFA_PAYMENTS__WEBHOOK_SECRET=$secret CFA_AUTH__API_KEYS=$key
+. bench/server.sh
+start_server "$bin" "$backend" "${2:-}"
 echo "== $backend, $(curl -s "$base/version"), $bin"
 status=0
 python3 bench/journeys.py steady "$base" --rate "$rate" --seconds "$seconds" --campaigns "$campaigns" \

@@ -14,27 +14,9 @@ port=${PORT:-8101}
 target=${CARGO_TARGET_DIR:-$HOME/.cache/cfa-target}
 bin="$target/release/cfa-server"
 [ -x "$bin" ] || { echo "build first: cargo build --release -p cfa-server" >&2; exit 2; }
-work=$(mktemp -d)
-export CFA_LISTEN=127.0.0.1:$port CFA_DATA_DIR=$work CFA_LOG__LEVEL=warn CFA_GATEWAY__RATE_LIMIT__ENABLED=false CFA_PAYMENTS__ALLOW_UNSIGNED_WEBHOOKS=true
-case $backend in
-  sqlite) ;;
-  postgres)
-    admin=${2:-postgres://postgres@127.0.0.1:5432/postgres}
-    db=cfa_bench_$$
-    psql "$admin" -qc "CREATE DATABASE $db" >/dev/null
-    export CFA_DATABASE_URL=${admin%/*}/$db ;;
-  *) echo "backend: sqlite or postgres" >&2; exit 2 ;;
-esac
-"$bin" run >"$work/server.log" 2>&1 &
-pid=$!
-cleanup() {
-  kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
-  if [ "$backend" = postgres ]; then psql "$admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/ready" >/dev/null && break; sleep 0.1; done
-base=http://127.0.0.1:$port
+export CFA_LOG__LEVEL=warn CFA_GATEWAY__RATE_LIMIT__ENABLED=false CFA_PAYMENTS__ALLOW_UNSIGNED_WEBHOOKS=true
+. bench/server.sh
+start_server "$bin" "$backend" "${2:-}"
 intents=$(python3 - "$base" <<'PY'
 import json, sys, urllib.request
 from datetime import datetime, timezone
