@@ -143,6 +143,12 @@ pub fn register(server: &ServerSettings, gateway: &'static str) {
         gauge!("backend_up", "backend" => backend).set(1.0);
     }
     gauge!("admission_waiting").set(0.0);
+    for name in [
+        "sqlite_commits_total",
+        "sqlite_committed_transactions_total",
+    ] {
+        counter!(name).absolute(0);
+    }
     for reason in ["queue_full", "deadline"] {
         counter!("admission_refused_total", "reason" => reason).absolute(0);
     }
@@ -223,7 +229,7 @@ fn describe() {
         "admission_refused_total",
         "Requests answered 503 overloaded, by reason (queue_full, deadline)"
     );
-    describe_live();
+    describe_more();
     describe_gauge!(
         "backend_up",
         "1 if the backend (database, bus, cache) answered its last check, else 0"
@@ -323,7 +329,21 @@ pub fn admission_refused(reason: &'static str) {
     counter!("admission_refused_total", "reason" => reason).increment(1);
 }
 
-fn describe_live() {
+/// Counts one SQLite commit and the write transactions it held (group commit).
+pub fn group_commit(transactions: usize) {
+    counter!("sqlite_commits_total").increment(1);
+    counter!("sqlite_committed_transactions_total").increment(transactions as u64);
+}
+
+fn describe_more() {
+    describe_counter!(
+        "sqlite_commits_total",
+        "Commits of the embedded SQLite database's writer connection (each one waits for the disk)"
+    );
+    describe_counter!(
+        "sqlite_committed_transactions_total",
+        "Write transactions those commits held: divided by sqlite_commits_total, the mean group commit"
+    );
     describe_counter!(
         "totals_stream_reads_total",
         "Database reads made for live totals viewers: one per change of a watched campaign"

@@ -18,7 +18,8 @@
 //! - [`totals`]: the totals read model (totals rows, contributions, donors).
 //! - [`notifications`]: messages to donors and their send attempts.
 //! - [`admin`]: counts for the operator's dashboard.
-//! - [`sqlite`]: the embedded default (one writer connection, WAL, a pool of readers).
+//! - [`sqlite`]: the embedded default (one writer connection, WAL, a pool of readers), whose
+//!   write transactions share commits ([`group_commit`]).
 //! - [`postgres`]: the production backend (row locks, advisory locks, `SKIP LOCKED`).
 //! - `sql/`: each aggregate's statements, written once. Both backend modules declare every file
 //!   there as a child module of their own (`#[path = "sql/campaigns.rs"] mod campaigns;`), so
@@ -33,6 +34,7 @@ use async_trait::async_trait;
 pub mod admin;
 pub mod campaigns;
 pub mod donations;
+pub mod group_commit;
 pub mod idempotency;
 pub mod inbox;
 pub mod notifications;
@@ -58,7 +60,7 @@ pub use crate::services::payments::sandbox::store::{
 };
 
 /// A storage failure.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be reached or timed out: the request may be retried.
     #[error("database unavailable: {0}")]

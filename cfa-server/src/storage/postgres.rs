@@ -75,17 +75,20 @@ fn from_db_id(id: DbId) -> uuid::Uuid {
 
 /// `pg_try_advisory_xact_lock` on a 64-bit hash of the scope and key: held until the
 /// transaction ends, refused at once if another transaction holds it.
-async fn lock_key(
-    tx: &mut sqlx::Transaction<'static, Db>,
-    scope: &str,
-    key: &str,
-) -> StoreResult<bool> {
+async fn lock_key(tx: &mut PgTx, scope: &str, key: &str) -> StoreResult<bool> {
     let locked: bool =
         sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(format!("idempotency\u{1f}{scope}\u{1f}{key}"))
-            .fetch_one(&mut **tx)
+            .fetch_one(&mut *tx.tx)
             .await?;
     Ok(locked)
+}
+
+/// Starts a write transaction on a connection of the pool.
+async fn begin(store: &PgStore) -> StoreResult<PgTx> {
+    Ok(PgTx {
+        tx: store.write.begin().await?,
+    })
 }
 
 /// The PostgreSQL store.

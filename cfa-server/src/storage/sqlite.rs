@@ -1,7 +1,8 @@
 //! The embedded SQLite backend: the zero-configuration default.
 //!
 //! All writes go through one connection (`write`, a pool of one) so transactions never meet
-//! `SQLITE_BUSY`; reads use a pool of WAL readers that never block the writer. Because there is
+//! `SQLITE_BUSY`; reads use a pool of WAL readers that never block the writer. The write
+//! transactions waiting for that connection share one commit ([`crate::storage::group_commit`]). Because there is
 //! one writer, an idempotency key needs no database lock: the in-process gate in
 //! [`crate::idempotency`] is enough, and this backend is for one process only.
 //!
@@ -21,6 +22,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Pool, Sqlite};
 
 use crate::config::{DatabaseSettings, SqliteSync};
+use crate::storage::group_commit::{Member, Writer};
 use crate::storage::{Backend, StoreResult};
 
 #[path = "sql/admin.rs"]
@@ -78,23 +80,29 @@ fn from_db_id(id: DbId) -> uuid::Uuid {
 }
 
 /// With a single writer connection, a transaction that exists already owns every key.
-async fn lock_key(
-    _tx: &mut sqlx::Transaction<'static, Db>,
-    _scope: &str,
-    _key: &str,
-) -> StoreResult<bool> {
+async fn lock_key(_tx: &mut SqliteTx, _scope: &str, _key: &str) -> StoreResult<bool> {
     Ok(true)
+}
+
+/// Starts a write transaction: a member of the writer's open group ([`group_commit`]).
+async fn begin(store: &SqliteStore) -> StoreResult<SqliteTx> {
+    Ok(SqliteTx {
+        tx: store.writer.begin().await?,
+    })
 }
 
 /// The SQLite store.
 pub struct SqliteStore {
     read: Pool<Sqlite>,
+    /// The writer connection, for the statements that run on their own.
     write: Pool<Sqlite>,
+    /// The same connection, for write transactions, which share commits.
+    writer: Writer,
 }
 
-/// One write transaction on SQLite, on the writer connection.
+/// One write transaction on SQLite, on the writer connection: a savepoint in a group commit.
 pub struct SqliteTx {
-    tx: sqlx::Transaction<'static, Db>,
+    tx: Member,
 }
 
 impl SqliteStore {
@@ -136,7 +144,11 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .with_context(|| format!("cannot open the SQLite database {url} for reading"))?;
-        Ok(SqliteStore { read, write })
+        Ok(SqliteStore {
+            read,
+            writer: Writer::new(write.clone()),
+            write,
+        })
     }
 
     /// Applies the migrations under `migrations/sqlite/`.

@@ -186,7 +186,9 @@ pub async fn apply(
     let mut tx = store.begin().await?;
     let now = crate::domain::now();
     if !tx.claim_webhook(&dedup_key, now).await? {
-        drop(tx);
+        // On SQLite the claim may be an earlier transaction's of the same group commit: the
+        // roll-back returns once that one is committed, so the record is there to read.
+        tx.rollback().await?;
         let saved = store.webhook_record(&dedup_key).await?;
         let saved = saved.ok_or(WebhookError::InFlight)?;
         crate::metrics::webhook(&saved.outcome, true);

@@ -63,7 +63,7 @@ impl IdempotencyStore for BackendStore {
 #[async_trait]
 impl IdempotencyTx for BackendTx {
     async fn lock_idempotency_key(&mut self, scope: &str, key: &str) -> StoreResult<bool> {
-        lock_key(&mut self.tx, scope, key).await
+        lock_key(self, scope, key).await
     }
 
     async fn idempotency_record(

@@ -19,9 +19,7 @@ impl Store for BackendStore {
     }
 
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
-        Ok(Box::new(BackendTx {
-            tx: self.write.begin().await?,
-        }))
+        Ok(Box::new(super::begin(self).await?))
     }
 
     async fn close(&self) {
