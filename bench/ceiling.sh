@@ -10,7 +10,7 @@ admin=${1:-postgres://postgres@127.0.0.1:5432/postgres}
 clients=${CLIENTS:-64}
 seconds=${DURATION:-20}
 port=${PORT:-8108}
-bin="${CARGO_TARGET_DIR:-$HOME/.cache/cfa-target}/release/cfa-server"
+bin=${BIN:-"${CARGO_TARGET_DIR:-$HOME/.cache/cfa-target}/release/cfa-server"}
 [ -x "$bin" ] || { echo "build first: cargo build --release -p cfa-server" >&2; exit 2; }
 for tool in pgbench wrk psql; do
   command -v $tool >/dev/null || { echo "install $tool first (apt-get install postgresql-client wrk)" >&2; exit 2; }

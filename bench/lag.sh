@@ -10,7 +10,7 @@ admin=${1:-postgres://postgres@127.0.0.1:5432/postgres}
 amqp=${2:-amqp://guest:guest@127.0.0.1:5672/%2f}
 duration=${DURATION:-20s}
 port=${PORT:-8107}
-bin="${CARGO_TARGET_DIR:-$HOME/.cache/cfa-target}/release/cfa-server"
+bin=${BIN:-"${CARGO_TARGET_DIR:-$HOME/.cache/cfa-target}/release/cfa-server"}
 [ -x "$bin" ] || { echo "build first: cargo build --release -p cfa-server" >&2; exit 2; }
 db=cfa_bench_$$
 psql "$admin" -qc "CREATE DATABASE $db" >/dev/null

@@ -4,7 +4,8 @@
 # then prints the server's resident memory. Usage:
 #   bench/run.sh sqlite              # embedded SQLite in a temporary directory
 #   bench/run.sh postgres [ADMIN_URL] # a fresh database on that server (default local postgres)
-# Needs wrk (Debian: apt-get install wrk). Run `cargo build --release -p cfa-server` first.
+# Needs wrk (Debian: apt-get install wrk). Run `cargo build --release -p cfa-server` first, or
+# set BIN to another build of cfa-server (to compare two builds in one sitting).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 backend=${1:-sqlite}
@@ -12,7 +13,7 @@ duration=${DURATION:-20s}
 connections=${CONNECTIONS:-32}
 port=${PORT:-8100}
 target=${CARGO_TARGET_DIR:-$HOME/.cache/cfa-target}
-bin="$target/release/cfa-server"
+bin=${BIN:-$target/release/cfa-server}
 [ -x "$bin" ] || { echo "build first: cargo build --release -p cfa-server" >&2; exit 2; }
 command -v wrk >/dev/null || { echo "install wrk first (apt-get install wrk)" >&2; exit 2; }
 

@@ -75,7 +75,9 @@ async def main():
     print(f"{n} donations released at once; all answered in {took:.1f} s (slowest {slowest:.1f} s)")
     for (status, code), count in sorted(counts.items()):
         print(f"  {status} {code}".rstrip() + f": {count}")
-    sys.exit(0 if counts.get(("201", ""), 0) == n else 1)
+    created = counts.get(("201", ""), 0)
+    print(f"answered 201: {created} of {n} ({created / n:.2f}); 5xx: {sum(c for (s, _), c in counts.items() if s.startswith('5'))}")
+    sys.exit(0 if created == n else 1)
 
 
 asyncio.run(main())

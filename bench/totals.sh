@@ -10,7 +10,7 @@ duration=${DURATION:-15s}
 donations=${DONATIONS:-1000}
 port=${PORT:-8102}
 target=${CARGO_TARGET_DIR:-$HOME/.cache/cfa-target}
-bin="$target/release/cfa-server"
+bin=${BIN:-"$target/release/cfa-server"}
 trivial="$target/release/examples/trivial_http"
 [ -x "$bin" ] && [ -x "$trivial" ] || { echo "build first: cargo build --release -p cfa-server --bins --examples" >&2; exit 2; }
 work=$(mktemp -d)

@@ -12,7 +12,7 @@ duration=${DURATION:-15s}
 connections=${CONNECTIONS:-32}
 port=${PORT:-8101}
 target=${CARGO_TARGET_DIR:-$HOME/.cache/cfa-target}
-bin="$target/release/cfa-server"
+bin=${BIN:-"$target/release/cfa-server"}
 [ -x "$bin" ] || { echo "build first: cargo build --release -p cfa-server" >&2; exit 2; }
 export CFA_LOG__LEVEL=warn CFA_GATEWAY__RATE_LIMIT__ENABLED=false CFA_PAYMENTS__ALLOW_UNSIGNED_WEBHOOKS=true
 . bench/server.sh
