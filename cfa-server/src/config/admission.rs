@@ -12,7 +12,9 @@ use super::{ConfigError, require_at_most, require_positive};
 #[serde(deny_unknown_fields, default)]
 pub struct AdmissionSettings {
     /// Requests that need the database running at once; `0` (the default) means
-    /// `database.max_connections`, so the pool is never raced for.
+    /// `database.max_connections` on PostgreSQL, so the pool is never raced for, and four times
+    /// that on SQLite, whose writes wait for the one writer connection in a queue of their own
+    /// (never for the pool) and share commits: the more of them in flight, the fewer commits.
     pub max_in_flight: usize,
     /// Requests waiting for their turn, first come first served; one more is refused at once
     /// with `503 overloaded`.
@@ -43,9 +45,10 @@ impl AdmissionSettings {
         Duration::from_secs(self.queue_timeout_seconds)
     }
 
-    /// Requests running at once, given the pool's size.
-    pub fn in_flight(&self, pool: u32) -> usize {
+    /// Requests running at once, given the pool's size and whether the database is SQLite.
+    pub fn in_flight(&self, pool: u32, sqlite: bool) -> usize {
         match self.max_in_flight {
+            0 if sqlite => 4 * pool.max(1) as usize,
             0 => pool.max(1) as usize,
             n => n,
         }
@@ -98,11 +101,13 @@ mod tests {
 
     #[test]
     fn in_flight_follows_the_pool_unless_set() {
-        assert_eq!(AdmissionSettings::default().in_flight(16), 16);
+        assert_eq!(AdmissionSettings::default().in_flight(16, false), 16);
+        assert_eq!(AdmissionSettings::default().in_flight(16, true), 64);
         let set = AdmissionSettings {
             max_in_flight: 3,
             ..AdmissionSettings::default()
         };
-        assert_eq!(set.in_flight(16), 3);
+        assert_eq!(set.in_flight(16, false), 3);
+        assert_eq!(set.in_flight(16, true), 3);
     }
 }

@@ -51,6 +51,13 @@ impl DatabaseSettings {
         }
     }
 
+    /// Whether this is the embedded SQLite database (the default), whose writes queue for one
+    /// writer connection and share commits.
+    pub fn is_sqlite(&self) -> bool {
+        let url = self.url.0.trim();
+        url.is_empty() || url.starts_with("sqlite:")
+    }
+
     /// The pool's size: as configured, else as [`DatabaseSettings::fill_pool_size`] left it.
     pub fn pool_size(&self) -> u32 {
         self.max_connections.unwrap_or(DEFAULT_POOL)

@@ -62,9 +62,10 @@ impl Admission {
     pub fn new(settings: &Settings) -> Arc<Admission> {
         let admission = &settings.admission;
         Arc::new(Admission {
-            slots: Arc::new(Semaphore::new(
-                admission.in_flight(settings.database.pool_size()),
-            )),
+            slots: Arc::new(Semaphore::new(admission.in_flight(
+                settings.database.pool_size(),
+                settings.database.is_sqlite(),
+            ))),
             waiting: AtomicUsize::new(0),
             max_queued: admission.max_queued,
             queue_timeout: admission.queue_timeout(),
