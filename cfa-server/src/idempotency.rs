@@ -266,13 +266,22 @@ pub async fn begin(
         return replay(saved, &request);
     }
     let guard = gate.enter(scope, key).ok_or(IdempotencyError::InFlight)?;
+    // The first look ran outside the gate: a request that finished in between is seen now. With
+    // SQLite this process is the only writer, so the gate is the lock, and a look outside the
+    // transaction sees every request that left the gate (each commits before it leaves); it
+    // spares the single writer a statement. PostgreSQL's replicas share keys: the look there is
+    // made under the key's lock, in the transaction.
+    let one_writer = store.backend() == crate::storage::Backend::Sqlite;
+    if one_writer && let Some(saved) = store.idempotency_record(scope, key).await? {
+        crate::metrics::idempotency_hit("database");
+        return replay(saved, &request);
+    }
     let mut tx = store.begin().await?;
     if !tx.lock_idempotency_key(scope, key).await? {
         tx.rollback().await?;
         return Err(IdempotencyError::InFlight);
     }
-    // The first look ran outside the lock: a request that finished in between is seen now.
-    if let Some(saved) = tx.idempotency_record(scope, key).await? {
+    if !one_writer && let Some(saved) = tx.idempotency_record(scope, key).await? {
         tx.rollback().await?;
         crate::metrics::idempotency_hit("database");
         return replay(saved, &request);

@@ -93,8 +93,7 @@ impl Writer {
         let _ = guard.tidy().await;
         if guard.group.is_none() {
             guard.open(&self.0.pool).await?;
-        }
-        if let Err(e) = execute(guard.conn(), "SAVEPOINT cfa_member").await {
+        } else if let Err(e) = execute(guard.conn(), "SAVEPOINT cfa_member").await {
             guard.fail(e.clone()).await;
             return Err(e);
         }
@@ -178,11 +177,13 @@ impl State {
     }
 
     async fn open(&mut self, pool: &Pool<Sqlite>) -> StoreResult<()> {
+        // One round trip to the writer's thread for both statements.
+        const OPEN: &str = "BEGIN IMMEDIATE; SAVEPOINT cfa_member";
         let mut conn = pool.acquire().await?;
-        if execute(&mut conn, "BEGIN IMMEDIATE").await.is_err() {
+        if execute(&mut conn, OPEN).await.is_err() {
             // A caller that went away while opening a group may have left its `BEGIN` behind.
             let _ = execute(&mut conn, "ROLLBACK").await;
-            execute(&mut conn, "BEGIN IMMEDIATE").await?;
+            execute(&mut conn, OPEN).await?;
         }
         self.last_id += 1;
         self.group = Some(Group {
@@ -210,13 +211,14 @@ impl State {
         undone
     }
 
-    /// Commits the open group and tells its members.
-    async fn commit(&mut self) -> StoreResult<()> {
+    /// Commits the open group with `statements` (a `COMMIT`, after whatever must precede it in
+    /// the same round trip) and tells its members.
+    async fn commit(&mut self, statements: &'static str) -> StoreResult<()> {
         self.tidy().await?;
         let Some(mut group) = self.group.take() else {
             return Err(ended());
         };
-        let result = execute(&mut group.conn, "COMMIT").await;
+        let result = execute(&mut group.conn, statements).await;
         if result.is_err() {
             let _ = execute(&mut group.conn, "ROLLBACK").await;
         }
@@ -239,24 +241,22 @@ impl State {
 /// to join it, or else hands the connection on and waits for the group's end.
 async fn finish(shared: Arc<Shared>, mut guard: OwnedMutexGuard<State>) -> StoreResult<()> {
     guard.open_member = false;
-    if let Err(e) = execute(guard.conn(), "RELEASE cfa_member").await {
-        guard.fail(e.clone()).await;
-        return Err(e);
-    }
     let Some(group) = guard.group.as_mut() else {
         return Err(ended());
     };
     group.released += 1;
     if shared.joining.load(Ordering::SeqCst) == 0 || group.released >= MAX_MEMBERS {
-        return guard.commit().await;
+        return guard.commit("RELEASE cfa_member; COMMIT").await;
     }
     let (id, outcome) = (group.id, group.outcome.subscribe());
+    if let Err(e) = execute(guard.conn(), "RELEASE cfa_member").await {
+        guard.fail(e.clone()).await;
+        return Err(e);
+    }
     drop(guard);
     follow(shared, id, outcome).await
 }
 
-/// Undoes the savepoint of the member holding `guard`; a group left with no member ends, so that
-/// the connection goes back to the pool.
 /// Undoes the savepoint of the member holding `guard`, then waits for the end of its group if
 /// members before it wait for it (see [`Member::rollback`]).
 async fn withdraw(shared: Arc<Shared>, mut guard: OwnedMutexGuard<State>) -> StoreResult<()> {
@@ -273,6 +273,8 @@ async fn withdraw(shared: Arc<Shared>, mut guard: OwnedMutexGuard<State>) -> Sto
     follow(shared, id, outcome).await
 }
 
+/// Undoes the savepoint of the member holding `guard`; a group left with no member ends, so that
+/// the connection goes back to the pool.
 async fn abandon(shared: &Shared, mut guard: OwnedMutexGuard<State>) {
     let _ = guard.tidy().await;
     let idle = guard.group.as_ref().is_some_and(|g| g.released == 0);
@@ -296,7 +298,7 @@ async fn follow(
         ended = told(&mut outcome) => return ended,
         mut guard = state.lock_owned() => {
             if guard.group.as_ref().is_some_and(|g| g.id == id) {
-                return guard.commit().await;
+                return guard.commit("COMMIT").await;
             }
         }
     }
@@ -315,8 +317,9 @@ fn ended() -> StoreError {
     StoreError::Unavailable("the write transaction's group ended without a commit".into())
 }
 
-async fn execute(conn: &mut SqliteConnection, statement: &'static str) -> StoreResult<()> {
-    sqlx::query(statement).execute(conn).await?;
+/// Runs `statements` (one or several, separated by `;`) in one round trip.
+async fn execute(conn: &mut SqliteConnection, statements: &'static str) -> StoreResult<()> {
+    sqlx::raw_sql(statements).execute(conn).await?;
     Ok(())
 }
 
