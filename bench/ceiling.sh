@@ -3,7 +3,8 @@
 # donation (bench/ceiling/donation.sql) on a fresh database with our migrations, then the server
 # itself (release build) on another fresh database with wrk at the same concurrency; prints both
 # and the ratio. Same machine, same run.
-# Usage: bench/ceiling.sh [PG_ADMIN_URL]   (CLIENTS=64 DURATION=20)
+# Usage: bench/ceiling.sh [PG_ADMIN_URL]   (CLIENTS=64 DURATION=20; SCRIPT= another pgbench script,
+# BIN= another build of the server)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 admin=${1:-postgres://postgres@127.0.0.1:5432/postgres}
@@ -42,7 +43,7 @@ url=${admin%/*}/$db
 start_server "$url"
 id=$(campaign)
 kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
-ceiling=$(pgbench -n -M prepared -c "$clients" -j 2 -T "$seconds" -D campaign="$id" -f bench/ceiling/donation.sql "$url" \
+ceiling=$(pgbench -n -M prepared -c "$clients" -j 2 -T "$seconds" -D campaign="$id" -f "${SCRIPT:-bench/ceiling/donation.sql}" "$url" \
   | awk '/^tps/ {print int($3)}')
 echo "pgbench, the server's statements, $clients clients: $ceiling donations/s"
 

@@ -290,6 +290,7 @@ impl Application {
             mail_wake,
             admission,
             readiness: Arc::default(),
+            currencies: Arc::default(),
         });
         crate::metrics::register(
             &state.settings.server,

@@ -200,7 +200,7 @@ async fn create(
         currency,
         metadata,
     };
-    let donation = match donations::create(owned.tx.as_mut(), command).await {
+    let donation = match donations::create(owned.tx.as_mut(), command, &state.currencies).await {
         Ok(donation) => donation,
         Err(e) => return Ok(super::refuse(owned, e.into()).await),
     };

@@ -132,6 +132,8 @@ pub struct AppParts {
     pub mail_wake: Arc<Notify>,
     /// The queue in front of the database.
     pub admission: Arc<admission::Admission>,
+    /// The currencies of the campaigns donations were taken for.
+    pub currencies: Arc<crate::services::donations::CampaignCurrencies>,
     /// Failed readiness probes in a row, per degradable backend.
     pub readiness: Arc<health::Readiness>,
 }

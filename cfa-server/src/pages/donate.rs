@@ -203,15 +203,17 @@ async fn donate(state: &AppState, valid: &Valid) -> Result<String, Refused> {
             Err(e) => return Err(ApiError::from(e).into()),
         }
     };
-    let donation = match donations::create(owned.tx.as_mut(), valid.donation.clone()).await {
-        Ok(donation) => donation,
-        Err(e) => {
-            let error = ApiError::from(e);
-            let message = error.to_string();
-            crate::http::refuse(owned, error).await;
-            return Err(Refused::Form(message));
-        }
-    };
+    let donation =
+        match donations::create(owned.tx.as_mut(), valid.donation.clone(), &state.currencies).await
+        {
+            Ok(donation) => donation,
+            Err(e) => {
+                let error = ApiError::from(e);
+                let message = error.to_string();
+                crate::http::refuse(owned, error).await;
+                return Err(Refused::Form(message));
+            }
+        };
     let intent = match &state.provider {
         Some(provider) => {
             let command = NewIntent {

@@ -128,9 +128,46 @@ pub fn parse_donor_name(raw: Option<&str>) -> Result<Option<String>, String> {
     }
 }
 
+/// The currency of each campaign donations were taken for. A campaign's currency is fixed once
+/// it exists, so a donation to a campaign seen before is built without reading the campaign and
+/// inserted by one statement that checks the campaign is still open
+/// ([`crate::storage::DonationTx::insert_donation_if_open`]).
+#[derive(Default)]
+pub struct CampaignCurrencies(std::sync::RwLock<std::collections::HashMap<Uuid, Currency>>);
+
+impl CampaignCurrencies {
+    /// Campaigns remembered at most; past that the map starts again.
+    const MAX: usize = 100_000;
+
+    fn get(&self, campaign: Uuid) -> Option<Currency> {
+        self.0.read().ok()?.get(&campaign).copied()
+    }
+
+    fn remember(&self, campaign: Uuid, currency: Currency) {
+        if let Ok(mut known) = self.0.write() {
+            if known.len() >= Self::MAX {
+                known.clear();
+            }
+            known.insert(campaign, currency);
+        }
+    }
+}
+
 /// Takes a `PENDING` donation to an active campaign, in `tx`, with its `donation.created` event.
-/// The campaign is share-locked, so it cannot close before the donation commits.
-pub async fn create(tx: &mut dyn Tx, cmd: NewDonation) -> Result<Donation, DonationError> {
+/// The campaign is share-locked, so it cannot close before the donation commits. To a campaign
+/// in `currencies`, one statement checks the campaign and inserts both; only if that finds the
+/// campaign closed (or gone) is it read, to say why.
+pub async fn create(
+    tx: &mut dyn Tx,
+    cmd: NewDonation,
+    currencies: &CampaignCurrencies,
+) -> Result<Donation, DonationError> {
+    if let Some(currency) = currencies.get(cmd.campaign_id) {
+        let (donation, event) = new_donation(&cmd, currency)?;
+        if tx.insert_donation_if_open(&donation, &event).await? {
+            return Ok(donation);
+        }
+    }
     let campaign = tx
         .campaign_for_share(cmd.campaign_id)
         .await?
@@ -138,39 +175,51 @@ pub async fn create(tx: &mut dyn Tx, cmd: NewDonation) -> Result<Donation, Donat
     if campaign.status == CampaignStatus::Closed {
         return Err(DonationError::CampaignClosed(campaign.id));
     }
+    currencies.remember(campaign.id, campaign.currency);
+    let (donation, event) = new_donation(&cmd, campaign.currency)?;
+    tx.insert_donation(&donation).await?;
+    tx.insert_outbox(&event).await?;
+    Ok(donation)
+}
+
+/// The donation `cmd` asks for to a campaign in `currency`, and its event.
+fn new_donation(
+    cmd: &NewDonation,
+    currency: Currency,
+) -> Result<(Donation, EventEnvelope), DonationError> {
     if let Some(given) = cmd.currency
-        && given != campaign.currency
+        && given != currency
     {
         return Err(DonationError::CurrencyMismatch {
-            campaign: campaign.id,
-            expected: campaign.currency,
+            campaign: cmd.campaign_id,
+            expected: currency,
             given,
         });
     }
-    let amount_minor = campaign
-        .currency
+    let amount_minor = currency
         .parse_amount(&cmd.amount, MAX_DONATION_MAJOR)
         .map_err(DonationError::InvalidAmount)?;
     let now = crate::domain::now();
     let donation = Donation {
         id: Uuid::new_v4(),
-        campaign_id: campaign.id,
-        donor_email: cmd.donor_email,
-        donor_name: cmd.donor_name,
+        campaign_id: cmd.campaign_id,
+        donor_email: cmd.donor_email.clone(),
+        donor_name: cmd.donor_name.clone(),
         amount_minor,
-        currency: campaign.currency,
+        currency,
         status: DonationStatus::Pending,
         payment_intent_id: None,
         refunded_minor: 0,
         version: 1,
-        metadata: cmd.metadata,
+        metadata: cmd.metadata.clone(),
         created_at: now,
         updated_at: now,
     };
-    tx.insert_donation(&donation).await?;
-    let event = DomainEvent::Donation(DonationEvent::reached(&donation));
-    tx.insert_outbox(&outbox_event(event, now)).await?;
-    Ok(donation)
+    let event = outbox_event(
+        DomainEvent::Donation(DonationEvent::reached(&donation)),
+        now,
+    );
+    Ok((donation, event))
 }
 
 /// Moves a donation along its life cycle by hand: audited with the reason and the operator,

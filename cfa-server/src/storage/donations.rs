@@ -59,6 +59,15 @@ pub trait DonationStore: Send + Sync {
 pub trait DonationTx: Send {
     /// Inserts a new donation.
     async fn insert_donation(&mut self, donation: &Donation) -> StoreResult<()>;
+    /// Inserts a new donation and its event if its campaign is `ACTIVE` in the donation's
+    /// currency, keeping the campaign from closing until the transaction ends; returns whether
+    /// it did (nothing is written otherwise). One statement on PostgreSQL, two on SQLite, where
+    /// reading the campaign, then inserting the donation and its event took three.
+    async fn insert_donation_if_open(
+        &mut self,
+        donation: &Donation,
+        event: &crate::domain::event::EventEnvelope,
+    ) -> StoreResult<bool>;
     /// One donation, locked against concurrent change until the transaction ends.
     async fn donation_for_update(&mut self, id: Uuid) -> StoreResult<Option<Donation>>;
     /// Sets a donation's status if its version is still `expected_version`, bumping the version.

@@ -11,6 +11,7 @@ tests![
     a_donation_is_created_pending_with_exact_minor_units,
     amounts_that_cannot_be_represented_exactly_are_refused,
     donations_to_unknown_or_closed_campaigns_are_refused,
+    a_campaign_that_took_donations_refuses_them_once_closed,
     malformed_requests_get_a_4xx_that_names_the_problem,
     history_is_newest_first_filtered_and_paged,
     the_operator_status_override_is_audited_and_follows_the_life_cycle,
@@ -92,6 +93,52 @@ async fn amounts_that_cannot_be_represented_exactly_are_refused(ctx: TestContext
         assert_eq!(reply.status, 201, "amount {amount} → {:?}", reply.json);
         assert_eq!(reply.json["amount_minor"], minor, "amount {amount}");
     }
+}
+
+/// The process remembers the currency of a campaign that took a donation and inserts the next
+/// one with a single statement that checks the campaign: that path must refuse too.
+async fn a_campaign_that_took_donations_refuses_them_once_closed(ctx: TestContext) {
+    let app = ctx.spawn_app().await;
+    let eur = app
+        .post(
+            "/api/v1/campaigns",
+            &json!({"title": "Euro", "goal_amount": 10, "currency": "EUR"}),
+        )
+        .await;
+    let id = eur.json["id"].as_str().expect("id").to_string();
+    let first = app.donate(&id, "a@example.org", "5").await;
+    assert_eq!(first.status, 201, "{:?}", first.json);
+    assert_eq!(first.json["currency"], "EUR");
+    let second = app.donate(&id, "b@example.org", "7.25").await;
+    assert_eq!(second.status, 201, "{:?}", second.json);
+    assert_eq!(second.json["amount_minor"], 725);
+    let mismatch = app
+        .post(
+            "/api/v1/donations",
+            &json!({"campaign_id": id, "donor_email": "c@example.org", "amount": 5, "currency": "USD"}),
+        )
+        .await;
+    assert_eq!(mismatch.code(), "currency_mismatch", "{:?}", mismatch.json);
+    let closing = app
+        .send(
+            Method::PUT,
+            &format!("/api/v1/campaigns/{id}"),
+            Some(
+                &json!({"title": "Euro", "goal_amount": 10, "currency": "EUR", "status": "CLOSED"}),
+            ),
+            &[],
+        )
+        .await;
+    assert_eq!(closing.status, 200, "{:?}", closing.json);
+    let late = app.donate(&id, "d@example.org", "5").await;
+    assert_eq!(late.status, 422, "{:?}", late.json);
+    assert_eq!(late.code(), "campaign_closed");
+    let history = app.get("/api/v1/donations/history").await;
+    assert_eq!(
+        history.json.as_array().map(Vec::len),
+        Some(2),
+        "only the two donations taken while it was open are stored"
+    );
 }
 
 async fn donations_to_unknown_or_closed_campaigns_are_refused(ctx: TestContext) {

@@ -7,11 +7,12 @@ use sqlx::Row as _;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{BackendStore, BackendTx, Db, DbRow, FOR_UPDATE, db_id, from_db_id};
+use super::{BACKEND, BackendStore, BackendTx, Db, DbRow, FOR_UPDATE, db_id, from_db_id};
 use crate::domain::donation::{Donation, DonationStatus};
 use crate::domain::email::DonorEmail;
+use crate::domain::event::EventEnvelope;
 use crate::domain::money::Currency;
-use crate::storage::{DonationStore, DonationTx, HistoryFilter, StatusAudit};
+use crate::storage::{Backend, DonationStore, DonationTx, HistoryFilter, OutboxTx, StatusAudit};
 use crate::storage::{StoreError, StoreResult};
 
 const SELECT_BY_ID: &str = "SELECT * FROM donations WHERE id = $1";
@@ -22,6 +23,25 @@ const INSERT: &str = "INSERT INTO donations (id, campaign_id, donor_email, donor
                       amount_minor, currency, status, payment_intent_id, version, metadata, \
                       created_at, updated_at) \
                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+/// [`INSERT`] if the campaign is open in the donation's currency (SQLite: the single writer keeps
+/// it from closing until the transaction ends).
+const INSERT_IF_OPEN: &str = "INSERT INTO donations (id, campaign_id, donor_email, donor_name, \
+                              amount_minor, currency, status, payment_intent_id, version, \
+                              metadata, created_at, updated_at) \
+                              SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 \
+                              WHERE EXISTS (SELECT 1 FROM campaigns WHERE id = $2 \
+                              AND status = 'ACTIVE' AND currency = $6)";
+/// The donation and its outbox event in one statement, if the campaign is open in the
+/// donation's currency; its share lock keeps the campaign from closing until the transaction
+/// ends (PostgreSQL).
+const INSERT_WITH_EVENT_IF_OPEN: &str = "WITH open AS (SELECT id FROM campaigns WHERE id = $2 \
+     AND status = 'ACTIVE' AND currency = $6 FOR SHARE), \
+     donation AS (INSERT INTO donations (id, campaign_id, donor_email, donor_name, amount_minor, \
+     currency, status, payment_intent_id, version, metadata, created_at, updated_at) \
+     SELECT $1, id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM open RETURNING id) \
+     INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, version, \
+     occurred_at, traceparent, payload) \
+     SELECT $13, $14, $15, $16, $17, $18, $19, $20 FROM donation";
 const UPDATE_STATUS: &str = "UPDATE donations SET status = $1, version = version + 1, \
                              updated_at = $2 WHERE id = $3 AND version = $4";
 const SET_PAYMENT_INTENT: &str = "UPDATE donations SET payment_intent_id = $1, updated_at = $2 \
@@ -41,6 +61,26 @@ const INSERT_AUDIT: &str = concatcp!(
     AUDIT_COLUMNS,
     ") VALUES ($1, $2, $3, $4, $5, $6)"
 );
+
+/// `statement` (an insert of [`INSERT`]'s twelve columns first) with `d`'s values bound.
+fn bind_donation<'q>(
+    statement: &'static str,
+    d: &'q Donation,
+) -> sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments> {
+    sqlx::query(statement)
+        .bind(db_id(d.id))
+        .bind(db_id(d.campaign_id))
+        .bind(d.donor_email.as_str())
+        .bind(&d.donor_name)
+        .bind(d.amount_minor)
+        .bind(d.currency.code())
+        .bind(d.status.as_str())
+        .bind(&d.payment_intent_id)
+        .bind(d.version)
+        .bind(Json(&d.metadata))
+        .bind(d.created_at)
+        .bind(d.updated_at)
+}
 
 fn donation_from_row(row: &DbRow) -> StoreResult<Donation> {
     Ok(Donation {
@@ -134,22 +174,37 @@ impl DonationStore for BackendStore {
 #[async_trait]
 impl DonationTx for BackendTx {
     async fn insert_donation(&mut self, d: &Donation) -> StoreResult<()> {
-        sqlx::query(INSERT)
-            .bind(db_id(d.id))
-            .bind(db_id(d.campaign_id))
-            .bind(d.donor_email.as_str())
-            .bind(&d.donor_name)
-            .bind(d.amount_minor)
-            .bind(d.currency.code())
-            .bind(d.status.as_str())
-            .bind(&d.payment_intent_id)
-            .bind(d.version)
-            .bind(Json(&d.metadata))
-            .bind(d.created_at)
-            .bind(d.updated_at)
+        bind_donation(INSERT, d).execute(&mut *self.tx).await?;
+        Ok(())
+    }
+
+    async fn insert_donation_if_open(
+        &mut self,
+        d: &Donation,
+        e: &EventEnvelope,
+    ) -> StoreResult<bool> {
+        if BACKEND == Backend::Postgres {
+            let done = bind_donation(INSERT_WITH_EVENT_IF_OPEN, d)
+                .bind(db_id(e.event_id))
+                .bind(&e.event_type)
+                .bind(&e.aggregate_type)
+                .bind(&e.aggregate_id)
+                .bind(e.version)
+                .bind(e.occurred_at)
+                .bind(&e.trace_context.traceparent)
+                .bind(Json(&e.payload))
+                .execute(&mut *self.tx)
+                .await?;
+            return Ok(done.rows_affected() == 1);
+        }
+        let done = bind_donation(INSERT_IF_OPEN, d)
             .execute(&mut *self.tx)
             .await?;
-        Ok(())
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        self.insert_outbox(e).await?;
+        Ok(true)
     }
 
     async fn donation_for_update(&mut self, id: Uuid) -> StoreResult<Option<Donation>> {
