@@ -149,7 +149,7 @@ pub fn register(server: &ServerSettings, gateway: &'static str) {
     ] {
         counter!(name).absolute(0);
     }
-    for reason in ["queue_full", "deadline"] {
+    for reason in ["queue_full", "deadline", "event_lag"] {
         counter!("admission_refused_total", "reason" => reason).absolute(0);
     }
 }
@@ -227,7 +227,7 @@ fn describe() {
     );
     describe_counter!(
         "admission_refused_total",
-        "Requests answered 503 overloaded, by reason (queue_full, deadline)"
+        "Requests answered 503 overloaded, by reason (queue_full, deadline, event_lag)"
     );
     describe_more();
     describe_gauge!(

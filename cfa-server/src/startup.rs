@@ -358,6 +358,13 @@ impl Application {
             tasks.spawn(self.relay().run(wake, cancel.clone()));
         }
         let store = self.state.store.clone();
+        if let Some(watch) = self
+            .state
+            .admission
+            .watch_pipeline(store.clone(), cancel.clone())
+        {
+            tasks.spawn(watch);
+        }
         tasks.spawn(sweep(store, settings.clone(), cancel.clone()));
         for (handler, deliveries) in std::mem::take(&mut self.consumers) {
             match deliveries {

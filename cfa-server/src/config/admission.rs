@@ -26,6 +26,11 @@ pub struct AdmissionSettings {
     pub queue_timeout_seconds: u64,
     /// The `Retry-After` sent with `503 overloaded`, in seconds.
     pub retry_after_seconds: u64,
+    /// New donations wait while the oldest event not yet delivered to the consumers is older
+    /// than this, in seconds, and are refused `503 overloaded` if it lasts until
+    /// `queue_timeout_seconds`; `0` (the default) takes every donation however far behind the
+    /// event pipeline is ("take the money, count it late").
+    pub max_event_lag_seconds: u64,
 }
 
 impl Default for AdmissionSettings {
@@ -35,11 +40,18 @@ impl Default for AdmissionSettings {
             max_queued: 10_000,
             queue_timeout_seconds: 8,
             retry_after_seconds: 2,
+            max_event_lag_seconds: 0,
         }
     }
 }
 
 impl AdmissionSettings {
+    /// How far behind the event pipeline may be before new donations wait; `None` when they
+    /// never do.
+    pub fn max_event_lag(&self) -> Option<Duration> {
+        (self.max_event_lag_seconds > 0).then(|| Duration::from_secs(self.max_event_lag_seconds))
+    }
+
     /// The queue's deadline.
     pub fn queue_timeout(&self) -> Duration {
         Duration::from_secs(self.queue_timeout_seconds)

@@ -5,6 +5,11 @@
 //! waited `admission.queue_timeout_seconds`, is it refused: `503 overloaded` with `Retry-After`,
 //! which a client can tell apart from `503 backend_unavailable` (the database is down).
 //!
+//! With `admission.max_event_lag_seconds`, new donations also wait while the event pipeline is
+//! that far behind (the oldest undelivered outbox event, read every quarter second), within the
+//! same deadline: intake slows to what the relay and consumers apply, and totals stay that
+//! fresh, at the price of donors told to come back. Off by default.
+//!
 //! Probes, the scrape, the OpenAPI document, cached totals reads, the live totals stream and the
 //! pages' embedded assets need no database turn: a burst of donations never makes `/health` or a
 //! campaign's totals wait, and a thousand open streams never hold the database's turns.
@@ -17,10 +22,13 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
 use crate::config::Settings;
+use crate::storage::Store;
 
 /// The slots and the queue of one process.
 pub struct Admission {
@@ -29,6 +37,26 @@ pub struct Admission {
     max_queued: usize,
     queue_timeout: Duration,
     retry_after: u64,
+    /// When new donations wait for the event pipeline.
+    pipeline: Option<Pipeline>,
+}
+
+/// How far behind the event pipeline is, and how far it may be before new donations wait.
+struct Pipeline {
+    max_lag: Duration,
+    lag: watch::Sender<Duration>,
+}
+
+impl Pipeline {
+    /// Waits until the pipeline is no more than `max_lag` behind, or refuses at `deadline`.
+    async fn caught_up(&self, deadline: Instant) -> Result<(), Refusal> {
+        let mut lag = self.lag.subscribe();
+        let caught_up = lag.wait_for(|lag| *lag <= self.max_lag);
+        match tokio::time::timeout_at(deadline, caught_up).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Refusal::EventLag),
+        }
+    }
 }
 
 /// Why a request was turned away.
@@ -36,6 +64,7 @@ pub struct Admission {
 enum Refusal {
     QueueFull,
     Deadline,
+    EventLag,
 }
 
 impl Refusal {
@@ -43,6 +72,7 @@ impl Refusal {
         match self {
             Refusal::QueueFull => "queue_full",
             Refusal::Deadline => "deadline",
+            Refusal::EventLag => "event_lag",
         }
     }
 }
@@ -70,14 +100,54 @@ impl Admission {
             max_queued: admission.max_queued,
             queue_timeout: admission.queue_timeout(),
             retry_after: admission.retry_after_seconds,
+            pipeline: admission.max_event_lag().map(|max_lag| Pipeline {
+                max_lag,
+                lag: watch::channel(Duration::ZERO).0,
+            }),
         })
     }
 
-    /// Runs `next` once a slot is free, or refuses.
-    async fn run(&self, request: Request, next: Next) -> Response {
+    /// When new donations wait for the event pipeline: the task that keeps its lag current,
+    /// reading the oldest undelivered event's time every quarter second (a failed read counts as
+    /// no lag: the database's own failures answer for themselves).
+    pub fn watch_pipeline(
+        self: &Arc<Self>,
+        store: Arc<dyn Store>,
+        cancel: CancellationToken,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+        self.pipeline.as_ref()?;
+        let admission = self.clone();
+        Some(async move {
+            let Some(pipeline) = &admission.pipeline else {
+                return;
+            };
+            loop {
+                let lag = match store.oldest_pending_outbox().await {
+                    Ok(Some(at)) => (crate::domain::now() - at).to_std().unwrap_or_default(),
+                    Ok(None) | Err(_) => Duration::ZERO,
+                };
+                pipeline.lag.send_replace(lag);
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+            }
+        })
+    }
+
+    /// Runs `next` once a slot is free (and, for a new donation, once the event pipeline is
+    /// close enough behind), or refuses.
+    async fn run(&self, request: Request, next: Next, new_donation: bool) -> Response {
+        let deadline = Instant::now() + self.queue_timeout;
+        if new_donation
+            && let Some(pipeline) = &self.pipeline
+            && let Err(refusal) = pipeline.caught_up(deadline).await
+        {
+            return self.refuse(refusal);
+        }
         let slot = match self.slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
-            Err(_) => match self.wait().await {
+            Err(_) => match self.wait(deadline).await {
                 Ok(slot) => slot,
                 Err(refusal) => return self.refuse(refusal),
             },
@@ -87,14 +157,14 @@ impl Admission {
         response
     }
 
-    async fn wait(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Refusal> {
+    async fn wait(&self, deadline: Instant) -> Result<tokio::sync::OwnedSemaphorePermit, Refusal> {
         let queued = self.waiting.fetch_add(1, Ordering::AcqRel) + 1;
         let _in_queue = InQueue(&self.waiting);
         if queued > self.max_queued {
             return Err(Refusal::QueueFull);
         }
         crate::metrics::admission_waiting(queued);
-        match tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await {
+        match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
             Ok(Ok(slot)) => Ok(slot),
             // The semaphore is never closed; a closed one would mean shutting down.
             Ok(Err(_)) | Err(_) => Err(Refusal::Deadline),
@@ -112,6 +182,13 @@ impl Admission {
             Refusal::Deadline => format!(
                 "the server is overloaded: the request waited {} s for the database; retry \
                  after {} s",
+                self.queue_timeout.as_secs(),
+                self.retry_after
+            ),
+            Refusal::EventLag => format!(
+                "the server is overloaded: new donations wait while its events are more than {} s \
+                 behind, and they were for {} s; retry after {} s",
+                self.pipeline.as_ref().map_or(0, |p| p.max_lag.as_secs()),
                 self.queue_timeout.as_secs(),
                 self.retry_after
             ),
@@ -154,7 +231,9 @@ pub(super) async fn admit(
     if !needs_a_turn(request.method(), template, request.uri().query()) {
         return next.run(request).await;
     }
-    admission.run(request, next).await
+    let new_donation = request.method() == Method::POST
+        && matches!(template, "/api/v1/donations" | "/campaigns/{id}/donate");
+    admission.run(request, next, new_donation).await
 }
 
 #[cfg(test)]
@@ -187,6 +266,7 @@ mod tests {
             max_queued: queued,
             queue_timeout: timeout,
             retry_after: 3,
+            pipeline: None,
         })
     }
 

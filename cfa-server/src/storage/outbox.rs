@@ -87,6 +87,8 @@ pub trait OutboxStore: Send + Sync {
     async fn prune_outbox(&self, before: DateTime<Utc>) -> StoreResult<u64>;
     /// Counts of the outbox.
     async fn outbox_stats(&self) -> StoreResult<OutboxStats>;
+    /// When the oldest undelivered event (not set aside) occurred; one indexed read.
+    async fn oldest_pending_outbox(&self) -> StoreResult<Option<DateTime<Utc>>>;
 }
 
 /// The outbox inside a write transaction.

@@ -12,6 +12,7 @@ use crate::tests;
 tests![
     a_burst_larger_than_the_pool_queues_or_is_told_to_retry,
     a_burst_of_events_is_counted_exactly_once_in_batches,
+    with_a_lag_bound_new_donations_wait_for_the_event_pipeline_then_are_told_to_retry,
 ];
 
 async fn a_burst_larger_than_the_pool_queues_or_is_told_to_retry(ctx: TestContext) {
@@ -122,5 +123,50 @@ async fn a_burst_of_events_is_counted_exactly_once_in_batches(ctx: TestContext) 
         ),
         "the read model, built in batches, equals the sum of the donations: {:?}",
         model.json
+    );
+}
+
+async fn with_a_lag_bound_new_donations_wait_for_the_event_pipeline_then_are_told_to_retry(
+    ctx: TestContext,
+) {
+    // The harness runs no relay: nothing is delivered, so the oldest event only gets older.
+    let app = ctx
+        .spawn_app_with(|s| {
+            s.admission.max_event_lag_seconds = 2;
+            s.admission.queue_timeout_seconds = 1;
+        })
+        .await;
+    let campaign = app.create_campaign("Lagging", 1_000.0).await;
+    let taken = app.donate(&campaign, "first@example.org", "5").await;
+    assert_eq!(taken.status, 201, "events fresh: {:?}", taken.json);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let refused = app.donate(&campaign, "late@example.org", "5").await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (503, "overloaded"),
+        "{:?}",
+        refused.json
+    );
+    assert!(
+        refused.header("retry-after").is_some(),
+        "the donor is told when to come back"
+    );
+    assert!(
+        refused.json["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("events")),
+        "{:?}",
+        refused.json
+    );
+    let id = taken.json["id"].as_str().expect("id");
+    let read = app.get(&format!("/api/v1/donations/{id}")).await;
+    assert_eq!(read.status, 200, "only new donations wait for the pipeline");
+    let stats = app
+        .send_as_operator(reqwest::Method::GET, "/api/v1/admin/stats", None)
+        .await;
+    assert_eq!(
+        stats.json["donations_total"], 1,
+        "the refused donation left nothing behind: {:?}",
+        stats.json
     );
 }

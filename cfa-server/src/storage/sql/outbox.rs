@@ -160,14 +160,18 @@ impl OutboxStore for BackendStore {
         Ok(done.rows_affected())
     }
 
+    async fn oldest_pending_outbox(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        Ok(sqlx::query_scalar(OLDEST_PENDING)
+            .fetch_optional(&self.read)
+            .await?)
+    }
+
     async fn outbox_stats(&self) -> StoreResult<OutboxStats> {
         let pending: i64 = sqlx::query_scalar(COUNT_PENDING)
             .fetch_one(&self.read)
             .await?;
         let dead: i64 = sqlx::query_scalar(COUNT_DEAD).fetch_one(&self.read).await?;
-        let oldest_pending: Option<DateTime<Utc>> = sqlx::query_scalar(OLDEST_PENDING)
-            .fetch_optional(&self.read)
-            .await?;
+        let oldest_pending = self.oldest_pending_outbox().await?;
         let sent: i64 = sqlx::query_scalar(COUNT_SENT).fetch_one(&self.read).await?;
         Ok(OutboxStats {
             pending,
