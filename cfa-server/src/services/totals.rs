@@ -252,7 +252,11 @@ fn contribution_of(status: DonationStatus, amount_minor: i64, refunded_minor: i6
 
 /// Applies a new contribution of one donation: the difference to its stored contribution goes
 /// into the campaign's totals. Returns false if the stored contribution is already as new.
-async fn apply_contribution(tx: &mut dyn Tx, new: Contribution) -> Result<bool, StoreError> {
+async fn apply_contribution(
+    tx: &mut dyn Tx,
+    new: Contribution,
+    rows: &mut Rows,
+) -> Result<bool, StoreError> {
     // A donation's creation (version 1, not counting yet) changes nothing: no lock, no write —
     // and creations are half of all events. Any later event has a higher version and is
     // recorded, so a late refund can still hide an even later-arriving completion.
@@ -261,7 +265,7 @@ async fn apply_contribution(tx: &mut dyn Tx, new: Contribution) -> Result<bool, 
     }
     // Lock order, everywhere: the campaign's totals row first, then contributions. It serialises
     // a campaign's updates (and the refresh) even when rows do not exist yet.
-    let mut totals = locked_totals(tx, new.campaign_id).await?;
+    let totals = rows.locked(tx, new.campaign_id).await?;
     let old = tx.contribution_for_update(new.donation_id).await?;
     if old.as_ref().is_some_and(|o| o.version >= new.version) {
         return Ok(false);
@@ -285,9 +289,39 @@ async fn apply_contribution(tx: &mut dyn Tx, new: Contribution) -> Result<bool, 
     totals.completed_count += i64::from(new.counted) - i64::from(old_counted);
     totals.unique_donors += unique_delta;
     totals.last_updated = crate::domain::now();
-    tx.upsert_totals(&totals).await?;
     tx.upsert_contribution(&new).await?;
     Ok(true)
+}
+
+/// The totals rows a batch of events changes: each read and locked the first time one of the
+/// events needs it, changed in memory by every event after, and written once, when the batch is
+/// done ([`Rows::write`]). A batch of 200 captures to one campaign locks and writes its row once.
+#[derive(Default)]
+struct Rows(Vec<CampaignTotals>);
+
+impl Rows {
+    async fn locked(
+        &mut self,
+        tx: &mut dyn Tx,
+        campaign_id: Uuid,
+    ) -> Result<&mut CampaignTotals, StoreError> {
+        let i = match self.0.iter().position(|t| t.campaign_id == campaign_id) {
+            Some(i) => i,
+            None => {
+                self.0.push(locked_totals(tx, campaign_id).await?);
+                self.0.len() - 1
+            }
+        };
+        Ok(&mut self.0[i])
+    }
+
+    /// Writes the rows of the campaigns in `changed`.
+    async fn write(&self, tx: &mut dyn Tx, changed: &[Uuid]) -> Result<(), StoreError> {
+        for totals in self.0.iter().filter(|t| changed.contains(&t.campaign_id)) {
+            tx.upsert_totals(totals).await?;
+        }
+        Ok(())
+    }
 }
 
 /// The campaign's totals row, created if needed, locked until the transaction ends.
@@ -345,15 +379,19 @@ impl TotalsConsumer {
     ) -> Result<(), StoreError> {
         let mut tx = self.store.begin().await?;
         let mut changed = Vec::new();
+        let mut rows = Rows::default();
         for envelope in envelopes {
             // Each event's part continues the trace that published it.
             let span = part_span(self, envelope, in_batch);
-            if let Some(campaign) = apply_in(tx.as_mut(), envelope).instrument(span).await?
+            if let Some(campaign) = apply_in(tx.as_mut(), envelope, &mut rows)
+                .instrument(span)
+                .await?
                 && !changed.contains(&campaign)
             {
                 changed.push(campaign);
             }
         }
+        rows.write(tx.as_mut(), &changed).await?;
         tx.commit().await?;
         for campaign in changed {
             self.cache.invalidate(campaign).await;
@@ -366,7 +404,11 @@ impl TotalsConsumer {
 }
 
 /// Applies one event in `tx` unless the inbox has it; returns the campaign whose totals changed.
-async fn apply_in(tx: &mut dyn Tx, envelope: &EventEnvelope) -> Result<Option<Uuid>, StoreError> {
+async fn apply_in(
+    tx: &mut dyn Tx,
+    envelope: &EventEnvelope,
+    rows: &mut Rows,
+) -> Result<Option<Uuid>, StoreError> {
     let event = match envelope.decode() {
         Ok(event) => event,
         Err(e) => {
@@ -387,8 +429,8 @@ async fn apply_in(tx: &mut dyn Tx, envelope: &EventEnvelope) -> Result<Option<Uu
         return Ok(None);
     }
     let changed = match &event {
-        DomainEvent::Campaign(e) => apply_campaign(tx, e).await?,
-        DomainEvent::Donation(e) => apply_donation(tx, e).await?,
+        DomainEvent::Campaign(e) => apply_campaign(tx, e, rows).await?,
+        DomainEvent::Donation(e) => apply_donation(tx, e, rows).await?,
         DomainEvent::Payment(_) => false,
     };
     Ok(changed.then_some(campaign_id))
@@ -396,20 +438,27 @@ async fn apply_in(tx: &mut dyn Tx, envelope: &EventEnvelope) -> Result<Option<Uu
 
 /// A campaign's goal and currency, unless an older event (a late redelivery) would bring back an
 /// old goal.
-async fn apply_campaign(tx: &mut dyn Tx, event: &CampaignEvent) -> Result<bool, StoreError> {
-    let mut totals = locked_totals(tx, event.snapshot.campaign_id).await?;
+async fn apply_campaign(
+    tx: &mut dyn Tx,
+    event: &CampaignEvent,
+    rows: &mut Rows,
+) -> Result<bool, StoreError> {
+    let totals = rows.locked(tx, event.snapshot.campaign_id).await?;
     if event.version > totals.campaign_version {
         totals.campaign_version = event.version;
         totals.goal_minor = event.snapshot.goal_minor;
         totals.currency = event.snapshot.currency.code().to_string();
     }
     totals.last_updated = crate::domain::now();
-    tx.upsert_totals(&totals).await?;
     Ok(true)
 }
 
 /// A donation's contribution as its event says it is now.
-async fn apply_donation(tx: &mut dyn Tx, event: &DonationEvent) -> Result<bool, StoreError> {
+async fn apply_donation(
+    tx: &mut dyn Tx,
+    event: &DonationEvent,
+    rows: &mut Rows,
+) -> Result<bool, StoreError> {
     let d = &event.snapshot;
     let (counted_minor, counted) = contribution_of(d.status, d.amount_minor, d.refunded_minor);
     let contribution = Contribution {
@@ -420,7 +469,7 @@ async fn apply_donation(tx: &mut dyn Tx, event: &DonationEvent) -> Result<bool, 
         counted_minor,
         counted,
     };
-    apply_contribution(tx, contribution).await
+    apply_contribution(tx, contribution, rows).await
 }
 
 /// The totals consumer in the consumer table.
