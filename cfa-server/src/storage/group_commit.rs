@@ -82,12 +82,19 @@ impl Writer {
         }))
     }
 
-    /// Waits for the writer connection and starts a write transaction in the open group (opening
-    /// one if none is).
+    /// Waits for the writer connection (at most the pool's `acquire_timeout`, like a pool's
+    /// connection) and starts a write transaction in the open group (opening one if none is).
     pub async fn begin(&self) -> StoreResult<Member> {
         let mut guard = {
             let _joining = Joining::new(&self.0.joining);
-            self.0.state.clone().lock_owned().await
+            let patience = self.0.pool.options().get_acquire_timeout();
+            tokio::time::timeout(patience, self.0.state.clone().lock_owned())
+                .await
+                .map_err(|_| {
+                    StoreError::Unavailable(format!(
+                        "timed out after {patience:?} waiting for the SQLite writer"
+                    ))
+                })?
         };
         // A failed roll-back ended that group; this member starts the next one.
         let _ = guard.tidy().await;
@@ -354,6 +361,7 @@ mod tests {
             .journal_mode(SqliteJournalMode::Wal);
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            .acquire_timeout(std::time::Duration::from_millis(300))
             .connect_with(options.clone())
             .await
             .expect("open the database");
@@ -501,5 +509,19 @@ mod tests {
             "what it read is committed by the time its rollback returns"
         );
         committed.await.expect("the task ends").expect("the commit");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_that_cannot_get_the_writer_in_time_is_told_the_database_is_unavailable()
+    {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (writer, _read) = writer(&dir).await;
+        let held = writer.begin().await.expect("begin");
+        let waited = writer.begin().await;
+        assert!(
+            matches!(waited, Err(StoreError::Unavailable(_))),
+            "a second transaction of the same task waits the pool's acquire_timeout, then fails"
+        );
+        held.commit().await.expect("the first one still commits");
     }
 }
