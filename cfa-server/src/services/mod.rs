@@ -19,6 +19,7 @@ pub mod live;
 pub mod notifications;
 pub mod payments;
 pub mod totals;
+pub mod totals_cache;
 
 use std::sync::Arc;
 
