@@ -39,9 +39,11 @@ base=http://127.0.0.1:$port
 python3 bench/capture_latency.py "$base" "$donations" > "$work/latency.txt"
 campaign=$(head -n1 "$work/latency.txt")
 echo "== $backend: GET /api/v1/totals/campaigns/{id}, 64 connections, $duration"
-wrk -t2 -c64 -d"$duration" --latency "$base/api/v1/totals/campaigns/$campaign"
+rate() { tee /dev/stderr | awk '/^Requests\/sec/ {print $2}'; }
+ours=$(wrk -t2 -c64 -d"$duration" --latency "$base/api/v1/totals/campaigns/$campaign" | rate)
 echo "== trivial axum handler, same body size, 64 connections, $duration"
-wrk -t2 -c64 -d"$duration" --latency "http://127.0.0.1:8199/totals"
+ceiling=$(wrk -t2 -c64 -d"$duration" --latency "http://127.0.0.1:8199/totals" | rate)
+awk -v a="$ours" -v b="$ceiling" 'BEGIN {printf "ratio: %.2f of the trivial server (target 0.60)\n", a / b}'
 echo "== $backend: CAPTURED webhook → totals changed, $donations donations"
 tail -n +2 "$work/latency.txt"
 curl -s "$base/api/v1/totals/campaigns/$campaign"; echo
