@@ -38,7 +38,7 @@ pub struct Admission {
     queue_timeout: Duration,
     retry_after: u64,
     /// When new donations wait for the event pipeline.
-    pipeline: Option<Pipeline>,
+    pipeline: Option<Arc<Pipeline>>,
 }
 
 /// How far behind the event pipeline is, and how far it may be before new donations wait.
@@ -100,9 +100,11 @@ impl Admission {
             max_queued: admission.max_queued,
             queue_timeout: admission.queue_timeout(),
             retry_after: admission.retry_after_seconds,
-            pipeline: admission.max_event_lag().map(|max_lag| Pipeline {
-                max_lag,
-                lag: watch::channel(Duration::ZERO).0,
+            pipeline: admission.max_event_lag().map(|max_lag| {
+                Arc::new(Pipeline {
+                    max_lag,
+                    lag: watch::channel(Duration::ZERO).0,
+                })
             }),
         })
     }
@@ -111,16 +113,12 @@ impl Admission {
     /// reading the oldest undelivered event's time every quarter second (a failed read counts as
     /// no lag: the database's own failures answer for themselves).
     pub fn watch_pipeline(
-        self: &Arc<Self>,
+        &self,
         store: Arc<dyn Store>,
         cancel: CancellationToken,
     ) -> Option<impl Future<Output = ()> + Send + 'static> {
-        self.pipeline.as_ref()?;
-        let admission = self.clone();
+        let pipeline = self.pipeline.clone()?;
         Some(async move {
-            let Some(pipeline) = &admission.pipeline else {
-                return;
-            };
             loop {
                 let lag = match store.oldest_pending_outbox().await {
                     Ok(Some(at)) => (crate::domain::now() - at).to_std().unwrap_or_default(),

@@ -132,24 +132,11 @@ pub fn parse_donor_name(raw: Option<&str>) -> Result<Option<String>, String> {
 /// it exists, so a donation to a campaign seen before is built without reading the campaign and
 /// inserted by one statement that checks the campaign is still open
 /// ([`crate::storage::DonationTx::insert_donation_if_open`]).
-#[derive(Default)]
-pub struct CampaignCurrencies(std::sync::RwLock<std::collections::HashMap<Uuid, Currency>>);
+pub struct CampaignCurrencies(moka::future::Cache<Uuid, Currency>);
 
-impl CampaignCurrencies {
-    /// Campaigns remembered at most; past that the map starts again.
-    const MAX: usize = 100_000;
-
-    fn get(&self, campaign: Uuid) -> Option<Currency> {
-        self.0.read().ok()?.get(&campaign).copied()
-    }
-
-    fn remember(&self, campaign: Uuid, currency: Currency) {
-        if let Ok(mut known) = self.0.write() {
-            if known.len() >= Self::MAX {
-                known.clear();
-            }
-            known.insert(campaign, currency);
-        }
+impl Default for CampaignCurrencies {
+    fn default() -> Self {
+        CampaignCurrencies(moka::future::Cache::new(100_000))
     }
 }
 
@@ -162,7 +149,7 @@ pub async fn create(
     cmd: NewDonation,
     currencies: &CampaignCurrencies,
 ) -> Result<Donation, DonationError> {
-    if let Some(currency) = currencies.get(cmd.campaign_id) {
+    if let Some(currency) = currencies.0.get(&cmd.campaign_id).await {
         let (donation, event) = new_donation(&cmd, currency)?;
         if tx.insert_donation_if_open(&donation, &event).await? {
             return Ok(donation);
@@ -175,7 +162,7 @@ pub async fn create(
     if campaign.status == CampaignStatus::Closed {
         return Err(DonationError::CampaignClosed(campaign.id));
     }
-    currencies.remember(campaign.id, campaign.currency);
+    currencies.0.insert(campaign.id, campaign.currency).await;
     let (donation, event) = new_donation(&cmd, campaign.currency)?;
     tx.insert_donation(&donation).await?;
     tx.insert_outbox(&event).await?;

@@ -184,15 +184,7 @@ impl DonationTx for BackendTx {
         e: &EventEnvelope,
     ) -> StoreResult<bool> {
         if BACKEND == Backend::Postgres {
-            let done = bind_donation(INSERT_WITH_EVENT_IF_OPEN, d)
-                .bind(db_id(e.event_id))
-                .bind(&e.event_type)
-                .bind(&e.aggregate_type)
-                .bind(&e.aggregate_id)
-                .bind(e.version)
-                .bind(e.occurred_at)
-                .bind(&e.trace_context.traceparent)
-                .bind(Json(&e.payload))
+            let done = super::outbox::bind_event(bind_donation(INSERT_WITH_EVENT_IF_OPEN, d), e)
                 .execute(&mut *self.tx)
                 .await?;
             return Ok(done.rows_affected() == 1);

@@ -49,6 +49,22 @@ const OLDEST_PENDING: &str = "SELECT occurred_at FROM outbox \
                               WHERE sent_at IS NULL AND dead_at IS NULL ORDER BY id LIMIT 1";
 const COUNT_SENT: &str = "SELECT COUNT(*) FROM outbox WHERE sent_at IS NOT NULL";
 
+/// `query` with `e`'s eight outbox columns bound next, in [`INSERT`]'s order.
+pub(super) fn bind_event<'q>(
+    query: sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>,
+    e: &'q EventEnvelope,
+) -> sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments> {
+    query
+        .bind(db_id(e.event_id))
+        .bind(&e.event_type)
+        .bind(&e.aggregate_type)
+        .bind(&e.aggregate_id)
+        .bind(e.version)
+        .bind(e.occurred_at)
+        .bind(&e.trace_context.traceparent)
+        .bind(Json(&e.payload))
+}
+
 fn outbox_from_row(row: &DbRow) -> StoreResult<OutboxRow> {
     Ok(OutboxRow {
         id: row.try_get("id")?,
@@ -185,15 +201,7 @@ impl OutboxStore for BackendStore {
 #[async_trait]
 impl OutboxTx for BackendTx {
     async fn insert_outbox(&mut self, e: &EventEnvelope) -> StoreResult<()> {
-        sqlx::query(INSERT)
-            .bind(db_id(e.event_id))
-            .bind(&e.event_type)
-            .bind(&e.aggregate_type)
-            .bind(&e.aggregate_id)
-            .bind(e.version)
-            .bind(e.occurred_at)
-            .bind(&e.trace_context.traceparent)
-            .bind(Json(&e.payload))
+        bind_event(sqlx::query(INSERT), e)
             .execute(&mut *self.tx)
             .await?;
         Ok(())
