@@ -91,6 +91,19 @@ async fn begin(store: &PgStore) -> StoreResult<PgTx> {
     })
 }
 
+/// A statement with its arguments bound.
+type DbQuery<'q> = sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>;
+
+/// Runs a write statement on its own and answers its rows.
+async fn write_rows(store: &PgStore, query: DbQuery<'_>) -> StoreResult<Vec<DbRow>> {
+    Ok(query.fetch_all(&store.write).await?)
+}
+
+/// Runs a write statement on its own and answers the rows it changed.
+async fn write(store: &PgStore, query: DbQuery<'_>) -> StoreResult<u64> {
+    Ok(query.execute(&store.write).await?.rows_affected())
+}
+
 /// The PostgreSQL store.
 pub struct PgStore {
     read: Pool<Postgres>,

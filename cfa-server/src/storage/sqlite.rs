@@ -91,10 +91,45 @@ async fn begin(store: &SqliteStore) -> StoreResult<SqliteTx> {
     })
 }
 
+/// A statement with its arguments bound.
+type DbQuery<'q> = sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>;
+
+/// Runs a write statement on its own and answers its rows. It is a member of the writer's group
+/// like any transaction, so it takes its turn with them: on the pool it would wait for a group
+/// to end, and under a burst of requests a group ends only when it is full, so the relay, the
+/// sender and the sandbox got the writer once per group and the event pipeline starved.
+async fn write_rows(store: &SqliteStore, query: DbQuery<'_>) -> StoreResult<Vec<DbRow>> {
+    let mut member = store.writer.begin().await?;
+    let rows = query.fetch_all(&mut *member).await;
+    end_alone(member, rows).await
+}
+
+/// Runs a write statement on its own (see [`write_rows`]) and answers the rows it changed.
+async fn write(store: &SqliteStore, query: DbQuery<'_>) -> StoreResult<u64> {
+    let mut member = store.writer.begin().await?;
+    let done = query.execute(&mut *member).await;
+    end_alone(member, done.map(|d| d.rows_affected())).await
+}
+
+/// Commits a statement run on its own, or undoes it if it failed.
+async fn end_alone<T>(member: Member, result: Result<T, sqlx::Error>) -> StoreResult<T> {
+    match result {
+        Ok(value) => {
+            member.commit().await?;
+            Ok(value)
+        }
+        Err(e) => {
+            // The statement's own error is the one to report; its savepoint goes either way.
+            let _ = member.rollback().await;
+            Err(e.into())
+        }
+    }
+}
+
 /// The SQLite store.
 pub struct SqliteStore {
     read: Pool<Sqlite>,
-    /// The writer connection, for the statements that run on their own.
+    /// The writer connection, for migrations; everything else writes through `writer`.
     write: Pool<Sqlite>,
     /// The same connection, for write transactions, which share commits.
     writer: Writer,

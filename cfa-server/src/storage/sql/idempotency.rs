@@ -55,8 +55,7 @@ impl IdempotencyStore for BackendStore {
     }
 
     async fn sweep_idempotency(&self, before: DateTime<Utc>) -> StoreResult<u64> {
-        let done = sqlx::query(SWEEP).bind(before).execute(&self.write).await?;
-        Ok(done.rows_affected())
+        super::write(self, sqlx::query(SWEEP).bind(before)).await
     }
 }
 

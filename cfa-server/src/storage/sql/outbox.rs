@@ -93,13 +93,12 @@ impl OutboxStore for BackendStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<Vec<OutboxRow>> {
-        let rows = sqlx::query(CLAIM)
+        let claim = sqlx::query(CLAIM)
             .bind(relay)
             .bind(lease_until)
             .bind(now)
-            .bind(limit)
-            .fetch_all(&self.write)
-            .await?;
+            .bind(limit);
+        let rows = super::write_rows(self, claim).await?;
         let mut claimed = rows
             .iter()
             .map(outbox_from_row)
@@ -113,12 +112,8 @@ impl OutboxStore for BackendStore {
         relay: &str,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        let done = sqlx::query(RENEW)
-            .bind(lease_until)
-            .bind(relay)
-            .execute(&self.write)
-            .await?;
-        Ok(done.rows_affected())
+        let renew = sqlx::query(RENEW).bind(lease_until).bind(relay);
+        super::write(self, renew).await
     }
 
     async fn settle_outbox(
@@ -128,7 +123,7 @@ impl OutboxStore for BackendStore {
         at: DateTime<Utc>,
         given_back: &[GivenBack],
     ) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = super::begin(self).await?;
         if !sent.is_empty() {
             let mut q = sqlx::QueryBuilder::<Db>::new("UPDATE outbox SET sent_at = ");
             q.push_bind(at)
@@ -140,7 +135,7 @@ impl OutboxStore for BackendStore {
                 list.push_bind(*id);
             }
             q.push(")");
-            q.build().execute(&mut *tx).await?;
+            q.build().execute(&mut *tx.tx).await?;
         }
         for row in given_back {
             sqlx::query(RELEASE)
@@ -149,10 +144,10 @@ impl OutboxStore for BackendStore {
                 .bind(row.id)
                 .bind(relay)
                 .bind(i32::from(row.attempted))
-                .execute(&mut *tx)
+                .execute(&mut *tx.tx)
                 .await?;
         }
-        tx.commit().await?;
+        tx.tx.commit().await?;
         Ok(())
     }
 
@@ -167,13 +162,11 @@ impl OutboxStore for BackendStore {
     }
 
     async fn revive_outbox(&self, id: i64) -> StoreResult<bool> {
-        let done = sqlx::query(REVIVE).bind(id).execute(&self.write).await?;
-        Ok(done.rows_affected() == 1)
+        Ok(super::write(self, sqlx::query(REVIVE).bind(id)).await? == 1)
     }
 
     async fn prune_outbox(&self, before: DateTime<Utc>) -> StoreResult<u64> {
-        let done = sqlx::query(PRUNE).bind(before).execute(&self.write).await?;
-        Ok(done.rows_affected())
+        super::write(self, sqlx::query(PRUNE).bind(before)).await
     }
 
     async fn oldest_pending_outbox(&self) -> StoreResult<Option<DateTime<Utc>>> {

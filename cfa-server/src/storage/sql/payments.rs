@@ -244,11 +244,10 @@ impl PaymentStore for BackendStore {
     }
 
     async fn mark_reconciled(&self, payment_id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
-        sqlx::query(MARK_RECONCILED)
+        let mark = sqlx::query(MARK_RECONCILED)
             .bind(at)
-            .bind(db_id(payment_id))
-            .execute(&self.write)
-            .await?;
+            .bind(db_id(payment_id));
+        super::write(self, mark).await?;
         Ok(())
     }
 

@@ -139,12 +139,15 @@ impl SandboxStore for BackendStore {
         // One transaction: a crash between recording this attempt and releasing the next
         // delivery would leave the intent's CAPTURED unsent, and the payment AUTHORIZED until
         // reconciliation.
-        let mut tx = self.write.begin().await?;
-        query.bind(id).execute(&mut *tx).await?;
+        let mut tx = super::begin(self).await?;
+        query.bind(id).execute(&mut *tx.tx).await?;
         if decided {
-            sqlx::query(RELEASE_HELD).bind(id).execute(&mut *tx).await?;
+            sqlx::query(RELEASE_HELD)
+                .bind(id)
+                .execute(&mut *tx.tx)
+                .await?;
         }
-        tx.commit().await?;
+        tx.tx.commit().await?;
         Ok(())
     }
 }
