@@ -77,11 +77,10 @@ pub trait NotificationStore: Send + Sync {
         sender: &str,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<u64>;
-    /// Records a send attempt.
-    async fn notification_attempted(
+    /// Records send attempts, in one transaction.
+    async fn notifications_attempted(
         &self,
-        id: Uuid,
-        outcome: &SendOutcome,
+        attempts: &[(Uuid, SendOutcome)],
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
     /// Notifications, newest first, optionally of one donation and in one status.

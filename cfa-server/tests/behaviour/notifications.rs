@@ -17,6 +17,7 @@ tests![
     smtp_delivery_is_retried_after_a_refusal,
     a_notification_is_dead_after_its_last_attempt_and_kept,
     one_address_gets_at_most_its_hourly_share_of_mail,
+    the_hourly_share_holds_when_the_receipts_come_in_one_batch,
     a_decline_in_the_sandbox_mails_nobody_outside_development,
     what_donors_typed_is_escaped_in_the_mail,
 ];
@@ -33,6 +34,24 @@ async fn one_address_gets_at_most_its_hourly_share_of_mail(ctx: TestContext) {
     assert_eq!(queued, 2, "two receipts this hour, the rest held back");
     let other = completed_donation(&app, "someone@example.org", "1").await;
     assert_eq!(notifications_of(&app, &other).await.len(), 1, "per address");
+}
+
+async fn the_hourly_share_holds_when_the_receipts_come_in_one_batch(ctx: TestContext) {
+    // The consumer writes a relay batch's notifications in one transaction: the receipts earlier
+    // in the batch count against the address's share like committed ones.
+    let app = ctx
+        .spawn_app_with(|s| s.notifications.max_per_recipient_per_hour = 2)
+        .await;
+    let mut donations = Vec::new();
+    for _ in 0..5 {
+        donations.push(complete_donation(&app, "burst@example.org", "1").await);
+    }
+    app.drain_outbox().await;
+    let mut queued = 0;
+    for donation in &donations {
+        queued += notifications_of(&app, donation).await.len();
+    }
+    assert_eq!(queued, 2, "two receipts this hour, the rest held back");
 }
 
 async fn a_decline_in_the_sandbox_mails_nobody_outside_development(ctx: TestContext) {
@@ -105,6 +124,13 @@ async fn what_donors_typed_is_escaped_in_the_mail(ctx: TestContext) {
 }
 
 async fn completed_donation(app: &TestApp, email: &str, amount: &str) -> String {
+    let id = complete_donation(app, email, amount).await;
+    app.drain_outbox().await;
+    id
+}
+
+/// A donation marked COMPLETED, its events still in the outbox.
+async fn complete_donation(app: &TestApp, email: &str, amount: &str) -> String {
     let campaign = app.create_campaign("Clean <water> & wells", 5000.0).await;
     let id = app.donate(&campaign, email, amount).await.json["id"]
         .as_str()
@@ -119,7 +145,6 @@ async fn completed_donation(app: &TestApp, email: &str, amount: &str) -> String 
         )
         .await;
     assert_eq!(reply.status, 200);
-    app.drain_outbox().await;
     id
 }
 

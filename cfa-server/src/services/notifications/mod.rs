@@ -24,6 +24,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use sha2::Sha256;
 use tokio::sync::Notify;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 pub use self::sender::{SendPass, Sender};
@@ -32,8 +33,8 @@ use crate::config::{NotificationSettings, Role, Secret, SmtpTls};
 use crate::domain::donation::Donation;
 use crate::domain::event::{DomainEvent, DonationChange, EventEnvelope};
 use crate::domain::payment::PaymentStatus;
-use crate::messaging::consumer::{Handler, HandlerError};
-use crate::storage::{Notification, Store, StoreError};
+use crate::messaging::consumer::{Handler, HandlerError, part_span};
+use crate::storage::{Notification, Store, StoreError, Tx};
 
 /// Something that delivers e-mail.
 #[async_trait]
@@ -368,9 +369,11 @@ impl NotificationConsumer {
         NotificationConsumer { policy, ..self }
     }
 
-    async fn apply(&self, envelope: &EventEnvelope) -> Result<(), StoreError> {
+    /// The notification `envelope` calls for, written but not queued yet: `None` if it calls
+    /// for none. Reads only.
+    async fn notice(&self, envelope: &EventEnvelope) -> Result<Option<Notification>, StoreError> {
         let Some(wanted) = notice_of(envelope) else {
-            return Ok(());
+            return Ok(None);
         };
         if let Some(payment_id) = wanted.payment_id
             && !self.policy.sandbox_failures
@@ -378,12 +381,12 @@ impl NotificationConsumer {
             && payment.gateway == "sandbox"
         {
             tracing::info!(%payment_id, "no failure notice for a payment declined in the sandbox");
-            return Ok(());
+            return Ok(None);
         }
         let donation_id = wanted.donation_id;
         let Some(donation) = self.store.donation(donation_id).await? else {
             tracing::warn!(%donation_id, "notification for an unknown donation; skipped");
-            return Ok(());
+            return Ok(None);
         };
         let title = self
             .store
@@ -393,7 +396,7 @@ impl NotificationConsumer {
         let link = self.links.link(donation.donor_email.as_str());
         let message = Notice::render(wanted.kind, &donation, &title, wanted.refunded_minor, &link);
         let now = crate::domain::now();
-        let notification = Notification {
+        Ok(Some(Notification {
             id: Uuid::new_v4(),
             event_id: envelope.event_id,
             kind: wanted.kind.to_string(),
@@ -409,40 +412,76 @@ impl NotificationConsumer {
             created_at: now,
             sent_at: None,
             traceparent: crate::telemetry::current_traceparent(),
-        };
-        self.queue(envelope, notification).await
+        }))
     }
 
-    /// Queues `notification` with the event's inbox row, unless its recipient has had their
-    /// hour's worth already: then it is counted and logged instead.
+    /// Writes the notifications `envelopes` call for, each with its event's inbox row, in one
+    /// transaction: the consumer takes one turn at the database per batch, not one per event
+    /// (on SQLite, a turn is a place in the single writer's queue, behind the API's requests).
+    async fn apply_all(
+        &self,
+        envelopes: &[&EventEnvelope],
+        in_batch: bool,
+    ) -> Result<(), StoreError> {
+        let mut notices = Vec::with_capacity(envelopes.len());
+        for envelope in envelopes {
+            let span = part_span(self, envelope, in_batch);
+            if let Some(notice) = self.notice(envelope).instrument(span).await? {
+                notices.push(notice);
+            }
+        }
+        if notices.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.store.begin().await?;
+        let mut suppressed = Vec::new();
+        for notification in &notices {
+            if self.queue(tx.as_mut(), notification).await? == Fate::OverTheLimit {
+                suppressed.push(notification);
+            }
+        }
+        tx.commit().await?;
+        for notification in suppressed {
+            crate::metrics::notification(&notification.kind, "suppressed");
+            tracing::warn!(kind = %notification.kind, donation_id = %notification.donation_id, "a notice over the recipient's hourly limit was not sent");
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Queues `notification` in `tx` with its event's inbox row, unless the event was processed
+    /// already or the recipient has had their hour's worth (then only the inbox row is written:
+    /// the notice is counted and logged instead).
     async fn queue(
         &self,
-        envelope: &EventEnvelope,
-        notification: Notification,
-    ) -> Result<(), StoreError> {
+        tx: &mut dyn Tx,
+        notification: &Notification,
+    ) -> Result<Fate, StoreError> {
         let now = notification.created_at;
-        let mut tx = self.store.begin().await?;
         if !tx
-            .insert_inbox(CONSUMER.name, envelope.event_id, now)
+            .insert_inbox(CONSUMER.name, notification.event_id, now)
             .await?
         {
-            return Ok(());
+            return Ok(Fate::AlreadyDone);
         }
         let hour_ago = now - TimeDelta::hours(1);
         let recent = tx
             .notifications_to_since(&notification.recipient, hour_ago)
             .await?;
         if recent >= i64::from(self.policy.max_per_recipient_per_hour) {
-            tx.commit().await?;
-            crate::metrics::notification(&notification.kind, "suppressed");
-            tracing::warn!(kind = %notification.kind, donation_id = %notification.donation_id, recent, "a notice over the recipient's hourly limit was not sent");
-            return Ok(());
+            return Ok(Fate::OverTheLimit);
         }
-        tx.insert_notification(&notification).await?;
-        tx.commit().await?;
-        self.wake.notify_one();
-        Ok(())
+        tx.insert_notification(notification).await?;
+        Ok(Fate::Queued)
     }
+}
+
+/// What [`NotificationConsumer::queue`] did with a notification.
+#[derive(Debug, PartialEq, Eq)]
+enum Fate {
+    Queued,
+    AlreadyDone,
+    OverTheLimit,
 }
 
 #[async_trait]
@@ -456,6 +495,15 @@ impl Handler for NotificationConsumer {
     }
 
     async fn handle(&self, event: &EventEnvelope) -> Result<(), HandlerError> {
-        Ok(self.apply(event).await?)
+        Ok(self.apply_all(&[event], false).await?)
+    }
+
+    fn applies_batches(&self) -> bool {
+        true
+    }
+
+    /// One transaction for the whole batch.
+    async fn handle_batch(&self, events: &[&EventEnvelope]) -> Result<(), HandlerError> {
+        Ok(self.apply_all(events, true).await?)
     }
 }

@@ -119,30 +119,38 @@ impl Sender {
         i64::try_from(self.settings.concurrency.max(1) * CLAIMED_PER_SLOT).unwrap_or(32)
     }
 
-    /// Sends claimed notifications, `notifications.concurrency` at a time, recording each
-    /// attempt as it ends. Answers how many were sent, or the last database error once every
-    /// claimed message has had its try (an attempt not recorded lapses with its claim and is
-    /// retried).
+    /// Sends claimed notifications, `notifications.concurrency` at a time, and records the
+    /// attempts that ended together in one transaction (at most `concurrency` of them: a sender
+    /// that dies before recording re-sends no more than that). Answers how many were sent and
+    /// recorded, or the last database error once every claimed message has had its try (an
+    /// attempt not recorded lapses with its claim and is retried).
     async fn send_all(&self, due: Vec<Notification>) -> Result<usize, StoreError> {
+        let concurrency = self.settings.concurrency.max(1);
         // Boxed, so the stream's type names no closure lifetime (the task must be `Send`).
-        let sends: Vec<futures::future::BoxFuture<'_, Result<bool, StoreError>>> =
+        let sends: Vec<futures::future::BoxFuture<'_, (uuid::Uuid, SendOutcome)>> =
             due.iter().map(|n| self.send_one(n).boxed()).collect();
-        let mut outcomes =
-            futures::stream::iter(sends).buffer_unordered(self.settings.concurrency.max(1));
+        let mut ended = futures::stream::iter(sends)
+            .buffer_unordered(concurrency)
+            .ready_chunks(concurrency);
         let mut sent = 0;
         let mut failed = None;
-        while let Some(outcome) = outcomes.next().await {
-            match outcome {
-                Ok(true) => sent += 1,
-                Ok(false) => {}
+        while let Some(attempts) = ended.next().await {
+            let at = crate::domain::now();
+            match self.store.notifications_attempted(&attempts, at).await {
+                Ok(()) => {
+                    sent += attempts
+                        .iter()
+                        .filter(|(_, outcome)| matches!(outcome, SendOutcome::Sent))
+                        .count();
+                }
                 Err(e) => failed = Some(e),
             }
         }
         failed.map_or(Ok(sent), Err)
     }
 
-    /// Sends one notification and records the attempt; answers whether it was sent.
-    async fn send_one(&self, n: &Notification) -> Result<bool, StoreError> {
+    /// Sends one notification; answers what the attempt is to be recorded as.
+    async fn send_one(&self, n: &Notification) -> (uuid::Uuid, SendOutcome) {
         let span = tracing::info_span!(
             "notification.send",
             otel.name = %format_args!("send {} e-mail", n.kind),
@@ -160,7 +168,6 @@ impl Sender {
         }
         .instrument(span.clone())
         .await;
-        let sent = result.is_ok();
         let attempts = u32::try_from(n.attempts).unwrap_or(0) + 1;
         let outcome = span.in_scope(|| match result {
             Ok(()) => {
@@ -179,10 +186,7 @@ impl Sender {
                 SendOutcome::RetryAt(crate::domain::now() + self.backoff(attempts), error)
             }
         });
-        self.store
-            .notification_attempted(n.id, &outcome, crate::domain::now())
-            .await?;
-        Ok(sent)
+        (n.id, outcome)
     }
 
     /// Exponential back-off with jitter: base × 2^(attempt-1), ±50 %, at most an hour.

@@ -70,13 +70,12 @@ impl NotificationStore for BackendStore {
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<Vec<Notification>> {
-        let rows = sqlx::query(CLAIM)
+        let claim = sqlx::query(CLAIM)
             .bind(lease_until)
             .bind(now)
             .bind(limit)
-            .bind(sender)
-            .fetch_all(&self.write)
-            .await?;
+            .bind(sender);
+        let rows = super::write_rows(self, claim).await?;
         rows.iter().map(notification_from_row).collect()
     }
 
@@ -85,26 +84,27 @@ impl NotificationStore for BackendStore {
         sender: &str,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        let done = sqlx::query(RENEW)
-            .bind(lease_until)
-            .bind(sender)
-            .execute(&self.write)
-            .await?;
-        Ok(done.rows_affected())
+        let renew = sqlx::query(RENEW).bind(lease_until).bind(sender);
+        super::write(self, renew).await
     }
 
-    async fn notification_attempted(
+    async fn notifications_attempted(
         &self,
-        id: Uuid,
-        outcome: &SendOutcome,
+        attempts: &[(Uuid, SendOutcome)],
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let query = match outcome {
-            SendOutcome::Sent => sqlx::query(SENT).bind(at),
-            SendOutcome::RetryAt(next, error) => sqlx::query(RETRY).bind(*next).bind(error.clone()),
-            SendOutcome::Dead(error) => sqlx::query(DEAD).bind(error.clone()),
-        };
-        query.bind(db_id(id)).execute(&self.write).await?;
+        let mut tx = super::begin(self).await?;
+        for (id, outcome) in attempts {
+            let query = match outcome {
+                SendOutcome::Sent => sqlx::query(SENT).bind(at),
+                SendOutcome::RetryAt(next, error) => {
+                    sqlx::query(RETRY).bind(*next).bind(error.clone())
+                }
+                SendOutcome::Dead(error) => sqlx::query(DEAD).bind(error.clone()),
+            };
+            query.bind(db_id(*id)).execute(&mut *tx.tx).await?;
+        }
+        tx.tx.commit().await?;
         Ok(())
     }
 
