@@ -10,7 +10,9 @@ use super::{ConfigError, require_at_most, require_positive};
 pub struct OutboxSettings {
     /// Run the relay in this process.
     pub relay_enabled: bool,
-    /// Rows claimed per batch.
+    /// Rows claimed per batch, at most: a relay with little to do claims what there is. Large,
+    /// because under a burst a batch costs the relay a claim, a wait for every consumer's
+    /// answer and a settle, whatever its size (docs/PERFORMANCE.md, "Spikes, fourth pass").
     pub batch_size: i64,
     /// How often an idle relay looks for new rows, in milliseconds (new rows written by this
     /// process wake it at once).
@@ -33,7 +35,7 @@ impl Default for OutboxSettings {
     fn default() -> Self {
         OutboxSettings {
             relay_enabled: true,
-            batch_size: 100,
+            batch_size: 1000,
             poll_interval_ms: 250,
             lease_seconds: 15,
             max_backoff_ms: 2_000,
