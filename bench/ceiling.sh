@@ -2,7 +2,8 @@
 # The database's ceiling for donation writes: pgbench running the server's own statements for one
 # donation (bench/ceiling/donation.sql) on a fresh database with our migrations, then the server
 # itself (release build) on another fresh database with wrk at the same concurrency; prints both
-# and the ratio. Same machine, same run.
+# and the ratio. Same machine, same run. pgbench's own p99 is printed beside the server's: the
+# latency the database itself gives at this concurrency.
 # Usage: bench/ceiling.sh [PG_ADMIN_URL]   (CLIENTS=64 DURATION=20; SCRIPT= another pgbench script,
 # BIN= another build of the server)
 set -euo pipefail
@@ -43,9 +44,11 @@ url=${admin%/*}/$db
 start_server "$url"
 id=$(campaign)
 kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
-ceiling=$(pgbench -n -M prepared -c "$clients" -j 2 -T "$seconds" -D campaign="$id" -f "${SCRIPT:-bench/ceiling/donation.sql}" "$url" \
-  | awk '/^tps/ {print int($3)}')
-echo "pgbench, the server's statements, $clients clients: $ceiling donations/s"
+script=$(realpath "${SCRIPT:-bench/ceiling/donation.sql}")
+ceiling=$(cd "$work" && pgbench -n -M prepared -c "$clients" -j 2 -T "$seconds" -D campaign="$id" \
+  -f "$script" --log --log-prefix=pgbench "$url" | awk '/^tps/ {print int($3)}')
+p99=$(cat "$work"/pgbench.* | awk '{print $3}' | sort -n | awk '{v[NR]=$1} END {printf "%.2fms", v[int(NR*0.99)]/1000}')
+echo "pgbench, the server's statements, $clients clients: $ceiling donations/s, p99 $p99"
 
 # 2. The server, on a fresh database, same concurrency.
 psql "$admin" -qc "CREATE DATABASE ${db}_server" >/dev/null
