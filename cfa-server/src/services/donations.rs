@@ -310,30 +310,29 @@ impl DonationStatusConsumer {
         envelopes: &[&EventEnvelope],
         in_batch: bool,
     ) -> Result<(), StoreError> {
-        let mut tx = self.store.begin().await?;
-        let mut reached = Vec::new();
-        for envelope in envelopes {
-            let event = match envelope.decode() {
-                Ok(DomainEvent::Payment(event)) => event,
-                Ok(_) => continue,
+        let payments: Vec<_> = envelopes
+            .iter()
+            .filter_map(|envelope| match envelope.decode() {
+                Ok(DomainEvent::Payment(event)) => Some((envelope, event)),
+                Ok(_) => None,
                 Err(e) => {
                     tracing::warn!(event_id = %envelope.event_id, error = %e, "an event the donation-status consumer cannot read; ignored");
-                    continue;
+                    None
                 }
-            };
+            })
+            .collect();
+        let mut tx = self.store.begin().await?;
+        let ids: Vec<Uuid> = payments.iter().map(|(e, _)| e.event_id).collect();
+        let now = crate::domain::now();
+        let mut new = tx.insert_inbox_all(STATUS_CONSUMER.name, &ids, now).await?;
+        let mut reached = Vec::new();
+        for (envelope, event) in payments {
+            if !new.remove(&envelope.event_id) {
+                continue; // already processed: a redelivery
+            }
             // Each event's part continues the trace that published it.
             let span = part_span(self, envelope, in_batch);
-            let applied = async {
-                let now = crate::domain::now();
-                if !tx
-                    .insert_inbox(STATUS_CONSUMER.name, envelope.event_id, now)
-                    .await?
-                {
-                    return Ok(None); // already processed: a redelivery
-                }
-                follow_payment(tx.as_mut(), &event).await
-            };
-            reached.extend(applied.instrument(span).await?);
+            reached.extend(follow_payment(tx.as_mut(), &event).instrument(span).await?);
         }
         tx.commit().await?;
         for status in reached {

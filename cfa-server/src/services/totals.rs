@@ -208,13 +208,26 @@ impl TotalsConsumer {
         envelopes: &[&EventEnvelope],
         in_batch: bool,
     ) -> Result<(), StoreError> {
+        // Each event's part continues the trace that published it.
+        let parts: Vec<_> = envelopes
+            .iter()
+            .filter_map(|envelope| {
+                let span = part_span(self, envelope, in_batch);
+                let event = span.in_scope(|| counted_event(envelope))?;
+                Some((envelope.event_id, event, span))
+            })
+            .collect();
         let mut tx = self.store.begin().await?;
+        let ids: Vec<Uuid> = parts.iter().map(|(id, _, _)| *id).collect();
+        let now = crate::domain::now();
+        let mut new = tx.insert_inbox_all(CONSUMER.name, &ids, now).await?;
         let mut changed = Vec::new();
         let mut rows = Rows::default();
-        for envelope in envelopes {
-            // Each event's part continues the trace that published it.
-            let span = part_span(self, envelope, in_batch);
-            if let Some(campaign) = apply_in(tx.as_mut(), envelope, &mut rows)
+        for (event_id, event, span) in parts {
+            if !new.remove(&event_id) {
+                continue; // already processed: a redelivery
+            }
+            if let Some(campaign) = apply_in(tx.as_mut(), &event, &mut rows)
                 .instrument(span)
                 .await?
                 && !changed.contains(&campaign)
@@ -234,35 +247,28 @@ impl TotalsConsumer {
     }
 }
 
-/// Applies one event in `tx` unless the inbox has it; returns the campaign whose totals changed.
-async fn apply_in(
-    tx: &mut dyn Tx,
-    envelope: &EventEnvelope,
-    rows: &mut Rows,
-) -> Result<Option<Uuid>, StoreError> {
-    let event = match envelope.decode() {
-        Ok(event) => event,
+/// The event in `envelope` if it is one totals count (a campaign's or a donation's).
+fn counted_event(envelope: &EventEnvelope) -> Option<DomainEvent> {
+    match envelope.decode() {
+        Ok(DomainEvent::Payment(_)) => None,
+        Ok(event) => Some(event),
         Err(e) => {
             tracing::warn!(event_id = %envelope.event_id, error = %e, "an event totals cannot read; ignored");
-            return Ok(None);
+            None
         }
-    };
-    let campaign_id = match &event {
-        DomainEvent::Donation(e) => e.snapshot.campaign_id,
-        DomainEvent::Campaign(e) => e.snapshot.campaign_id,
-        DomainEvent::Payment(_) => return Ok(None),
-    };
-    let now = crate::domain::now();
-    if !tx
-        .insert_inbox(CONSUMER.name, envelope.event_id, now)
-        .await?
-    {
-        return Ok(None);
     }
-    let changed = match &event {
-        DomainEvent::Campaign(e) => apply_campaign(tx, e, rows).await?,
-        DomainEvent::Donation(e) => apply_donation(tx, e, rows).await?,
-        DomainEvent::Payment(_) => false,
+}
+
+/// Applies one event (new to the inbox) in `tx`; returns the campaign whose totals changed.
+async fn apply_in(
+    tx: &mut dyn Tx,
+    event: &DomainEvent,
+    rows: &mut Rows,
+) -> Result<Option<Uuid>, StoreError> {
+    let (changed, campaign_id) = match event {
+        DomainEvent::Campaign(e) => (apply_campaign(tx, e, rows).await?, e.snapshot.campaign_id),
+        DomainEvent::Donation(e) => (apply_donation(tx, e, rows).await?, e.snapshot.campaign_id),
+        DomainEvent::Payment(_) => return Ok(None),
     };
     Ok(changed.then_some(campaign_id))
 }

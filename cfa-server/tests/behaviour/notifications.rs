@@ -206,6 +206,11 @@ async fn a_completed_donation_gets_exactly_one_receipt_in_the_file_sink(ctx: Tes
     for _ in 0..2 {
         consumer.handle(&completed).await.expect("handled");
     }
+    // And twice within one batch, as a broker's redelivery can put it.
+    consumer
+        .handle_batch(&[&completed, &completed])
+        .await
+        .expect("handled");
     assert_eq!(
         notifications_of(&app, &donation).await.len(),
         1,

@@ -415,7 +415,7 @@ impl NotificationConsumer {
         }))
     }
 
-    /// Writes the notifications `envelopes` call for, each with its event's inbox row, in one
+    /// Writes the notifications `envelopes` call for, with their events' inbox rows, in one
     /// transaction: the consumer takes one turn at the database per batch, not one per event
     /// (on SQLite, a turn is a place in the single writer's queue, behind the API's requests).
     async fn apply_all(
@@ -434,9 +434,15 @@ impl NotificationConsumer {
             return Ok(());
         }
         let mut tx = self.store.begin().await?;
+        let ids: Vec<Uuid> = notices.iter().map(|n| n.event_id).collect();
+        let now = crate::domain::now();
+        let mut new = tx.insert_inbox_all(CONSUMER.name, &ids, now).await?;
         let mut suppressed = Vec::new();
         for notification in &notices {
-            if self.queue(tx.as_mut(), notification).await? == Fate::OverTheLimit {
+            if !new.remove(&notification.event_id) {
+                continue; // already processed: a redelivery
+            }
+            if !self.queue(tx.as_mut(), notification).await? {
                 suppressed.push(notification);
             }
         }
@@ -449,39 +455,24 @@ impl NotificationConsumer {
         Ok(())
     }
 
-    /// Queues `notification` in `tx` with its event's inbox row, unless the event was processed
-    /// already or the recipient has had their hour's worth (then only the inbox row is written:
-    /// the notice is counted and logged instead).
+    /// Queues `notification` in `tx`, unless its recipient has had their hour's worth: then
+    /// answers false, and the notice is counted and logged instead.
     async fn queue(
         &self,
         tx: &mut dyn Tx,
         notification: &Notification,
-    ) -> Result<Fate, StoreError> {
+    ) -> Result<bool, StoreError> {
         let now = notification.created_at;
-        if !tx
-            .insert_inbox(CONSUMER.name, notification.event_id, now)
-            .await?
-        {
-            return Ok(Fate::AlreadyDone);
-        }
         let hour_ago = now - TimeDelta::hours(1);
         let recent = tx
             .notifications_to_since(&notification.recipient, hour_ago)
             .await?;
         if recent >= i64::from(self.policy.max_per_recipient_per_hour) {
-            return Ok(Fate::OverTheLimit);
+            return Ok(false);
         }
         tx.insert_notification(notification).await?;
-        Ok(Fate::Queued)
+        Ok(true)
     }
-}
-
-/// What [`NotificationConsumer::queue`] did with a notification.
-#[derive(Debug, PartialEq, Eq)]
-enum Fate {
-    Queued,
-    AlreadyDone,
-    OverTheLimit,
 }
 
 #[async_trait]
