@@ -15,7 +15,8 @@ use super::StoreResult;
 #[async_trait]
 pub trait InboxTx: Send {
     /// Records that `consumer` processed each of `event_ids`, in as few statements as the
-    /// database's limit on bound values allows; answers the ids it had not processed before (the others are redeliveries).
+    /// database's limit on bound values allows; answers the ids it had not processed before
+    /// (the others are redeliveries).
     async fn insert_inbox_all(
         &mut self,
         consumer: &str,

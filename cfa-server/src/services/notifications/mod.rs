@@ -11,6 +11,7 @@
 
 mod sender;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -370,8 +371,13 @@ impl NotificationConsumer {
     }
 
     /// The notification `envelope` calls for, written but not queued yet: `None` if it calls
-    /// for none. Reads only.
-    async fn notice(&self, envelope: &EventEnvelope) -> Result<Option<Notification>, StoreError> {
+    /// for none. Reads only; `titles` keeps the campaigns' titles read for earlier events of
+    /// the batch (a burst is mostly to a few campaigns).
+    async fn notice(
+        &self,
+        envelope: &EventEnvelope,
+        titles: &mut HashMap<Uuid, String>,
+    ) -> Result<Option<Notification>, StoreError> {
         let Some(wanted) = notice_of(envelope) else {
             return Ok(None);
         };
@@ -388,11 +394,18 @@ impl NotificationConsumer {
             tracing::warn!(%donation_id, "notification for an unknown donation; skipped");
             return Ok(None);
         };
-        let title = self
-            .store
-            .campaign(donation.campaign_id)
-            .await?
-            .map_or_else(|| "a CareForAll campaign".to_string(), |c| c.title);
+        let title = match titles.get(&donation.campaign_id) {
+            Some(title) => title.clone(),
+            None => {
+                let title = self
+                    .store
+                    .campaign(donation.campaign_id)
+                    .await?
+                    .map_or_else(|| "a CareForAll campaign".to_string(), |c| c.title);
+                titles.insert(donation.campaign_id, title.clone());
+                title
+            }
+        };
         let link = self.links.link(donation.donor_email.as_str());
         let message = Notice::render(wanted.kind, &donation, &title, wanted.refunded_minor, &link);
         let now = crate::domain::now();
@@ -424,9 +437,10 @@ impl NotificationConsumer {
         in_batch: bool,
     ) -> Result<(), StoreError> {
         let mut notices = Vec::with_capacity(envelopes.len());
+        let mut titles = HashMap::new();
         for envelope in envelopes {
             let span = part_span(self, envelope, in_batch);
-            if let Some(notice) = self.notice(envelope).instrument(span).await? {
+            if let Some(notice) = self.notice(envelope, &mut titles).instrument(span).await? {
                 notices.push(notice);
             }
         }
