@@ -45,6 +45,9 @@ pub struct Application {
     /// `metrics.listen`, when `/metrics` has a listener of its own.
     metrics_listener: Option<TcpListener>,
     state: AppState,
+    /// The store the event pipeline works through: the pipeline's own connections where the
+    /// store has them ([`Store::pipeline`]), else the requests' store.
+    pipeline: Arc<dyn Store>,
     bus: Arc<InProcessBus>,
     consumers: Vec<ConsumerSlot>,
 }
@@ -190,6 +193,15 @@ fn caches(settings: &Settings) -> anyhow::Result<Caches> {
     Ok((Some(redis), cache))
 }
 
+/// Where saved responses of idempotent requests are looked up first (Redis, when configured)
+/// and how long they are kept.
+fn replays(settings: &Settings, fast: Option<Arc<FastPath>>) -> Replays {
+    Replays {
+        fast,
+        retention: Duration::from_secs(settings.idempotency.retention_hours.saturating_mul(3600)),
+    }
+}
+
 /// The consumers of this process's roles, from the consumer table; on the in-process bus each
 /// is subscribed now (a RabbitMQ consumer reads its queue once running).
 fn consumers(settings: &Settings, bus: &InProcessBus, deps: &ConsumerDeps) -> Vec<ConsumerSlot> {
@@ -226,20 +238,16 @@ impl Application {
         store: Arc<dyn Store>,
     ) -> anyhow::Result<Application> {
         let (listener, metrics_listener) = bind(&settings).await?;
+        let pipeline = store.pipeline().unwrap_or_else(|| store.clone());
         let bus = Arc::new(InProcessBus::default());
         let secrets = webhook_secrets(&settings)?;
         let own_url = own_url(&listener, &settings);
-        let sandbox = sandbox(&settings, &store, &secrets, &own_url);
+        let sandbox = sandbox(&settings, &pipeline, &secrets, &own_url);
         let history_links = history_links(&settings, own_url)?;
         let mailer = mailer(&settings)?;
         let mail_wake = Arc::new(Notify::new());
         let (redis, totals_cache) = caches(&settings)?;
-        let replays = Replays {
-            fast: redis.clone(),
-            retention: Duration::from_secs(
-                settings.idempotency.retention_hours.saturating_mul(3600),
-            ),
-        };
+        let replays = replays(&settings, redis);
         let relay_bus: Arc<dyn EventBus> = if !settings.amqp.enabled() {
             bus.clone()
         } else {
@@ -247,7 +255,7 @@ impl Application {
         };
         let live = Arc::new(crate::services::live::LiveTotals::default());
         let deps = ConsumerDeps {
-            store: store.clone(),
+            store: pipeline.clone(),
             totals_cache: totals_cache.clone(),
             live: live.clone(),
             history_links: history_links.clone(),
@@ -300,6 +308,7 @@ impl Application {
             listener,
             metrics_listener,
             state,
+            pipeline,
             bus,
             consumers,
         })
@@ -332,7 +341,7 @@ impl Application {
     /// A notification sender over this application's store and mailer, for driving by hand.
     pub fn sender(&self) -> Sender {
         Sender::new(
-            self.state.store.clone(),
+            self.pipeline.clone(),
             self.state.mailer.clone(),
             self.state.settings.notifications.clone(),
             self.state.mail_wake.clone(),
@@ -342,7 +351,7 @@ impl Application {
     /// A relay over this application's store and bus, for driving by hand.
     pub fn relay(&self) -> Relay {
         Relay::new(
-            self.state.store.clone(),
+            self.pipeline.clone(),
             self.state.bus.clone(),
             self.state.settings.outbox.clone(),
         )
@@ -357,7 +366,7 @@ impl Application {
             let wake = self.state.outbox_wake.clone();
             tasks.spawn(self.relay().run(wake, cancel.clone()));
         }
-        let store = self.state.store.clone();
+        let store = self.pipeline.clone();
         if let Some(watch) = self
             .state
             .admission
@@ -384,7 +393,7 @@ impl Application {
         }
         if let Some(provider) = &self.state.provider {
             let reconciler = Reconciler::new(
-                self.state.store.clone(),
+                self.pipeline.clone(),
                 provider.clone(),
                 self.state.reconcile.clone(),
                 Duration::from_secs(settings.payments.reconcile_after_seconds),

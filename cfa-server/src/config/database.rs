@@ -11,6 +11,9 @@ use super::{ConfigError, DatabaseUrl, require_at_most, require_positive};
 /// The pool of an all-in-one process, and the most any process gets by default.
 const DEFAULT_POOL: u32 = 16;
 
+/// The pipeline's own connections in a process that also takes writing requests.
+const PIPELINE_POOL: u32 = 4;
+
 /// `[database]`
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -20,6 +23,12 @@ pub struct DatabaseSettings {
     /// Largest connection pool (readers, on SQLite); unset, sized from the process's roles
     /// ([`DatabaseSettings::fill_pool_size`]).
     pub max_connections: Option<u32>,
+    /// Connections kept apart for the event pipeline (the relay, the consumers, the notification
+    /// sender, the sandbox's deliveries, reconciliation and the sweeps) on PostgreSQL, so that a
+    /// burst of requests, which may hold every connection of the pool, never starves it; `0`
+    /// shares the pool. Unset, sized from the process's roles
+    /// ([`DatabaseSettings::fill_pool_size`]). SQLite ignores it: its writes share one writer.
+    pub pipeline_connections: Option<u32>,
     /// How long a request waits for a connection before the database counts as down, in seconds.
     pub acquire_timeout_seconds: u64,
     /// Apply pending migrations when `run` starts.
@@ -34,6 +43,7 @@ impl Default for DatabaseSettings {
         DatabaseSettings {
             url: DatabaseUrl(String::new()),
             max_connections: None,
+            pipeline_connections: None,
             acquire_timeout_seconds: 5,
             migrate_on_start: true,
             sqlite_synchronous: SqliteSync::Full,
@@ -69,7 +79,15 @@ impl DatabaseSettings {
     /// totals 6 (reads are mostly cached), notification, relay 4 each, the gateway 2 (`/ready`
     /// and `/metrics` only). A process running several roles gets their sum, at most 16; the
     /// all-in-one gets 16.
+    ///
+    /// A process that takes requests writing to the database (the donation or the payment
+    /// role, both of which also run pipeline work) keeps 4 more connections for its pipeline;
+    /// one that runs only pipeline roles gives its whole pool to them already.
     pub fn fill_pool_size(&mut self, server: &ServerSettings) {
+        if self.pipeline_connections.is_none() {
+            let takes_writes = server.runs(Role::Donation) || server.runs(Role::Payment);
+            self.pipeline_connections = Some(if takes_writes { PIPELINE_POOL } else { 0 });
+        }
         if self.max_connections.is_some() {
             return;
         }
@@ -88,6 +106,12 @@ impl DatabaseSettings {
         self.max_connections = Some(sum.min(DEFAULT_POOL));
     }
 
+    /// The pipeline's own connections: as configured, else as
+    /// [`DatabaseSettings::fill_pool_size`] left it; `0` when the pipeline shares the pool.
+    pub fn pipeline_pool_size(&self) -> u32 {
+        self.pipeline_connections.unwrap_or(0)
+    }
+
     /// How long to wait for a connection.
     pub fn acquire_timeout(&self) -> Duration {
         Duration::from_secs(self.acquire_timeout_seconds)
@@ -103,11 +127,18 @@ impl DatabaseSettings {
                 self.acquire_timeout_seconds,
             ),
         ])?;
-        require_at_most(&[(
-            "database.acquire_timeout_seconds",
-            self.acquire_timeout_seconds,
-            3_600,
-        )])
+        require_at_most(&[
+            (
+                "database.acquire_timeout_seconds",
+                self.acquire_timeout_seconds,
+                3_600,
+            ),
+            (
+                "database.pipeline_connections",
+                u64::from(self.pipeline_pool_size()),
+                1_000,
+            ),
+        ])
     }
 }
 
@@ -165,7 +196,7 @@ mod tests {
 mod pool_tests {
     use super::*;
 
-    fn pool(roles: &[Role], configured: Option<u32>) -> u32 {
+    fn filled(roles: &[Role], configured: Option<u32>) -> DatabaseSettings {
         let server = ServerSettings {
             roles: roles.to_vec(),
             ..ServerSettings::default()
@@ -175,7 +206,37 @@ mod pool_tests {
             ..DatabaseSettings::default()
         };
         database.fill_pool_size(&server);
-        database.pool_size()
+        database
+    }
+
+    fn pool(roles: &[Role], configured: Option<u32>) -> u32 {
+        filled(roles, configured).pool_size()
+    }
+
+    /// Every connection a process may open: its pool and its pipeline's.
+    fn connections(roles: &[Role]) -> u32 {
+        let database = filled(roles, None);
+        database.pool_size() + database.pipeline_pool_size()
+    }
+
+    #[test]
+    fn processes_taking_writes_keep_connections_for_their_pipeline() {
+        let pipeline = |roles: &[Role]| filled(roles, None).pipeline_pool_size();
+        assert_eq!(pipeline(&[]), 4, "all-in-one");
+        assert_eq!(pipeline(&[Role::Donation]), 4);
+        assert_eq!(pipeline(&[Role::Payment]), 4);
+        assert_eq!(pipeline(&[Role::Relay]), 0, "a pipeline role has its pool");
+        assert_eq!(pipeline(&[Role::Totals, Role::Notification]), 0);
+        let mut settings = DatabaseSettings {
+            pipeline_connections: Some(0),
+            ..DatabaseSettings::default()
+        };
+        settings.fill_pool_size(&ServerSettings::default());
+        assert_eq!(
+            settings.pipeline_pool_size(),
+            0,
+            "configured 0 shares the pool"
+        );
     }
 
     #[test]
@@ -198,7 +259,7 @@ mod pool_tests {
             &[Role::Relay],
         ]
         .into_iter()
-        .map(|roles| pool(roles, None))
+        .map(connections)
         .sum();
         assert!(split < 100, "PostgreSQL's default max_connections: {split}");
     }

@@ -142,6 +142,10 @@ pub trait Store:
     async fn ping(&self) -> StoreResult<()>;
     /// Opens a write transaction.
     async fn begin(&self) -> StoreResult<Box<dyn Tx>>;
+    /// The same database through the connections kept for the event pipeline
+    /// (`database.pipeline_connections`), when this store has them; `None` means the pipeline
+    /// uses this store.
+    fn pipeline(&self) -> Option<Arc<dyn Store>>;
     /// Closes every connection.
     async fn close(&self);
 }

@@ -15,6 +15,8 @@
     reason = "each file in sql/ is compiled once per backend, on purpose"
 )]
 
+use std::sync::Arc;
+
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Pool, Postgres};
 
@@ -84,6 +86,14 @@ async fn lock_key(tx: &mut PgTx, scope: &str, key: &str) -> StoreResult<bool> {
     Ok(locked)
 }
 
+/// The store over the pipeline's own connections, when it has them.
+fn pipeline(store: &PgStore) -> Option<Arc<dyn crate::storage::Store>> {
+    store
+        .pipeline
+        .clone()
+        .map(|pipeline| pipeline as Arc<dyn crate::storage::Store>)
+}
+
 /// Starts a write transaction on a connection of the pool.
 async fn begin(store: &PgStore) -> StoreResult<PgTx> {
     Ok(PgTx {
@@ -108,6 +118,8 @@ async fn write(store: &PgStore, query: DbQuery<'_>) -> StoreResult<u64> {
 pub struct PgStore {
     read: Pool<Postgres>,
     write: Pool<Postgres>,
+    /// The same database through `database.pipeline_connections` connections of its own.
+    pipeline: Option<Arc<PgStore>>,
 }
 
 /// One write transaction on PostgreSQL.
@@ -117,10 +129,37 @@ pub struct PgTx {
 
 impl PgStore {
     /// Connects a pool to the server a `postgres://` URL names.
+    /// With `database.pipeline_connections`, a second pool of that many is opened for the
+    /// event pipeline ([`crate::storage::Store::pipeline`]).
     pub async fn connect(url: &str, settings: &DatabaseSettings) -> anyhow::Result<PgStore> {
+        let pool = Self::pool(url, settings, settings.pool_size()).await?;
+        let pipeline = match settings.pipeline_pool_size() {
+            0 => None,
+            size => Some(Arc::new(PgStore::on(
+                Self::pool(url, settings, size).await?,
+                None,
+            ))),
+        };
+        Ok(PgStore::on(pool, pipeline))
+    }
+
+    fn on(pool: Pool<Postgres>, pipeline: Option<Arc<PgStore>>) -> PgStore {
+        PgStore {
+            read: pool.clone(),
+            write: pool,
+            pipeline,
+        }
+    }
+
+    /// A pool of `size` connections to the server `url` names.
+    async fn pool(
+        url: &str,
+        settings: &DatabaseSettings,
+        size: u32,
+    ) -> anyhow::Result<Pool<Postgres>> {
         use anyhow::Context as _;
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.pool_size())
+        PgPoolOptions::new()
+            .max_connections(size)
             .acquire_timeout(settings.acquire_timeout())
             .connect(url)
             .await
@@ -129,11 +168,7 @@ impl PgStore {
                     "cannot connect to PostgreSQL at {}",
                     crate::config::mask_url(url)
                 )
-            })?;
-        Ok(PgStore {
-            read: pool.clone(),
-            write: pool,
-        })
+            })
     }
 
     /// Applies the migrations under `migrations/postgres/`.

@@ -84,6 +84,11 @@ async fn lock_key(_tx: &mut SqliteTx, _scope: &str, _key: &str) -> StoreResult<b
     Ok(true)
 }
 
+/// The pipeline writes through the one writer like everything else: no store of its own.
+fn pipeline(_store: &SqliteStore) -> Option<std::sync::Arc<dyn crate::storage::Store>> {
+    None
+}
+
 /// Starts a write transaction: a member of the writer's open group ([`group_commit`]).
 async fn begin(store: &SqliteStore) -> StoreResult<SqliteTx> {
     Ok(SqliteTx {

@@ -263,6 +263,7 @@ fn localise(services: &mut [Service], ctx: &TestContext, smtp_port: u16) {
         );
         // Eight processes next to the rest of the suite: stay well inside max_connections.
         env.insert("CFA_DATABASE__MAX_CONNECTIONS".into(), "4".into());
+        env.insert("CFA_DATABASE__PIPELINE_CONNECTIONS".into(), "2".into());
         for value in env.values_mut() {
             for (host, port) in &hosts {
                 *value = value.replace(&format!("//{host}"), &format!("//127.0.0.1:{port}"));

@@ -22,9 +22,16 @@ impl Store for BackendStore {
         Ok(Box::new(super::begin(self).await?))
     }
 
+    fn pipeline(&self) -> Option<std::sync::Arc<dyn Store>> {
+        super::pipeline(self)
+    }
+
     async fn close(&self) {
         self.read.close().await;
         self.write.close().await;
+        if let Some(pipeline) = self.pipeline() {
+            pipeline.close().await;
+        }
     }
 }
 
