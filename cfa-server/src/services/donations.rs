@@ -1,6 +1,7 @@
 //! Donations: taking one, the operator's status override, and the donation-status consumer that
 //! keeps each donation in step with its payment.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -325,15 +326,52 @@ impl DonationStatusConsumer {
         let ids: Vec<Uuid> = payments.iter().map(|(e, _)| e.event_id).collect();
         let now = crate::domain::now();
         let mut new = tx.insert_inbox_all(STATUS_CONSUMER.name, &ids, now).await?;
+        // Redeliveries were processed already.
+        let fresh: Vec<_> = payments
+            .into_iter()
+            .filter(|(envelope, _)| new.remove(&envelope.event_id))
+            .collect();
+        // The donations the batch may move, read and locked together (an intent's creation only
+        // records the intent on its donation).
+        let moved: Vec<Uuid> = fresh
+            .iter()
+            .filter(|(_, event)| event.kind != PaymentStatus::Initiated)
+            .map(|(_, event)| event.snapshot.donation_id)
+            .collect();
+        let mut donations: HashMap<Uuid, Followed> = tx
+            .donations_for_update(&moved)
+            .await?
+            .into_iter()
+            .map(|donation| {
+                let read_version = donation.version;
+                (
+                    donation.id,
+                    Followed {
+                        read_version,
+                        donation,
+                    },
+                )
+            })
+            .collect();
+        let mut events = Vec::new();
         let mut reached = Vec::new();
-        for (envelope, event) in payments {
-            if !new.remove(&envelope.event_id) {
-                continue; // already processed: a redelivery
-            }
+        for (envelope, event) in fresh {
             // Each event's part continues the trace that published it.
             let span = part_span(self, envelope, in_batch);
-            reached.extend(follow_payment(tx.as_mut(), &event).instrument(span).await?);
+            let followed = follow_payment(tx.as_mut(), &event, &mut donations, &mut events);
+            reached.extend(followed.instrument(span).await?);
         }
+        // Each donation the batch moved is written once, as its last event left it.
+        for followed in donations.values() {
+            if followed.donation.version != followed.read_version
+                && !tx
+                    .update_donation(&followed.donation, followed.read_version)
+                    .await?
+            {
+                return Err(StoreError::Conflict("donation changed concurrently".into()));
+            }
+        }
+        tx.insert_outbox_all(&events).await?;
         tx.commit().await?;
         for status in reached {
             crate::metrics::donation(status);
@@ -342,11 +380,21 @@ impl DonationStatusConsumer {
     }
 }
 
-/// Applies one payment event to its donation in `tx`; returns the status the donation reached,
-/// if it changed.
+/// A donation a batch of payment events may move: as read (and locked) at the batch's start,
+/// then as each event left it.
+struct Followed {
+    read_version: i64,
+    donation: Donation,
+}
+
+/// Applies one payment event to its donation in `donations` (and, for an intent's creation, in
+/// `tx`), queueing in `events` the donation event a change publishes; returns the status the
+/// donation reached, if it changed.
 async fn follow_payment(
     tx: &mut dyn Tx,
     event: &PaymentEvent,
+    donations: &mut HashMap<Uuid, Followed>,
+    events: &mut Vec<EventEnvelope>,
 ) -> Result<Option<DonationStatus>, StoreError> {
     let p = &event.snapshot;
     let donation_id = p.donation_id;
@@ -354,9 +402,16 @@ async fn follow_payment(
     if event.kind == PaymentStatus::Initiated {
         tx.set_donation_payment_intent(donation_id, &p.payment_intent_id, now)
             .await?;
+        // A later event of the batch moves the donation as the row is now.
+        if let Some(followed) = donations.get_mut(&donation_id)
+            && followed.donation.payment_intent_id.is_none()
+        {
+            followed.donation.payment_intent_id = Some(p.payment_intent_id.clone());
+            followed.donation.updated_at = now;
+        }
         return Ok(None);
     }
-    let Some(donation) = tx.donation_for_update(donation_id).await? else {
+    let Some(followed) = donations.get_mut(&donation_id) else {
         tracing::warn!(%donation_id, "payment event for an unknown donation; ignored");
         return Ok(None);
     };
@@ -365,7 +420,8 @@ async fn follow_payment(
             .live_payment_for_donation(donation_id)
             .await?
             .is_some_and(|live| live.id != p.payment_id);
-    match follow(&donation, event, another_live_payment, now) {
+    let donation = &followed.donation;
+    match follow(donation, event, another_live_payment, now) {
         Follow::Stay => Ok(None),
         Follow::Ignore(why) => {
             tracing::warn!(%donation_id, amount_minor = p.amount_minor, expected = donation.amount_minor, "{why}");
@@ -376,13 +432,14 @@ async fn follow_payment(
             "refund before completion; retrying".into(),
         )),
         Follow::Change(change, updated) => {
-            if !tx.update_donation(&updated, donation.version).await? {
-                return Err(StoreError::Conflict("donation changed concurrently".into()));
-            }
-            let event = DomainEvent::Donation(DonationEvent::of(change, &updated));
-            tx.insert_outbox(&outbox_event(event, now)).await?;
+            events.push(outbox_event(
+                DomainEvent::Donation(DonationEvent::of(change, &updated)),
+                now,
+            ));
             tracing::info!(%donation_id, status = updated.status.as_str(), "donation follows its payment");
-            Ok((updated.status != donation.status).then_some(updated.status))
+            let reached = (updated.status != donation.status).then_some(updated.status);
+            followed.donation = *updated;
+            Ok(reached)
         }
     }
 }

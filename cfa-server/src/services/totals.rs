@@ -7,6 +7,7 @@
 //! contribution and the stored one, in the transaction of its inbox row; a redelivered or older
 //! event changes nothing. So totals never drift by a cent, whatever the delivery order.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,29 +82,20 @@ fn contribution_of(status: DonationStatus, amount_minor: i64, refunded_minor: i6
     }
 }
 
-/// Applies a new contribution of one donation: the difference to its stored contribution goes
-/// into the campaign's totals. Returns false if the stored contribution is already as new.
+/// Applies a new contribution of one donation: the difference to its recorded contribution
+/// (in `recorded`, read and locked for the batch) goes into the campaign's totals, and the new
+/// one is recorded there. Returns false if the recorded contribution is already as new.
 async fn apply_contribution(
     tx: &mut dyn Tx,
     new: Contribution,
     rows: &mut Rows,
+    recorded: &mut HashMap<Uuid, Contribution>,
 ) -> Result<bool, StoreError> {
-    // A donation's creation (version 1, not counting yet) changes nothing: no lock, no write —
-    // and creations are half of all events. Any later event has a higher version and is
-    // recorded, so a late refund can still hide an even later-arriving completion.
-    if !new.counted && new.version == 1 && !tx.has_contribution(new.donation_id).await? {
+    let old = recorded.get(&new.donation_id);
+    if old.is_some_and(|o| o.version >= new.version) {
         return Ok(false);
     }
-    // Lock order, everywhere: the campaign's totals row first, then contributions. It serialises
-    // a campaign's updates (and the refresh) even when rows do not exist yet.
-    let totals = rows.locked(tx, new.campaign_id).await?;
-    let old = tx.contribution_for_update(new.donation_id).await?;
-    if old.as_ref().is_some_and(|o| o.version >= new.version) {
-        return Ok(false);
-    }
-    let (old_minor, old_counted) = old
-        .as_ref()
-        .map_or((0, false), |o| (o.counted_minor, o.counted));
+    let (old_minor, old_counted) = old.map_or((0, false), |o| (o.counted_minor, o.counted));
     let mut unique_delta = 0;
     if new.counted != old_counted {
         let delta = if new.counted { 1 } else { -1 };
@@ -116,11 +108,12 @@ async fn apply_contribution(
             _ => 0,
         };
     }
+    let totals = rows.locked(tx, new.campaign_id).await?;
     totals.total_minor += new.counted_minor - old_minor;
     totals.completed_count += i64::from(new.counted) - i64::from(old_counted);
     totals.unique_donors += unique_delta;
     totals.last_updated = crate::domain::now();
-    tx.upsert_contribution(&new).await?;
+    recorded.insert(new.donation_id, new);
     Ok(true)
 }
 
@@ -221,21 +214,13 @@ impl TotalsConsumer {
         let ids: Vec<Uuid> = parts.iter().map(|(id, _, _)| *id).collect();
         let now = crate::domain::now();
         let mut new = tx.insert_inbox_all(CONSUMER.name, &ids, now).await?;
-        let mut changed = Vec::new();
-        let mut rows = Rows::default();
-        for (event_id, event, span) in parts {
-            if !new.remove(&event_id) {
-                continue; // already processed: a redelivery
-            }
-            if let Some(campaign) = apply_in(tx.as_mut(), &event, &mut rows)
-                .instrument(span)
-                .await?
-                && !changed.contains(&campaign)
-            {
-                changed.push(campaign);
-            }
-        }
-        rows.write(tx.as_mut(), &changed).await?;
+        // Redeliveries were processed already.
+        let fresh = parts
+            .into_iter()
+            .filter(|(event_id, _, _)| new.remove(event_id))
+            .map(|(_, event, span)| (event, span))
+            .collect();
+        let changed = apply_batch(tx.as_mut(), fresh).await?;
         tx.commit().await?;
         for campaign in changed {
             self.cache.invalidate(campaign).await;
@@ -248,10 +233,11 @@ impl TotalsConsumer {
 }
 
 /// The event in `envelope` if it is one totals count (a campaign's or a donation's).
-fn counted_event(envelope: &EventEnvelope) -> Option<DomainEvent> {
+fn counted_event(envelope: &EventEnvelope) -> Option<Counted> {
     match envelope.decode() {
         Ok(DomainEvent::Payment(_)) => None,
-        Ok(event) => Some(event),
+        Ok(DomainEvent::Campaign(event)) => Some(Counted::Campaign(event)),
+        Ok(DomainEvent::Donation(event)) => Some(Counted::Donation(contribution(&event))),
         Err(e) => {
             tracing::warn!(event_id = %envelope.event_id, error = %e, "an event totals cannot read; ignored");
             None
@@ -259,18 +245,101 @@ fn counted_event(envelope: &EventEnvelope) -> Option<DomainEvent> {
     }
 }
 
-/// Applies one event (new to the inbox) in `tx`; returns the campaign whose totals changed.
-async fn apply_in(
+/// What an event totals count says.
+enum Counted {
+    /// A campaign's goal and currency.
+    Campaign(CampaignEvent),
+    /// A donation's contribution as its event says it is now.
+    Donation(Contribution),
+}
+
+impl Counted {
+    fn campaign_id(&self) -> Uuid {
+        match self {
+            Counted::Campaign(e) => e.snapshot.campaign_id,
+            Counted::Donation(c) => c.campaign_id,
+        }
+    }
+}
+
+/// Applies `events` (new to the inbox), in their order, in `tx`, in a few statements whatever
+/// their number: the recorded contributions are read together, the campaigns' totals rows are
+/// locked once each, every event is applied in memory (only a change in a donor's count of
+/// counted donations is a statement of its own), and the contributions and totals rows changed
+/// are written together at the end. Returns the campaigns whose totals changed.
+async fn apply_batch(
     tx: &mut dyn Tx,
-    event: &DomainEvent,
-    rows: &mut Rows,
-) -> Result<Option<Uuid>, StoreError> {
-    let (changed, campaign_id) = match event {
-        DomainEvent::Campaign(e) => (apply_campaign(tx, e, rows).await?, e.snapshot.campaign_id),
-        DomainEvent::Donation(e) => (apply_donation(tx, e, rows).await?, e.snapshot.campaign_id),
-        DomainEvent::Payment(_) => return Ok(None),
+    events: Vec<(Counted, tracing::Span)>,
+) -> Result<Vec<Uuid>, StoreError> {
+    let donation_ids = |events: &[(Counted, tracing::Span)]| -> Vec<Uuid> {
+        events
+            .iter()
+            .filter_map(|(event, _)| match event {
+                Counted::Donation(c) => Some(c.donation_id),
+                Counted::Campaign(_) => None,
+            })
+            .collect()
     };
-    Ok(changed.then_some(campaign_id))
+    let recorded: HashSet<Uuid> = tx
+        .contributions(&donation_ids(&events))
+        .await?
+        .into_iter()
+        .map(|c| c.donation_id)
+        .collect();
+    // A donation's creation (version 1, not counting yet) changes nothing: no lock, no write,
+    // and creations are half of all events. Any later event has a higher version and is
+    // recorded, so a late refund can still hide an even later-arriving completion.
+    let events: Vec<_> = events
+        .into_iter()
+        .filter(|(event, _)| match event {
+            Counted::Donation(c) => c.counted || c.version > 1 || recorded.contains(&c.donation_id),
+            Counted::Campaign(_) => true,
+        })
+        .collect();
+    // Lock order, everywhere: the campaigns' totals rows first (here in the order of their ids),
+    // then contributions. It serialises a campaign's updates (and the refresh) even when rows
+    // do not exist yet.
+    let mut campaigns: Vec<Uuid> = events.iter().map(|(e, _)| e.campaign_id()).collect();
+    campaigns.sort_unstable();
+    campaigns.dedup();
+    let mut rows = Rows::default();
+    for campaign_id in &campaigns {
+        rows.locked(tx, *campaign_id).await?;
+    }
+    let mut recorded: HashMap<Uuid, Contribution> = tx
+        .contributions_for_update(&donation_ids(&events))
+        .await?
+        .into_iter()
+        .map(|c| (c.donation_id, c))
+        .collect();
+    let mut changed = Vec::new();
+    let mut written = HashSet::new();
+    for (event, span) in events {
+        let campaign_id = event.campaign_id();
+        let applied = async {
+            match event {
+                Counted::Campaign(e) => apply_campaign(tx, &e, &mut rows).await,
+                Counted::Donation(c) => {
+                    let donation_id = c.donation_id;
+                    let applied = apply_contribution(tx, c, &mut rows, &mut recorded).await?;
+                    if applied {
+                        written.insert(donation_id);
+                    }
+                    Ok(applied)
+                }
+            }
+        };
+        if applied.instrument(span).await? && !changed.contains(&campaign_id) {
+            changed.push(campaign_id);
+        }
+    }
+    let contributions: Vec<Contribution> = written
+        .iter()
+        .filter_map(|id| recorded.remove(id))
+        .collect();
+    tx.upsert_contributions(&contributions).await?;
+    rows.write(tx, &changed).await?;
+    Ok(changed)
 }
 
 /// A campaign's goal and currency, unless an older event (a late redelivery) would bring back an
@@ -291,22 +360,17 @@ async fn apply_campaign(
 }
 
 /// A donation's contribution as its event says it is now.
-async fn apply_donation(
-    tx: &mut dyn Tx,
-    event: &DonationEvent,
-    rows: &mut Rows,
-) -> Result<bool, StoreError> {
+fn contribution(event: &DonationEvent) -> Contribution {
     let d = &event.snapshot;
     let (counted_minor, counted) = contribution_of(d.status, d.amount_minor, d.refunded_minor);
-    let contribution = Contribution {
+    Contribution {
         donation_id: d.donation_id,
         campaign_id: d.campaign_id,
         donor_email: d.donor_email.clone(),
         version: d.version,
         counted_minor,
         counted,
-    };
-    apply_contribution(tx, contribution, rows).await
+    }
 }
 
 /// The totals consumer in the consumer table.
@@ -401,6 +465,7 @@ pub async fn refresh(
         let donations = tx.campaign_donations(campaign_id).await?;
         let mut totals = empty_totals(tx.as_mut(), campaign_id).await?;
         tx.clear_totals_detail(campaign_id).await?;
+        let mut contributions = Vec::with_capacity(donations.len());
         for d in &donations {
             let (counted_minor, counted) =
                 contribution_of(d.status, d.amount_minor, d.refunded_minor);
@@ -415,16 +480,16 @@ pub async fn refresh(
                     totals.unique_donors += 1;
                 }
             }
-            tx.upsert_contribution(&Contribution {
+            contributions.push(Contribution {
                 donation_id: d.id,
                 campaign_id,
                 donor_email: d.donor_email.as_str().to_string(),
                 version: d.version,
                 counted_minor,
                 counted,
-            })
-            .await?;
+            });
         }
+        tx.upsert_contributions(&contributions).await?;
         tx.upsert_totals(&totals).await?;
         tx.commit().await?;
         cache.invalidate(campaign_id).await;

@@ -52,6 +52,8 @@ pub trait DonationStore: Send + Sync {
     async fn status_audit(&self, donation_id: Uuid) -> StoreResult<Vec<StatusAudit>>;
     /// Every donation of a campaign (for rebuilding its totals).
     async fn campaign_donations(&self, campaign_id: Uuid) -> StoreResult<Vec<Donation>>;
+    /// The donations of `ids` that exist, in no particular order.
+    async fn donations(&self, ids: &[Uuid]) -> StoreResult<Vec<Donation>>;
 }
 
 /// Donations inside a write transaction.
@@ -68,6 +70,10 @@ pub trait DonationTx: Send {
         donation: &Donation,
         event: &crate::domain::event::EventEnvelope,
     ) -> StoreResult<bool>;
+    /// The donations of `ids` that exist, each locked against concurrent change until the
+    /// transaction ends (in the order of their ids, so that two batches never wait for each
+    /// other's locks in a circle).
+    async fn donations_for_update(&mut self, ids: &[Uuid]) -> StoreResult<Vec<Donation>>;
     /// One donation, locked against concurrent change until the transaction ends.
     async fn donation_for_update(&mut self, id: Uuid) -> StoreResult<Option<Donation>>;
     /// Sets a donation's status if its version is still `expected_version`, bumping the version.

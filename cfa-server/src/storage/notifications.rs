@@ -97,11 +97,20 @@ pub trait NotificationStore: Send + Sync {
 #[async_trait]
 pub trait NotificationTx: Send {
     /// Inserts a notification unless one exists for its (event, kind); returns whether it did.
-    async fn insert_notification(&mut self, notification: &Notification) -> StoreResult<bool>;
-    /// How many notifications to `recipient` were queued since `since`.
+    async fn insert_notification(&mut self, notification: &Notification) -> StoreResult<bool> {
+        Ok(self
+            .insert_notifications(std::slice::from_ref(notification))
+            .await?
+            == 1)
+    }
+    /// Inserts notifications, each unless one exists for its (event, kind), in as few
+    /// statements as the database's limit on bound values allows; returns how many it inserted.
+    async fn insert_notifications(&mut self, notifications: &[Notification]) -> StoreResult<u64>;
+    /// How many notifications to each of `recipients` were queued since `since` (a recipient
+    /// with none is left out).
     async fn notifications_to_since(
         &mut self,
-        recipient: &str,
+        recipients: &[&str],
         since: DateTime<Utc>,
-    ) -> StoreResult<i64>;
+    ) -> StoreResult<std::collections::HashMap<String, i64>>;
 }

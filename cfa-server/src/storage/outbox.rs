@@ -96,4 +96,7 @@ pub trait OutboxStore: Send + Sync {
 pub trait OutboxTx: Send {
     /// Writes an event to the outbox.
     async fn insert_outbox(&mut self, event: &EventEnvelope) -> StoreResult<()>;
+    /// Writes events to the outbox, in their order, in as few statements as the database's
+    /// limit on bound values allows.
+    async fn insert_outbox_all(&mut self, events: &[EventEnvelope]) -> StoreResult<()>;
 }

@@ -33,6 +33,8 @@ mod donations;
 mod idempotency;
 #[path = "sql/inbox.rs"]
 mod inbox;
+#[path = "sql/lists.rs"]
+mod lists;
 #[path = "sql/notifications.rs"]
 mod notifications;
 #[path = "sql/outbox.rs"]

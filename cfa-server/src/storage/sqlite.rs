@@ -35,6 +35,8 @@ mod donations;
 mod idempotency;
 #[path = "sql/inbox.rs"]
 mod inbox;
+#[path = "sql/lists.rs"]
+mod lists;
 #[path = "sql/notifications.rs"]
 mod notifications;
 #[path = "sql/outbox.rs"]

@@ -86,15 +86,17 @@ pub trait TotalsTx: Send {
     -> StoreResult<Option<CampaignTotals>>;
     /// Writes a campaign's totals row.
     async fn upsert_totals(&mut self, totals: &CampaignTotals) -> StoreResult<()>;
-    /// Whether a donation has a recorded contribution (no lock).
-    async fn has_contribution(&mut self, donation_id: Uuid) -> StoreResult<bool>;
-    /// A donation's contribution, locked until the transaction ends.
-    async fn contribution_for_update(
+    /// The recorded contributions of the donations of `ids` (no lock).
+    async fn contributions(&mut self, donation_ids: &[Uuid]) -> StoreResult<Vec<Contribution>>;
+    /// The recorded contributions of the donations of `ids`, locked until the transaction ends
+    /// (in the order of their ids).
+    async fn contributions_for_update(
         &mut self,
-        donation_id: Uuid,
-    ) -> StoreResult<Option<Contribution>>;
-    /// Writes a donation's contribution.
-    async fn upsert_contribution(&mut self, contribution: &Contribution) -> StoreResult<()>;
+        donation_ids: &[Uuid],
+    ) -> StoreResult<Vec<Contribution>>;
+    /// Writes donations' contributions, each unless a newer version of its donation is already
+    /// applied; at most one contribution per donation.
+    async fn upsert_contributions(&mut self, contributions: &[Contribution]) -> StoreResult<()>;
     /// Adds `delta` to the number of counted donations of a donor in a campaign; returns the new
     /// number.
     async fn adjust_donor(

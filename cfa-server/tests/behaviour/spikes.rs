@@ -12,6 +12,7 @@ use crate::tests;
 tests![
     a_burst_larger_than_the_pool_queues_or_is_told_to_retry,
     a_burst_of_events_is_counted_exactly_once_in_batches,
+    whole_donor_journeys_in_one_batch_are_followed_and_counted_once,
     with_a_lag_bound_new_donations_wait_for_the_event_pipeline_then_are_told_to_retry,
 ];
 
@@ -124,6 +125,125 @@ async fn a_burst_of_events_is_counted_exactly_once_in_batches(ctx: TestContext) 
         "the read model, built in batches, equals the sum of the donations: {:?}",
         model.json
     );
+}
+
+/// A signed provider event moving `intent` to `status`.
+fn provider_event(intent: &str, status: &str, id: &str) -> String {
+    json!({
+        "id": id,
+        "event_type": format!("payment_intent.{}", status.to_lowercase()),
+        "payment_intent_id": intent,
+        "status": status,
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+    })
+    .to_string()
+}
+
+async fn whole_donor_journeys_in_one_batch_are_followed_and_counted_once(ctx: TestContext) {
+    use cfa_server::messaging::consumer::Handler as _;
+    // The harness runs no relay: every event of three whole journeys (donation, intent,
+    // authorization, capture) waits in the outbox, and one drain hands each consumer a
+    // donation's whole life at once.
+    let app = ctx.spawn_app().await;
+    // The relay waits for every subscriber's answer: the tap answers at once, keeping a copy.
+    let mut tap = app.bus.subscribe("tap", &["payment", "donation"]);
+    let (copies, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(delivery) = tap.recv().await {
+            let _ = copies.send(delivery.event.clone());
+            delivery.ack();
+        }
+    });
+    let campaign = app.create_campaign("One batch", 1_000.0).await;
+    let journeys = [
+        ("ada@example.org", "5"),
+        ("bob@example.org", "7"),
+        ("ada@example.org", "11"),
+    ];
+    let mut donations = Vec::new();
+    for (i, (email, amount)) in journeys.iter().enumerate() {
+        let donation = app.donate(&campaign, email, amount).await;
+        let id = donation.json["id"].as_str().expect("id").to_string();
+        let body = json!({"donation_id": id, "amount": donation.json["amount"]});
+        let intent = app.post("/api/v1/payments/intent", &body).await;
+        assert_eq!(intent.status, 201, "{:?}", intent.json);
+        let pi = intent.json["payment_intent_id"].as_str().expect("intent");
+        for status in ["AUTHORIZED", "CAPTURED"] {
+            let reply = app
+                .webhook(&provider_event(pi, status, &format!("{status}-{i}")), &[])
+                .await;
+            assert_eq!(reply.status, 200, "{:?}", reply.json);
+        }
+        donations.push(id);
+    }
+    app.drain_outbox().await;
+
+    for id in &donations {
+        let donation = app.get(&format!("/api/v1/donations/{id}")).await;
+        assert_eq!(
+            (
+                donation.json["status"].as_str(),
+                donation.json["version"].as_i64()
+            ),
+            (Some("COMPLETED"), Some(2)),
+            "created, then completed once: {:?}",
+            donation.json
+        );
+    }
+    let mut events = Vec::new();
+    while let Ok(event) = seen.try_recv() {
+        events.push(event);
+    }
+    let completions = events
+        .iter()
+        .filter(|e| e.event_type == "donation.completed")
+        .count();
+    assert_eq!(completions, 3, "one completion event per donation");
+    let path = format!("/api/v1/totals/campaigns/{campaign}");
+    let totals = eventually(Duration::from_secs(15), "the totals", || async {
+        let totals = app.get(&path).await.json;
+        (totals["total_donations"] == 3).then_some(totals)
+    })
+    .await;
+    assert_eq!(
+        (&totals["total_amount_minor"], &totals["unique_donors"]),
+        (&json!(2_300), &json!(2)),
+        "5 + 7 + 11, from two donors: {totals}"
+    );
+
+    // Every event again, twice, in one batch per consumer: nothing changes.
+    let again: Vec<_> = events.iter().chain(&events).collect();
+    cfa_server::services::donations::DonationStatusConsumer::new(app.store.clone())
+        .handle_batch(&again)
+        .await
+        .expect("handled");
+    cfa_server::services::totals::TotalsConsumer::new(
+        app.store.clone(),
+        app.state.totals_cache.clone(),
+        app.state.live.clone(),
+    )
+    .handle_batch(&again)
+    .await
+    .expect("handled");
+    let realtime = app
+        .send_as_operator(reqwest::Method::GET, &format!("{path}?realtime=true"), None)
+        .await;
+    let model = app.get(&path).await;
+    for figures in [&realtime.json, &model.json] {
+        assert_eq!(
+            (
+                &figures["total_amount_minor"],
+                &figures["total_donations"],
+                &figures["unique_donors"]
+            ),
+            (&json!(2_300), &json!(3), &json!(2)),
+            "{figures}"
+        );
+    }
+    for id in &donations {
+        let donation = app.get(&format!("/api/v1/donations/{id}")).await;
+        assert_eq!(donation.json["version"], 2, "{:?}", donation.json);
+    }
 }
 
 async fn with_a_lag_bound_new_donations_wait_for_the_event_pipeline_then_are_told_to_retry(

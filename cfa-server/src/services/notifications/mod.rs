@@ -371,16 +371,16 @@ impl NotificationConsumer {
     }
 
     /// The notification `envelope` calls for, written but not queued yet: `None` if it calls
-    /// for none. Reads only; `titles` keeps the campaigns' titles read for earlier events of
-    /// the batch (a burst is mostly to a few campaigns).
+    /// for none. Reads only; `donations` holds the batch's donations, read together, and
+    /// `titles` the campaigns' titles read for earlier events of the batch (a burst is mostly
+    /// to a few campaigns).
     async fn notice(
         &self,
         envelope: &EventEnvelope,
+        wanted: Wanted,
+        donations: &HashMap<Uuid, Donation>,
         titles: &mut HashMap<Uuid, String>,
     ) -> Result<Option<Notification>, StoreError> {
-        let Some(wanted) = notice_of(envelope) else {
-            return Ok(None);
-        };
         if let Some(payment_id) = wanted.payment_id
             && !self.policy.sandbox_failures
             && let Some(payment) = self.store.payment(payment_id).await?
@@ -390,7 +390,7 @@ impl NotificationConsumer {
             return Ok(None);
         }
         let donation_id = wanted.donation_id;
-        let Some(donation) = self.store.donation(donation_id).await? else {
+        let Some(donation) = donations.get(&donation_id) else {
             tracing::warn!(%donation_id, "notification for an unknown donation; skipped");
             return Ok(None);
         };
@@ -407,7 +407,7 @@ impl NotificationConsumer {
             }
         };
         let link = self.links.link(donation.donor_email.as_str());
-        let message = Notice::render(wanted.kind, &donation, &title, wanted.refunded_minor, &link);
+        let message = Notice::render(wanted.kind, donation, &title, wanted.refunded_minor, &link);
         let now = crate::domain::now();
         Ok(Some(Notification {
             id: Uuid::new_v4(),
@@ -428,22 +428,50 @@ impl NotificationConsumer {
         }))
     }
 
+    /// The notifications `envelopes` call for, reading their donations in one statement.
+    async fn notices(
+        &self,
+        envelopes: &[&EventEnvelope],
+        in_batch: bool,
+    ) -> Result<Vec<Notification>, StoreError> {
+        let wanted: Vec<_> = envelopes
+            .iter()
+            .filter_map(|envelope| Some((*envelope, notice_of(envelope)?)))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = wanted.iter().map(|(_, w)| w.donation_id).collect();
+        let donations: HashMap<Uuid, Donation> = self
+            .store
+            .donations(&ids)
+            .await?
+            .into_iter()
+            .map(|d| (d.id, d))
+            .collect();
+        let mut notices = Vec::with_capacity(wanted.len());
+        let mut titles = HashMap::new();
+        for (envelope, wanted) in wanted {
+            let span = part_span(self, envelope, in_batch);
+            let notice = self.notice(envelope, wanted, &donations, &mut titles);
+            if let Some(notice) = notice.instrument(span).await? {
+                notices.push(notice);
+            }
+        }
+        Ok(notices)
+    }
+
     /// Writes the notifications `envelopes` call for, with their events' inbox rows, in one
-    /// transaction: the consumer takes one turn at the database per batch, not one per event
-    /// (on SQLite, a turn is a place in the single writer's queue, behind the API's requests).
+    /// transaction of a few statements whatever the batch's size: the consumer takes one turn
+    /// at the database per batch, not one per event (on SQLite, a turn is a place in the single
+    /// writer's queue, behind the API's requests; on PostgreSQL, every statement is a round
+    /// trip).
     async fn apply_all(
         &self,
         envelopes: &[&EventEnvelope],
         in_batch: bool,
     ) -> Result<(), StoreError> {
-        let mut notices = Vec::with_capacity(envelopes.len());
-        let mut titles = HashMap::new();
-        for envelope in envelopes {
-            let span = part_span(self, envelope, in_batch);
-            if let Some(notice) = self.notice(envelope, &mut titles).instrument(span).await? {
-                notices.push(notice);
-            }
-        }
+        let notices = self.notices(envelopes, in_batch).await?;
         if notices.is_empty() {
             return Ok(());
         }
@@ -451,15 +479,13 @@ impl NotificationConsumer {
         let ids: Vec<Uuid> = notices.iter().map(|n| n.event_id).collect();
         let now = crate::domain::now();
         let mut new = tx.insert_inbox_all(CONSUMER.name, &ids, now).await?;
-        let mut suppressed = Vec::new();
-        for notification in &notices {
-            if !new.remove(&notification.event_id) {
-                continue; // already processed: a redelivery
-            }
-            if !self.queue(tx.as_mut(), notification).await? {
-                suppressed.push(notification);
-            }
-        }
+        // Redeliveries were processed already.
+        let fresh: Vec<Notification> = notices
+            .into_iter()
+            .filter(|n| new.remove(&n.event_id))
+            .collect();
+        let (queued, suppressed) = self.within_limit(tx.as_mut(), fresh).await?;
+        tx.insert_notifications(&queued).await?;
         tx.commit().await?;
         for notification in suppressed {
             crate::metrics::notification(&notification.kind, "suppressed");
@@ -469,23 +495,29 @@ impl NotificationConsumer {
         Ok(())
     }
 
-    /// Queues `notification` in `tx`, unless its recipient has had their hour's worth: then
-    /// answers false, and the notice is counted and logged instead.
-    async fn queue(
+    /// Splits `notices` into those to queue and those over their recipient's hourly limit,
+    /// counting what each recipient had in the past hour (one statement) and the batch's
+    /// earlier notices.
+    async fn within_limit(
         &self,
         tx: &mut dyn Tx,
-        notification: &Notification,
-    ) -> Result<bool, StoreError> {
-        let now = notification.created_at;
-        let hour_ago = now - TimeDelta::hours(1);
-        let recent = tx
-            .notifications_to_since(&notification.recipient, hour_ago)
+        notices: Vec<Notification>,
+    ) -> Result<(Vec<Notification>, Vec<Notification>), StoreError> {
+        let Some(oldest) = notices.iter().map(|n| n.created_at).min() else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let mut recipients: Vec<&str> = notices.iter().map(|n| n.recipient.as_str()).collect();
+        recipients.sort_unstable();
+        recipients.dedup();
+        let mut recent = tx
+            .notifications_to_since(&recipients, oldest - TimeDelta::hours(1))
             .await?;
-        if recent >= i64::from(self.policy.max_per_recipient_per_hour) {
-            return Ok(false);
-        }
-        tx.insert_notification(notification).await?;
-        Ok(true)
+        let limit = i64::from(self.policy.max_per_recipient_per_hour);
+        Ok(notices.into_iter().partition(|n| {
+            let count = recent.entry(n.recipient.clone()).or_insert(0);
+            *count += 1;
+            *count <= limit
+        }))
     }
 }
 

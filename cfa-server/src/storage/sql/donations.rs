@@ -3,10 +3,12 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use const_format::concatcp;
+use sqlx::QueryBuilder;
 use sqlx::Row as _;
 use sqlx::types::Json;
 use uuid::Uuid;
 
+use super::lists::{PER_STATEMENT, push_list};
 use super::{BACKEND, BackendStore, BackendTx, Db, DbRow, FOR_UPDATE, db_id, from_db_id};
 use crate::domain::donation::{Donation, DonationStatus};
 use crate::domain::email::DonorEmail;
@@ -169,6 +171,18 @@ impl DonationStore for BackendStore {
             .map(donation_from_row)
             .collect()
     }
+
+    async fn donations(&self, ids: &[Uuid]) -> StoreResult<Vec<Donation>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(PER_STATEMENT) {
+            let mut query = QueryBuilder::<Db>::new("SELECT * FROM donations WHERE id IN ");
+            push_list(&mut query, chunk.iter().map(|id| db_id(*id)));
+            for row in query.build().fetch_all(&self.read).await? {
+                found.push(donation_from_row(&row)?);
+            }
+        }
+        Ok(found)
+    }
 }
 
 #[async_trait]
@@ -197,6 +211,22 @@ impl DonationTx for BackendTx {
         }
         self.insert_outbox(e).await?;
         Ok(true)
+    }
+
+    async fn donations_for_update(&mut self, ids: &[Uuid]) -> StoreResult<Vec<Donation>> {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(PER_STATEMENT) {
+            let mut query = QueryBuilder::<Db>::new("SELECT * FROM donations WHERE id IN ");
+            push_list(&mut query, chunk.iter().map(|id| db_id(*id)));
+            query.push(concatcp!(" ORDER BY id", FOR_UPDATE));
+            for row in query.build().fetch_all(&mut *self.tx).await? {
+                found.push(donation_from_row(&row)?);
+            }
+        }
+        Ok(found)
     }
 
     async fn donation_for_update(&mut self, id: Uuid) -> StoreResult<Option<Donation>> {

@@ -3,9 +3,12 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use const_format::concatcp;
-use sqlx::Row as _;
+use std::collections::HashMap;
+
+use sqlx::{QueryBuilder, Row as _};
 use uuid::Uuid;
 
+use super::lists::{PER_STATEMENT, push_list};
 use super::{BackendStore, BackendTx, Db, DbRow, SKIP_LOCKED, db_id, from_db_id};
 use crate::storage::{Notification, NotificationStore, NotificationTx, SendOutcome, StoreResult};
 
@@ -35,11 +38,10 @@ const RETRY: &str = "UPDATE notifications SET attempts = attempts + 1, next_atte
                      last_error = $2, claimed_until = NULL WHERE id = $3";
 const DEAD: &str = "UPDATE notifications SET status = 'DEAD', attempts = attempts + 1, \
                     last_error = $1, claimed_until = NULL WHERE id = $2";
-const INSERT: &str = "INSERT INTO notifications (id, event_id, kind, donation_id, recipient, \
-                      subject, body_text, body_html, status, attempts, next_attempt_at, \
-                      created_at, traceparent) \
-                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $12) \
-                      ON CONFLICT (event_id, kind) DO NOTHING";
+/// The head of an insert of new notifications (`attempts` starts at its default, 0).
+const INSERT_INTO: &str = "INSERT INTO notifications (id, event_id, kind, donation_id, \
+                           recipient, subject, body_text, body_html, status, next_attempt_at, \
+                           created_at, traceparent) ";
 
 fn notification_from_row(row: &DbRow) -> StoreResult<Notification> {
     Ok(Notification {
@@ -140,35 +142,44 @@ impl NotificationStore for BackendStore {
 impl NotificationTx for BackendTx {
     async fn notifications_to_since(
         &mut self,
-        recipient: &str,
+        recipients: &[&str],
         since: DateTime<Utc>,
-    ) -> StoreResult<i64> {
-        let count = sqlx::query_scalar::<_, i64>(
-            "SELECT COUNT(*) FROM notifications WHERE recipient = $1 AND created_at >= $2",
-        )
-        .bind(recipient)
-        .bind(since)
-        .fetch_one(&mut *self.tx)
-        .await?;
-        Ok(count)
+    ) -> StoreResult<HashMap<String, i64>> {
+        let mut counts = HashMap::with_capacity(recipients.len());
+        for chunk in recipients.chunks(PER_STATEMENT) {
+            let mut query = QueryBuilder::<Db>::new(
+                "SELECT recipient, COUNT(*) FROM notifications WHERE created_at >= ",
+            );
+            query.push_bind(since).push(" AND recipient IN ");
+            push_list(&mut query, chunk.iter().copied());
+            query.push(" GROUP BY recipient");
+            let rows: Vec<(String, i64)> = query.build_query_as().fetch_all(&mut *self.tx).await?;
+            counts.extend(rows);
+        }
+        Ok(counts)
     }
 
-    async fn insert_notification(&mut self, n: &Notification) -> StoreResult<bool> {
-        let done = sqlx::query(INSERT)
-            .bind(db_id(n.id))
-            .bind(db_id(n.event_id))
-            .bind(&n.kind)
-            .bind(db_id(n.donation_id))
-            .bind(&n.recipient)
-            .bind(&n.subject)
-            .bind(&n.body_text)
-            .bind(&n.body_html)
-            .bind(&n.status)
-            .bind(n.next_attempt_at)
-            .bind(n.created_at)
-            .bind(&n.traceparent)
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(done.rows_affected() == 1)
+    async fn insert_notifications(&mut self, notifications: &[Notification]) -> StoreResult<u64> {
+        let mut inserted = 0;
+        for chunk in notifications.chunks(PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Db>::new(INSERT_INTO);
+            insert.push_values(chunk, |mut row, n| {
+                row.push_bind(db_id(n.id))
+                    .push_bind(db_id(n.event_id))
+                    .push_bind(&n.kind)
+                    .push_bind(db_id(n.donation_id))
+                    .push_bind(&n.recipient)
+                    .push_bind(&n.subject)
+                    .push_bind(&n.body_text)
+                    .push_bind(&n.body_html)
+                    .push_bind(&n.status)
+                    .push_bind(n.next_attempt_at)
+                    .push_bind(n.created_at)
+                    .push_bind(&n.traceparent);
+            });
+            insert.push(" ON CONFLICT (event_id, kind) DO NOTHING");
+            inserted += insert.build().execute(&mut *self.tx).await?.rows_affected();
+        }
+        Ok(inserted)
     }
 }

@@ -6,6 +6,7 @@ use const_format::concatcp;
 use sqlx::Row as _;
 use sqlx::types::Json;
 
+use super::lists::PER_STATEMENT;
 use super::{BackendStore, BackendTx, Db, DbRow, SKIP_LOCKED, db_id, from_db_id};
 use crate::domain::event::{EventEnvelope, TraceContext};
 use crate::storage::{GivenBack, OutboxRow, OutboxStats, OutboxStore, OutboxTx, StoreResult};
@@ -13,9 +14,10 @@ use crate::storage::{GivenBack, OutboxRow, OutboxStats, OutboxStore, OutboxTx, S
 /// The columns of `outbox` an [`OutboxRow`] holds.
 const COLUMNS: &str = "id, event_id, event_type, aggregate_type, aggregate_id, version, \
                        occurred_at, traceparent, payload, attempts";
-const INSERT: &str = "INSERT INTO outbox (event_id, event_type, aggregate_type, aggregate_id, \
-                      version, occurred_at, traceparent, payload) \
-                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+/// The head of an insert of the columns [`bind_event`] binds.
+const INSERT_INTO: &str = "INSERT INTO outbox (event_id, event_type, aggregate_type, \
+                           aggregate_id, version, occurred_at, traceparent, payload) ";
+const INSERT: &str = concatcp!(INSERT_INTO, "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
 /// Leases the oldest free undelivered rows; on PostgreSQL the inner `SELECT` skips rows another
 /// relay is claiming at the same moment.
 const CLAIM: &str = concatcp!(
@@ -197,6 +199,24 @@ impl OutboxTx for BackendTx {
         bind_event(sqlx::query(INSERT), e)
             .execute(&mut *self.tx)
             .await?;
+        Ok(())
+    }
+
+    async fn insert_outbox_all(&mut self, events: &[EventEnvelope]) -> StoreResult<()> {
+        for chunk in events.chunks(PER_STATEMENT) {
+            let mut insert = sqlx::QueryBuilder::<Db>::new(INSERT_INTO);
+            insert.push_values(chunk, |mut row, e| {
+                row.push_bind(db_id(e.event_id))
+                    .push_bind(&e.event_type)
+                    .push_bind(&e.aggregate_type)
+                    .push_bind(&e.aggregate_id)
+                    .push_bind(e.version)
+                    .push_bind(e.occurred_at)
+                    .push_bind(&e.trace_context.traceparent)
+                    .push_bind(Json(&e.payload));
+            });
+            insert.build().execute(&mut *self.tx).await?;
+        }
         Ok(())
     }
 }

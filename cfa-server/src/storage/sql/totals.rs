@@ -2,10 +2,11 @@
 
 use async_trait::async_trait;
 use const_format::concatcp;
-use sqlx::Row as _;
+use sqlx::{QueryBuilder, Row as _};
 use uuid::Uuid;
 
-use super::{BackendStore, BackendTx, DbRow, FOR_UPDATE, db_id, from_db_id};
+use super::lists::{PER_STATEMENT, push_list};
+use super::{BackendStore, BackendTx, Db, DbRow, FOR_UPDATE, db_id, from_db_id};
 use crate::storage::{CampaignTotals, Contribution, StoreResult, TotalsStore, TotalsTx};
 
 /// The columns of `campaign_totals`, in the order [`UPSERT`] binds them.
@@ -38,24 +39,24 @@ const REALTIME: &str = "SELECT \
                         COUNT(DISTINCT donor_email) AS unique_donors \
                         FROM donations WHERE campaign_id = $1 AND status = 'COMPLETED'";
 
-/// The columns of `totals_contributions`, in the order [`UPSERT_CONTRIBUTION`] binds them.
+/// The columns of `totals_contributions`, in the order `upsert_contributions` binds them.
 const CONTRIBUTION_COLUMNS: &str =
     "donation_id, campaign_id, donor_email, version, counted_minor, counted";
-const HAS_CONTRIBUTION: &str = "SELECT version FROM totals_contributions WHERE donation_id = $1";
-const SELECT_CONTRIBUTION_FOR_UPDATE: &str = concatcp!(
+const SELECT_CONTRIBUTIONS: &str = concatcp!(
     "SELECT ",
     CONTRIBUTION_COLUMNS,
-    " FROM totals_contributions WHERE donation_id = $1",
-    FOR_UPDATE
+    " FROM totals_contributions WHERE donation_id IN "
 );
-/// Writes a contribution unless a newer version of the donation is already applied.
-const UPSERT_CONTRIBUTION: &str = concatcp!(
+const INSERT_CONTRIBUTIONS: &str = concatcp!(
     "INSERT INTO totals_contributions (",
     CONTRIBUTION_COLUMNS,
-    ") VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (donation_id) DO UPDATE SET \
-     version = excluded.version, counted_minor = excluded.counted_minor, \
-     counted = excluded.counted WHERE totals_contributions.version < excluded.version"
+    ") "
 );
+/// After [`INSERT_CONTRIBUTIONS`]' rows: a contribution is written unless a newer version of the
+/// donation is already applied.
+const ON_CONFLICT_NEWER: &str = " ON CONFLICT (donation_id) DO UPDATE SET \
+     version = excluded.version, counted_minor = excluded.counted_minor, \
+     counted = excluded.counted WHERE totals_contributions.version < excluded.version";
 const ADJUST_DONOR: &str = "INSERT INTO totals_donors (campaign_id, donor_email, donations) \
                             VALUES ($1, $2, $3) ON CONFLICT (campaign_id, donor_email) \
                             DO UPDATE SET donations = totals_donors.donations + excluded.donations \
@@ -156,37 +157,34 @@ impl TotalsTx for BackendTx {
         Ok(())
     }
 
-    async fn has_contribution(&mut self, donation_id: Uuid) -> StoreResult<bool> {
-        let found: Option<i64> = sqlx::query_scalar(HAS_CONTRIBUTION)
-            .bind(db_id(donation_id))
-            .fetch_optional(&mut *self.tx)
-            .await?;
-        Ok(found.is_some())
+    async fn contributions(&mut self, donation_ids: &[Uuid]) -> StoreResult<Vec<Contribution>> {
+        select_contributions(self, donation_ids, "").await
     }
 
-    async fn contribution_for_update(
+    async fn contributions_for_update(
         &mut self,
-        donation_id: Uuid,
-    ) -> StoreResult<Option<Contribution>> {
-        sqlx::query(SELECT_CONTRIBUTION_FOR_UPDATE)
-            .bind(db_id(donation_id))
-            .fetch_optional(&mut *self.tx)
-            .await?
-            .as_ref()
-            .map(contribution_from_row)
-            .transpose()
+        donation_ids: &[Uuid],
+    ) -> StoreResult<Vec<Contribution>> {
+        let mut ids = donation_ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        select_contributions(self, &ids, concatcp!(" ORDER BY donation_id", FOR_UPDATE)).await
     }
 
-    async fn upsert_contribution(&mut self, c: &Contribution) -> StoreResult<()> {
-        sqlx::query(UPSERT_CONTRIBUTION)
-            .bind(db_id(c.donation_id))
-            .bind(db_id(c.campaign_id))
-            .bind(&c.donor_email)
-            .bind(c.version)
-            .bind(c.counted_minor)
-            .bind(i64::from(c.counted))
-            .execute(&mut *self.tx)
-            .await?;
+    async fn upsert_contributions(&mut self, contributions: &[Contribution]) -> StoreResult<()> {
+        for chunk in contributions.chunks(PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Db>::new(INSERT_CONTRIBUTIONS);
+            insert.push_values(chunk, |mut row, c| {
+                row.push_bind(db_id(c.donation_id))
+                    .push_bind(db_id(c.campaign_id))
+                    .push_bind(&c.donor_email)
+                    .push_bind(c.version)
+                    .push_bind(c.counted_minor)
+                    .push_bind(i64::from(c.counted));
+            });
+            insert.push(ON_CONFLICT_NEWER);
+            insert.build().execute(&mut *self.tx).await?;
+        }
         Ok(())
     }
 
@@ -216,4 +214,22 @@ impl TotalsTx for BackendTx {
             .await?;
         Ok(())
     }
+}
+
+/// The contributions of `ids`, with `tail` after the list (an order and a lock).
+async fn select_contributions(
+    tx: &mut BackendTx,
+    ids: &[Uuid],
+    tail: &str,
+) -> StoreResult<Vec<Contribution>> {
+    let mut found = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(PER_STATEMENT) {
+        let mut query = QueryBuilder::<Db>::new(SELECT_CONTRIBUTIONS);
+        push_list(&mut query, chunk.iter().map(|id| db_id(*id)));
+        query.push(tail);
+        for row in query.build().fetch_all(&mut *tx.tx).await? {
+            found.push(contribution_from_row(&row)?);
+        }
+    }
+    Ok(found)
 }
