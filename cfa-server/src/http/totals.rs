@@ -21,10 +21,10 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::Operator;
-use super::error::{ApiError, ErrorBody, json_response, parse_json};
+use super::error::{ApiError, ErrorBody, json_bytes, json_response, parse_json};
 use super::{AppState, amount_json, parse_id};
 use crate::domain::money::Currency;
-use crate::services::totals::{Source, current, refresh as rebuild};
+use crate::services::totals::{Entry, Source, current, refresh as rebuild};
 use crate::storage::CampaignTotals;
 
 /// The totals routes.
@@ -74,7 +74,7 @@ fn body(t: &CampaignTotals, data_source: &'static str, cache_age_seconds: f64) -
         currency: t.currency.clone(),
         last_updated: t.last_updated,
         data_source,
-        cache_age_seconds: (cache_age_seconds * 1000.0).round() / 1000.0,
+        cache_age_seconds: rounded_age(cache_age_seconds),
     }
 }
 
@@ -135,14 +135,51 @@ async fn show(
     let found = current(state.store.as_ref(), state.totals_cache.as_ref(), id)
         .await?
         .ok_or_else(not_found)?;
-    let (source, age) = match found.source {
-        Source::Cache(age) => ("cache", age.as_secs_f64()),
-        Source::ReadModel => ("read_model", 0.0),
+    Ok(match &found.source {
+        Source::Cache(entry) => cached(entry),
+        Source::ReadModel => json_response(StatusCode::OK, &body(&found.totals, "read_model", 0.0)),
+    })
+}
+
+/// A cached entry's answer: its figures are serialised once per entry, and a read adds only
+/// their age, which comes last.
+fn cached(entry: &Entry) -> Response {
+    let age = entry.at.elapsed().as_secs_f64();
+    let prefix = entry.rendered(|totals| Bytes::from(ageless(totals)));
+    match with_age(&prefix, age) {
+        Some(whole) => json_bytes(StatusCode::OK, whole),
+        None => json_response(StatusCode::OK, &body(&entry.totals, "cache", age)),
+    }
+}
+
+/// The body of cached totals up to the value of `cache_age_seconds`; empty if it cannot be
+/// cut there.
+fn ageless(totals: &CampaignTotals) -> Vec<u8> {
+    let Ok(mut whole) = serde_json::to_vec(&body(totals, "cache", 0.0)) else {
+        return Vec::new();
     };
-    Ok(json_response(
-        StatusCode::OK,
-        &body(&found.totals, source, age),
-    ))
+    if !whole.ends_with(br#""cache_age_seconds":0.0}"#) {
+        return Vec::new();
+    }
+    whole.truncate(whole.len() - b"0.0}".len());
+    whole
+}
+
+/// `ageless` completed with an age, as [`body`] rounds and serialises it.
+fn with_age(ageless: &[u8], age_seconds: f64) -> Option<Vec<u8>> {
+    if ageless.is_empty() {
+        return None;
+    }
+    let mut whole = Vec::with_capacity(ageless.len() + 8);
+    whole.extend_from_slice(ageless);
+    serde_json::to_writer(&mut whole, &rounded_age(age_seconds)).ok()?;
+    whole.push(b'}');
+    Some(whole)
+}
+
+/// An age in seconds to the millisecond, as the body shows it.
+fn rounded_age(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
 }
 
 /// A campaign's totals as server-sent events, as they change.
@@ -257,4 +294,33 @@ async fn refresh(
         StatusCode::OK,
         &serde_json::json!({"campaigns": drift, "checked": drift.len(), "corrected": corrected}),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_read_answers_the_same_bytes_as_serialising_it_whole() {
+        let totals = CampaignTotals {
+            campaign_id: Uuid::nil(),
+            total_minor: 123_450,
+            completed_count: 12,
+            unique_donors: 9,
+            goal_minor: 500_000,
+            currency: "JPY".into(),
+            last_updated: Utc::now(),
+            campaign_version: 3,
+        };
+        let ageless = ageless(&totals);
+        assert!(!ageless.is_empty());
+        for age in [0.0, 0.0004, 0.008, 0.0125, 1.0, 59.999_6, 86_400.25] {
+            let whole = serde_json::to_vec(&body(&totals, "cache", age)).expect("serialised");
+            assert_eq!(
+                String::from_utf8(with_age(&ageless, age).expect("completed")),
+                String::from_utf8(whole),
+                "age {age}"
+            );
+        }
+    }
 }

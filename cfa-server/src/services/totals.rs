@@ -9,7 +9,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -17,7 +16,7 @@ use uuid::Uuid;
 
 use super::ConsumerSpec;
 use super::live::LiveTotals;
-pub use super::totals_cache::{LocalCache, TotalsCache, TwoLevelCache};
+pub use super::totals_cache::{Entry, LocalCache, TotalsCache, TwoLevelCache};
 use crate::config::Role;
 use crate::domain::donation::DonationStatus;
 use crate::domain::event::{CampaignEvent, DomainEvent, DonationEvent, EventEnvelope};
@@ -26,16 +25,16 @@ use crate::storage::{CampaignTotals, Contribution, Store, StoreError, Tx};
 use tracing::Instrument as _;
 
 /// Where a campaign's current totals came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum Source {
-    /// The cache, this old.
-    Cache(Duration),
+    /// The cache: this entry (how old it is, and its rendering).
+    Cache(Arc<Entry>),
     /// The read model (now cached).
     ReadModel,
 }
 
 /// A campaign's current totals and where they came from.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Current {
     /// The figures.
     pub totals: CampaignTotals,
@@ -50,10 +49,10 @@ pub async fn current(
     cache: &dyn TotalsCache,
     campaign_id: Uuid,
 ) -> Result<Option<Current>, StoreError> {
-    if let Some((totals, cached_at)) = cache.get(campaign_id).await {
+    if let Some(entry) = cache.get(campaign_id).await {
         return Ok(Some(Current {
-            totals,
-            source: Source::Cache(cached_at.elapsed()),
+            totals: entry.totals.clone(),
+            source: Source::Cache(entry),
         }));
     }
     let generation = cache.generation();

@@ -2,20 +2,47 @@
 //! Entries are invalidated by the totals consumer when the read model changes; the TTL is only a
 //! safety net.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use uuid::Uuid;
 
 use crate::storage::CampaignTotals;
+
+/// A campaign's cached totals, with a memo of their rendering.
+pub struct Entry {
+    /// The figures.
+    pub totals: CampaignTotals,
+    /// When they were read from the read model (or, through Redis, cached there).
+    pub at: Instant,
+    rendered: OnceLock<Bytes>,
+}
+
+impl Entry {
+    fn new(totals: CampaignTotals, at: Instant) -> Arc<Entry> {
+        Arc::new(Entry {
+            totals,
+            at,
+            rendered: OnceLock::new(),
+        })
+    }
+
+    /// The totals as `render` renders them, rendered once per entry: a read served from the
+    /// cache does no work the previous one did (an entry is replaced, never changed, when the
+    /// totals change).
+    pub fn rendered(&self, render: impl FnOnce(&CampaignTotals) -> Bytes) -> Bytes {
+        self.rendered.get_or_init(|| render(&self.totals)).clone()
+    }
+}
 
 /// A cache of totals in front of the read model.
 #[async_trait]
 pub trait TotalsCache: Send + Sync + 'static {
     /// Cached totals and when they were cached; counts a hit or a miss.
-    async fn get(&self, campaign_id: Uuid) -> Option<(CampaignTotals, Instant)>;
+    async fn get(&self, campaign_id: Uuid) -> Option<Arc<Entry>>;
     /// A counter that moves on every invalidation; read it before reading the read model.
     fn generation(&self) -> u64;
     /// Caches totals just read from the read model, unless an invalidation happened since
@@ -30,7 +57,7 @@ pub trait TotalsCache: Send + Sync + 'static {
 /// The in-process cache: entries are invalidated when the read model changes; the TTL is only a
 /// safety net.
 pub struct LocalCache {
-    entries: moka::future::Cache<Uuid, (CampaignTotals, Instant)>,
+    entries: moka::future::Cache<Uuid, Arc<Entry>>,
     hits: AtomicU64,
     misses: AtomicU64,
     generation: AtomicU64,
@@ -53,7 +80,7 @@ impl LocalCache {
 
 #[async_trait]
 impl TotalsCache for LocalCache {
-    async fn get(&self, campaign_id: Uuid) -> Option<(CampaignTotals, Instant)> {
+    async fn get(&self, campaign_id: Uuid) -> Option<Arc<Entry>> {
         let found = self.entries.get(&campaign_id).await;
         let counter = if found.is_some() {
             &self.hits
@@ -71,7 +98,7 @@ impl TotalsCache for LocalCache {
     async fn put(&self, totals: CampaignTotals, generation: u64) {
         if self.generation() == generation {
             self.entries
-                .insert(totals.campaign_id, (totals, Instant::now()))
+                .insert(totals.campaign_id, Entry::new(totals, Instant::now()))
                 .await;
         }
     }
@@ -121,7 +148,7 @@ struct Cached {
 
 #[async_trait]
 impl TotalsCache for TwoLevelCache {
-    async fn get(&self, campaign_id: Uuid) -> Option<(CampaignTotals, Instant)> {
+    async fn get(&self, campaign_id: Uuid) -> Option<Arc<Entry>> {
         if let Some(found) = self.local.entries.get(&campaign_id).await {
             self.local.hits.fetch_add(1, Ordering::Relaxed);
             return Some(found);
@@ -143,11 +170,9 @@ impl TotalsCache for TwoLevelCache {
         let at = Instant::now()
             .checked_sub(Duration::from_millis(u64::try_from(age).unwrap_or(0)))
             .unwrap_or_else(Instant::now);
-        self.local
-            .entries
-            .insert(campaign_id, (cached.totals.clone(), at))
-            .await;
-        Some((cached.totals, at))
+        let entry = Entry::new(cached.totals, at);
+        self.local.entries.insert(campaign_id, entry.clone()).await;
+        Some(entry)
     }
 
     fn generation(&self) -> u64 {
