@@ -270,28 +270,30 @@ async fn apply_batch(
     tx: &mut dyn Tx,
     events: Vec<(Counted, tracing::Span)>,
 ) -> Result<Vec<Uuid>, StoreError> {
-    let donation_ids = |events: &[(Counted, tracing::Span)]| -> Vec<Uuid> {
+    let donation_ids = |events: &[(Counted, tracing::Span)], which: fn(&Contribution) -> bool| {
         events
             .iter()
             .filter_map(|(event, _)| match event {
-                Counted::Donation(c) => Some(c.donation_id),
-                Counted::Campaign(_) => None,
+                Counted::Donation(c) if which(c) => Some(c.donation_id),
+                _ => None,
             })
-            .collect()
+            .collect::<Vec<Uuid>>()
     };
+    // A donation's creation (version 1, not counting yet) changes nothing unless a later event
+    // of it arrived first: no lock, no write, and creations are half of all events. Any later
+    // event has a higher version and is recorded, so a late refund can still hide an even
+    // later-arriving completion.
+    let creation = |c: &Contribution| !c.counted && c.version == 1;
     let recorded: HashSet<Uuid> = tx
-        .contributions(&donation_ids(&events))
+        .contributions(&donation_ids(&events, creation))
         .await?
         .into_iter()
         .map(|c| c.donation_id)
         .collect();
-    // A donation's creation (version 1, not counting yet) changes nothing: no lock, no write,
-    // and creations are half of all events. Any later event has a higher version and is
-    // recorded, so a late refund can still hide an even later-arriving completion.
     let events: Vec<_> = events
         .into_iter()
         .filter(|(event, _)| match event {
-            Counted::Donation(c) => c.counted || c.version > 1 || recorded.contains(&c.donation_id),
+            Counted::Donation(c) => !creation(c) || recorded.contains(&c.donation_id),
             Counted::Campaign(_) => true,
         })
         .collect();
@@ -306,7 +308,7 @@ async fn apply_batch(
         rows.locked(tx, *campaign_id).await?;
     }
     let mut recorded: HashMap<Uuid, Contribution> = tx
-        .contributions_for_update(&donation_ids(&events))
+        .contributions_for_update(&donation_ids(&events, |_| true))
         .await?
         .into_iter()
         .map(|c| (c.donation_id, c))

@@ -96,13 +96,6 @@ pub trait NotificationStore: Send + Sync {
 /// Notifications inside a write transaction.
 #[async_trait]
 pub trait NotificationTx: Send {
-    /// Inserts a notification unless one exists for its (event, kind); returns whether it did.
-    async fn insert_notification(&mut self, notification: &Notification) -> StoreResult<bool> {
-        Ok(self
-            .insert_notifications(std::slice::from_ref(notification))
-            .await?
-            == 1)
-    }
     /// Inserts notifications, each unless one exists for its (event, kind), in as few
     /// statements as the database's limit on bound values allows; returns how many it inserted.
     async fn insert_notifications(&mut self, notifications: &[Notification]) -> StoreResult<u64>;

@@ -271,7 +271,7 @@ impl Workers {
         let now = cfa_server::domain::now();
         let donation_id = uuid::Uuid::new_v4();
         let mut tx = self.store.begin().await.expect("tx");
-        tx.insert_notification(&Notification {
+        tx.insert_notifications(&[Notification {
             id: uuid::Uuid::new_v4(),
             event_id: uuid::Uuid::new_v4(),
             kind: "receipt".into(),
@@ -287,7 +287,7 @@ impl Workers {
             created_at: now,
             sent_at: None,
             traceparent: None,
-        })
+        }])
         .await
         .expect("insert");
         tx.commit().await.expect("commit");

@@ -8,7 +8,7 @@ use sqlx::Row as _;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::lists::{PER_STATEMENT, push_list};
+use super::lists::{PER_STATEMENT, in_lock_order, push_list};
 use super::{BACKEND, BackendStore, BackendTx, Db, DbRow, FOR_UPDATE, db_id, from_db_id};
 use crate::domain::donation::{Donation, DonationStatus};
 use crate::domain::email::DonorEmail;
@@ -21,6 +21,8 @@ const SELECT_BY_ID: &str = "SELECT * FROM donations WHERE id = $1";
 const SELECT_FOR_UPDATE: &str = concatcp!(SELECT_BY_ID, FOR_UPDATE);
 const SELECT_BY_CAMPAIGN: &str =
     "SELECT * FROM donations WHERE campaign_id = $1 ORDER BY created_at, id";
+/// The head of a read of the donations of a list of ids.
+const SELECT_IN: &str = "SELECT * FROM donations WHERE id IN ";
 const INSERT: &str = "INSERT INTO donations (id, campaign_id, donor_email, donor_name, \
                       amount_minor, currency, status, payment_intent_id, version, metadata, \
                       created_at, updated_at) \
@@ -175,7 +177,7 @@ impl DonationStore for BackendStore {
     async fn donations(&self, ids: &[Uuid]) -> StoreResult<Vec<Donation>> {
         let mut found = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(PER_STATEMENT) {
-            let mut query = QueryBuilder::<Db>::new("SELECT * FROM donations WHERE id IN ");
+            let mut query = QueryBuilder::<Db>::new(SELECT_IN);
             push_list(&mut query, chunk.iter().map(|id| db_id(*id)));
             for row in query.build().fetch_all(&self.read).await? {
                 found.push(donation_from_row(&row)?);
@@ -214,12 +216,10 @@ impl DonationTx for BackendTx {
     }
 
     async fn donations_for_update(&mut self, ids: &[Uuid]) -> StoreResult<Vec<Donation>> {
-        let mut ids = ids.to_vec();
-        ids.sort_unstable();
-        ids.dedup();
+        let ids = in_lock_order(ids);
         let mut found = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(PER_STATEMENT) {
-            let mut query = QueryBuilder::<Db>::new("SELECT * FROM donations WHERE id IN ");
+            let mut query = QueryBuilder::<Db>::new(SELECT_IN);
             push_list(&mut query, chunk.iter().map(|id| db_id(*id)));
             query.push(concatcp!(" ORDER BY id", FOR_UPDATE));
             for row in query.build().fetch_all(&mut *self.tx).await? {

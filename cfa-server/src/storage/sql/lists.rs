@@ -21,3 +21,12 @@ where
     }
     query.push(")");
 }
+
+/// `ids` without repeats, in the order rows are locked in (by id): two transactions locking
+/// overlapping sets never wait for each other in a circle.
+pub(super) fn in_lock_order(ids: &[uuid::Uuid]) -> Vec<uuid::Uuid> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}

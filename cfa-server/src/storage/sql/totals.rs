@@ -5,7 +5,7 @@ use const_format::concatcp;
 use sqlx::{QueryBuilder, Row as _};
 use uuid::Uuid;
 
-use super::lists::{PER_STATEMENT, push_list};
+use super::lists::{PER_STATEMENT, in_lock_order, push_list};
 use super::{BackendStore, BackendTx, Db, DbRow, FOR_UPDATE, db_id, from_db_id};
 use crate::storage::{CampaignTotals, Contribution, StoreResult, TotalsStore, TotalsTx};
 
@@ -165,9 +165,7 @@ impl TotalsTx for BackendTx {
         &mut self,
         donation_ids: &[Uuid],
     ) -> StoreResult<Vec<Contribution>> {
-        let mut ids = donation_ids.to_vec();
-        ids.sort_unstable();
-        ids.dedup();
+        let ids = in_lock_order(donation_ids);
         select_contributions(self, &ids, concatcp!(" ORDER BY donation_id", FOR_UPDATE)).await
     }
 
